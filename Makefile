@@ -1,0 +1,36 @@
+# Set-up and entry points. `make demo` and `make test` work on a fresh clone: they create .venv and install.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The CPU build of torch, installed before r1kit on a machine without a CUDA GPU so that pip does not pull a
+# multi-GB CUDA build. Elsewhere point it at a CPU wheel index, e.g. TORCH_CPU="torch --index-url <cpu index>".
+TORCH_CPU ?= torch==2.13.0
+EXTRAS ?= serve,test
+DEMO_OUT ?= runs/demo
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@if nvidia-smi -L >/dev/null 2>&1; then \
+		echo "CUDA GPU found: torch comes from your CUDA build (install it first to choose the CUDA version)"; \
+	elif ! $(BIN)/python -c "import torch" >/dev/null 2>&1; then \
+		echo "No CUDA GPU: installing the CPU build of torch first ($(TORCH_CPU))"; \
+		$(BIN)/pip install $(TORCH_CPU); \
+	fi
+	$(BIN)/pip install -e ".[$(EXTRAS)]"
+	touch $@
+
+demo: setup
+	$(BIN)/r1kit demo --out $(DEMO_OUT)
+
+# pytest exits 5 when it collected no test: a suite that ran nothing is reported as a failure, not a pass.
+test: setup
+	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

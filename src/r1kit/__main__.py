@@ -1,0 +1,3 @@
+from r1kit.cli import main
+
+main()

@@ -1,0 +1,240 @@
+"""The `r1kit` command: parse arguments, load the recipe, call one stage function, print its result.
+
+Run settings live in the recipe; flags are for paths, a few per-command conveniences that map onto recipe
+fields, and `--set section.field=value` overrides. A mistake the user can fix exits with status 2 and one
+clear message on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from r1kit.errors import UserError
+
+app = typer.Typer(
+    help="r1kit: from raw data to a served DeepSeek-R1-style reasoning model, driven by one YAML recipe.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+model_app = typer.Typer(help="Create and inspect models.", no_args_is_help=True)
+tokenizer_app = typer.Typer(help="Train tokenizers.", no_args_is_help=True)
+recipe_app = typer.Typer(help="Check recipes and read what their fields mean.", no_args_is_help=True)
+app.add_typer(model_app, name="model")
+app.add_typer(tokenizer_app, name="tokenizer")
+app.add_typer(recipe_app, name="recipe")
+
+out = Console()
+err = Console(stderr=True)
+
+SetOption = Annotated[
+    Optional[list[str]],
+    typer.Option("--set", help="Override a recipe field, e.g. --set train.learning_rate=3e-5 (repeatable)."),
+]
+STATUS_STYLE = {"pass": "green", "warn": "yellow", "fail": "bold red"}
+
+
+# ----------------------------------------------------------------------------------------------- doctor
+
+
+@app.command()
+def doctor(
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list of {name, status, detail, fix}.")] = False,
+    path: Annotated[Path, typer.Option(help="Where data and checkpoints will go (for the disk check).")] = Path("."),
+) -> None:
+    """Check this machine for training: pass/warn/fail with a one-line fix each. Exits 1 when a check fails."""
+    from r1kit.doctor import FAIL, run_checks
+
+    if not path.is_dir():
+        raise UserError(f"--path {path}: no such directory")
+    checks = run_checks(path)
+    if as_json:
+        print(json.dumps([c.to_dict() for c in checks], indent=2))
+    else:
+        table = Table("check", "status", "detail", "fix", show_lines=False)
+        for c in checks:
+            table.add_row(c.name, f"[{STATUS_STYLE[c.status]}]{c.status}[/]", escape(c.detail), escape(c.fix))
+        out.print(table)
+    if any(c.status == FAIL for c in checks):
+        raise typer.Exit(1)
+
+
+# ----------------------------------------------------------------------------------------------- recipe
+
+
+@recipe_app.command("show")
+def recipe_show(
+    recipe: Annotated[Optional[Path], typer.Argument(help="Recipe YAML; omitted: the defaults.")] = None,
+    overrides: SetOption = None,
+) -> None:
+    """Validate a recipe (with overrides) and print it fully resolved, defaults included."""
+    from r1kit.config import load_recipe
+
+    print(load_recipe(recipe, overrides or []).to_yaml(), end="")
+
+
+@recipe_app.command("fields")
+def recipe_fields(
+    section: Annotated[Optional[str], typer.Argument(help="One section, e.g. train; omitted: all.")] = None,
+) -> None:
+    """List the recipe's fields with their type, default and meaning."""
+    from r1kit.config import Recipe, describe_fields
+
+    rows = describe_fields(Recipe)
+    if section is not None:
+        rows = [r for r in rows if r[0].split(".")[0] == section]
+        if not rows:
+            raise UserError(f"no recipe section {section!r}; sections: {', '.join(Recipe.model_fields)}")
+    table = Table("field", "type", "default", "meaning")
+    for row in rows:
+        table.add_row(*map(escape, row))
+    out.print(table)
+
+
+# ------------------------------------------------------------------------------------------------ model
+
+
+@model_app.command("list")
+def model_list() -> None:
+    """List the presets `r1kit model init` can build."""
+    from r1kit.models.presets import PRESETS
+
+    table = Table("preset", "architecture", "summary")
+    for preset in PRESETS.values():
+        table.add_row(preset.name, preset.model_type, preset.summary)
+    out.print(table)
+
+
+@model_app.command("init")
+def model_init(
+    preset: Annotated[str, typer.Argument(help="Preset name (see `r1kit model list`).")],
+    tokenizer: Annotated[Path, typer.Option(help="Tokenizer folder (from `r1kit tokenizer train`).")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder to write the new model into.")],
+    seed: Annotated[int, typer.Option(help="Initialisation seed.")] = 42,
+) -> None:
+    """Write a randomly initialised Hugging Face model folder for PRESET."""
+    from r1kit.models.create import init_model
+    from r1kit.models.presets import PRESETS
+
+    if preset not in PRESETS:
+        raise UserError(f"unknown preset {preset!r}; available: {', '.join(PRESETS)}")
+    result = init_model(preset, tokenizer, out_dir, seed=seed)
+    out.print(f"wrote {result.out_dir}: {result.preset}, {result.num_parameters / 1e6:.2f}M parameters")
+
+
+# -------------------------------------------------------------------------------------------- tokenizer
+
+
+@tokenizer_app.command("train")
+def tokenizer_train(
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder to write the tokenizer into.")],
+    inputs: Annotated[
+        Optional[list[Path]], typer.Option("--input", help="Text, JSONL or JSON file (repeatable).")
+    ] = None,
+    more_inputs: Annotated[Optional[list[Path]], typer.Argument(help="More input files.", show_default=False)] = None,
+    vocab_size: Annotated[Optional[int], typer.Option(help="Vocabulary size (recipe: tokenizer.vocab_size).")] = None,
+    type: Annotated[Optional[str], typer.Option(help="bpe or unigram (recipe: tokenizer.type).")] = None,
+    character_coverage: Annotated[Optional[float], typer.Option(help="Unigram character coverage.")] = None,
+    recipe: Annotated[Optional[Path], typer.Option(help="Recipe whose `tokenizer` section to use.")] = None,
+    overrides: SetOption = None,
+) -> None:
+    """Train a byte-level BPE (or unigram) tokenizer with the DeepSeek-R1 tokens and chat template."""
+    from r1kit.config import load_recipe
+    from r1kit.models.tokenizer import train_tokenizer
+
+    flags = {"vocab_size": vocab_size, "type": type, "character_coverage": character_coverage}
+    files = [str(p) for p in (inputs or []) + (more_inputs or [])]
+    assignments = [f"tokenizer.{k}={v}" for k, v in flags.items() if v is not None]
+    config = load_recipe(recipe, [*(overrides or []), *assignments])
+    if files:
+        config.tokenizer.inputs = files
+    tok = config.tokenizer
+    if not tok.inputs:
+        raise UserError("no input files: pass --input FILE (or tokenizer.inputs in the recipe)")
+    result = train_tokenizer(
+        tok.inputs, out_dir, vocab_size=tok.vocab_size, type=tok.type, min_frequency=tok.min_frequency,
+        character_coverage=tok.character_coverage,
+    )
+    config.save(out_dir)
+    out.print(
+        f"wrote {result.out_dir}: {tok.type} vocabulary of {result.vocab_size} tokens, "
+        f"trained on {result.num_texts} texts ({result.num_chars / 1e6:.2f}M characters)"
+    )
+
+
+# --------------------------------------------------------------------------------------------- generate
+
+
+def _print_completion(completion) -> None:
+    out.print(f"[bold]prompt[/bold]    {escape(completion.prompt)}", highlight=False)
+    if completion.reasoning is not None:
+        out.print(f"[dim]reasoning[/dim] {escape(completion.reasoning)}", highlight=False)
+    out.print(f"[bold]answer[/bold]    {escape(completion.answer)}", highlight=False)
+    out.print(
+        f"[dim]{completion.num_completion_tokens} tokens in {completion.seconds:.2f} s "
+        f"({completion.tokens_per_second:.1f} tokens/s)[/dim]"
+    )
+
+
+@app.command("generate")
+def generate_cmd(
+    model: Annotated[Path, typer.Option(help="Local Hugging Face model folder.")],
+    prompt: Annotated[list[str], typer.Option(help="User message (repeatable).")],
+    system: Annotated[Optional[str], typer.Option(help="System prompt.")] = None,
+    max_new_tokens: Annotated[int, typer.Option(help="Most tokens to generate.")] = 256,
+    temperature: Annotated[float, typer.Option(help="0 decodes greedily.")] = 0.6,
+    top_p: Annotated[float, typer.Option(help="Nucleus sampling threshold.")] = 0.95,
+    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    trust_remote_code: Annotated[bool, typer.Option(help="Run code shipped in the model folder.")] = False,
+) -> None:
+    """Chat with a local model: the reasoning inside <think> is shown apart from the answer."""
+    from r1kit.generate import generate
+
+    for completion in generate(
+        model, prompt, system_prompt=system, max_new_tokens=max_new_tokens, temperature=temperature,
+        top_p=top_p, seed=seed, trust_remote_code=trust_remote_code,
+    ):
+        _print_completion(completion)
+
+
+# ------------------------------------------------------------------------------------------------- demo
+
+
+@app.command()
+def demo(
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for everything the demo writes.")] = Path("runs/demo"),
+    overrides: SetOption = None,
+) -> None:
+    """Run every stage that exists so far, end to end, on this machine."""
+    from r1kit.demo import run_demo
+
+    result = run_demo(out_dir, overrides or [])
+    counts = {s: sum(c.status == s for c in result.checks) for s in ("pass", "warn", "fail")}
+    out.print(f"doctor: {counts['pass']} pass, {counts['warn']} warn, {counts['fail']} fail")
+    out.print(f"tokenizer: {result.tokenizer.vocab_size} tokens from {result.tokenizer.num_texts} texts "
+              f"-> {result.tokenizer.out_dir}")
+    out.print(f"model: {result.model.preset}, {result.model.num_parameters / 1e6:.1f}M parameters "
+              f"(random weights) -> {result.model.out_dir}")
+    for completion in result.completions:
+        _print_completion(completion)
+    out.print(f"resolved recipe: {result.recipe.run_dir / 'config.yaml'}")
+
+
+def main() -> None:
+    try:
+        app()
+    except UserError as exc:
+        err.print(f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,417 @@
+"""The recipe: one YAML file whose sections configure every stage.
+
+`load_recipe(path, overrides)` reads the YAML, applies `--set a.b.c=value` overrides to the raw mapping, and
+validates the result, so an override is checked exactly like a value in the file. Every problem is reported
+at once, each with the dotted path of the field and what is allowed, before any stage starts work.
+
+Paths inside a recipe are relative to the directory the command runs in, like paths given on the command line.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from r1kit.dist import is_main_process
+from r1kit.errors import UserError
+from r1kit.models.presets import PRESETS
+
+
+class Section(BaseModel):
+    """Base of every recipe section: unknown keys are errors, field docstrings become descriptions."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_assignment=True)
+
+
+PresetName = Literal[tuple(PRESETS)]  # type: ignore[valid-type]
+
+
+class ModelConfig(Section):
+    path: str | None = None
+    """Local Hugging Face model folder (config.json + *.safetensors + tokenizer), e.g. a downloaded
+    DeepSeek-R1-Distill-Qwen-7B. Nothing is downloaded: the folder must exist."""
+    preset: PresetName | None = None
+    """Start from a randomly initialised model of this preset instead of `path` (see `r1kit model list`)."""
+    tokenizer: str | None = None
+    """Tokenizer folder. Defaults to `path`; with `preset`, defaults to the one the tokenizer stage trains."""
+    trust_remote_code: bool = False
+    """Run Python code shipped inside the model folder. Off unless you trust the folder's author."""
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """Weight dtype when loading: `auto` takes the dtype recorded in config.json."""
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
+    """Attention kernel. `flash_attention_2` needs a CUDA GPU and the flash-attn package (extra `gpu`)."""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelConfig:
+        if self.path is not None and self.preset is not None:
+            raise ValueError("set either `path` (an existing model) or `preset` (a new model), not both")
+        return self
+
+
+class TokenizerConfig(Section):
+    type: Literal["bpe", "unigram"] = "bpe"
+    """`bpe`: byte-level BPE (as in DeepSeek and Qwen). `unigram`: SentencePiece unigram with byte fallback."""
+    vocab_size: int = Field(8192, ge=300, le=1_000_000)
+    """Vocabulary size including the byte alphabet and r1kit's special tokens."""
+    min_frequency: int = Field(2, ge=1)
+    """BPE: a pair must occur this often to be merged."""
+    character_coverage: float = Field(0.9995, gt=0.0, le=1.0)
+    """Unigram: share of characters covered by the vocabulary; the rarest rest fall back to bytes.
+    Use ~0.9995 for Chinese or Japanese text, 1.0 for small alphabets."""
+    inputs: list[str] = []
+    """Text, JSONL or JSON files to train on; empty means the data stage's training split."""
+
+
+class DataConfig(Section):
+    inputs: list[str] = []
+    """Input files (JSONL, JSON, Parquet, CSV, text); the data stage detects each record's shape."""
+    validation_fraction: float = Field(0.02, ge=0.0, lt=0.5)
+    """Share of cleaned records held out for validation."""
+    max_records: int | None = Field(None, ge=1)
+    """Read at most this many records per input (for quick trials)."""
+
+
+class LoraConfig(Section):
+    r: int = Field(16, ge=1, le=4096)
+    """LoRA rank."""
+    alpha: int = Field(32, ge=1)
+    """LoRA scaling numerator: updates are scaled by alpha / r."""
+    dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    """Dropout on the LoRA input."""
+    target_modules: list[str] | Literal["all-linear"] = "all-linear"
+    """Module names to adapt, e.g. [q_proj, v_proj]; `all-linear` adapts every linear layer but the output head."""
+    quant_type: Literal["nf4", "fp4"] = "nf4"
+    """QLoRA only: 4-bit data type of the frozen base weights (bitsandbytes, CUDA GPUs)."""
+    double_quant: bool = True
+    """QLoRA only: also quantise the quantisation constants (saves ~0.4 bits per parameter)."""
+
+
+class TrainConfig(Section):
+    method: Literal["full", "lora", "qlora"] = "full"
+    """`full` trains every weight; `lora` trains adapters; `qlora` trains adapters on a 4-bit base (GPU)."""
+    learning_rate: float = Field(2e-5, gt=0.0, le=1.0)
+    """Peak learning rate."""
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "cosine"
+    """Learning-rate schedule after warm-up."""
+    warmup_ratio: float = Field(0.03, ge=0.0, lt=1.0)
+    """Share of the steps spent warming up linearly from 0."""
+    weight_decay: float = Field(0.0, ge=0.0)
+    """AdamW decoupled weight decay."""
+    adam_beta1: float = Field(0.9, ge=0.0, lt=1.0)
+    """AdamW beta1."""
+    adam_beta2: float = Field(0.999, ge=0.0, lt=1.0)
+    """AdamW beta2 (0.95 is common for large-model pretraining)."""
+    adam_epsilon: float = Field(1e-8, gt=0.0)
+    """AdamW epsilon."""
+    per_device_batch_size: int = Field(1, ge=1)
+    """Sequences (or packed rows) per device per micro-step."""
+    gradient_accumulation_steps: int = Field(8, ge=1)
+    """Micro-steps per optimizer step."""
+    num_epochs: float = Field(3.0, gt=0.0)
+    """Passes over the training split (ignored when `max_steps` is set)."""
+    max_steps: int | None = Field(None, ge=1)
+    """Stop after this many optimizer steps."""
+    max_seq_length: int = Field(4096, ge=16)
+    """Longest sequence in tokens; longer examples are truncated (and counted)."""
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+    """`auto`: bf16 on GPUs that support it, fp16 with loss scaling on older GPUs, bf16 autocast on CPUs with
+    native bf16 matrix instructions, else fp32. An explicit choice the device cannot run is an error."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass: ~30% slower, much less activation memory."""
+    max_grad_norm: float = Field(1.0, ge=0.0)
+    """Clip the global gradient norm to this value; 0 turns clipping off."""
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+    """Label smoothing of the cross-entropy loss."""
+    dropout: float | None = Field(None, ge=0.0, lt=1.0)
+    """Override the model's attention/hidden dropout; unset keeps the model's own."""
+    torch_compile: bool = False
+    """Compile the model with torch.compile (slow first steps, faster later ones)."""
+    packing: bool = True
+    """Pack several examples into one row (padding-free, attention kept within each example)."""
+    assistant_only_loss: bool = True
+    """Train only on assistant tokens (the chat template marks them); off trains on the whole text."""
+    lora: LoraConfig = LoraConfig()
+    """Adapter settings for `method: lora` and `method: qlora`."""
+    strategy: Literal["auto", "ddp", "zero1", "zero2", "zero3", "fsdp"] = "auto"
+    """How to spread training over devices: `auto` is DDP when launched on several processes."""
+    offload_optimizer: bool = False
+    """DeepSpeed zero2/zero3: keep optimizer states in CPU memory."""
+    offload_parameters: bool = False
+    """DeepSpeed zero3: keep parameters in CPU memory."""
+    logging_steps: int = Field(10, ge=1)
+    """Log metrics every this many optimizer steps."""
+    eval_steps: int = Field(100, ge=1)
+    """Evaluate on the validation split every this many steps."""
+    save_steps: int = Field(500, ge=1)
+    """Write a checkpoint every this many steps."""
+    save_total_limit: int = Field(2, ge=1)
+    """Keep at most this many checkpoints (the best by `metric_for_best_model` and the latest)."""
+    early_stopping_patience: int | None = Field(3, ge=1)
+    """Stop when the validation metric has not improved for this many evaluations; unset disables."""
+    metric_for_best_model: str = "eval_loss"
+    """Metric that picks the best checkpoint and drives early stopping."""
+    extra: dict[str, Any] = {}
+    """Settings passed unchanged to TRL's trainer config, for what r1kit does not expose."""
+
+    @model_validator(mode="after")
+    def _offload_needs_zero(self) -> TrainConfig:
+        if self.offload_optimizer and self.strategy not in ("zero2", "zero3"):
+            raise ValueError(f"offload_optimizer needs strategy zero2 or zero3, not {self.strategy!r}")
+        if self.offload_parameters and self.strategy != "zero3":
+            raise ValueError(f"offload_parameters needs strategy zero3, not {self.strategy!r}")
+        return self
+
+
+class GrpoConfig(Section):
+    num_generations: int = Field(8, ge=2)
+    """Completions sampled per prompt (the GRPO group); advantages are computed within each group."""
+    temperature: float = Field(1.0, gt=0.0, le=2.0)
+    """Sampling temperature of the rollouts."""
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    """Nucleus sampling threshold of the rollouts."""
+    max_prompt_length: int = Field(512, ge=8)
+    """Prompts longer than this many tokens are truncated from the left (and counted)."""
+    max_completion_length: int = Field(1024, ge=8)
+    """Longest completion in tokens; longer ones are cut and count as truncated."""
+    beta: float = Field(0.0, ge=0.0)
+    """KL coefficient against the reference model; 0 loads no reference model."""
+    epsilon: float = Field(0.2, gt=0.0, lt=1.0)
+    """Lower clipping range of the policy ratio."""
+    epsilon_high: float | None = Field(None, gt=0.0, lt=1.0)
+    """Upper clipping range (DAPO's clip-higher); unset uses `epsilon`."""
+    loss_type: Literal["grpo", "dr_grpo", "dapo"] = "dapo"
+    """Loss normalisation, chosen once: per-sequence (grpo), constant (dr_grpo) or per-token (dapo)."""
+    num_iterations: int = Field(1, ge=1)
+    """Optimisation passes over each batch of rollouts (mu in the GRPO paper)."""
+    learning_rate: float = Field(1e-6, gt=0.0, le=1.0)
+    """Peak learning rate of the policy."""
+    rewards: dict[str, float] = {"accuracy": 1.0, "format": 0.2}
+    """Reward functions by name (or import path) with their weights."""
+    rollout_engine: Literal["transformers", "vllm_colocate", "vllm_server"] = "transformers"
+    """Who samples rollouts: transformers generation (CPU or GPU) or vLLM (needs the `gpu` extra)."""
+    extra: dict[str, Any] = {}
+    """Settings passed unchanged to TRL's GRPO config."""
+
+
+class EvalConfig(Section):
+    suites: list[str] = ["gsm8k"]
+    """Evaluation suites to run, e.g. gsm8k, math500, perplexity, bleu_rouge, speed."""
+    num_samples: int = Field(1, ge=1)
+    """Samples per problem; accuracy is pass@1 averaged over them."""
+    temperature: float = Field(0.6, ge=0.0, le=2.0)
+    """Sampling temperature (0.6 is DeepSeek's recommendation for R1 models)."""
+    top_p: float = Field(0.95, gt=0.0, le=1.0)
+    """Nucleus sampling threshold (0.95 is DeepSeek's recommendation for R1 models)."""
+    max_new_tokens: int = Field(1024, ge=1)
+    """Longest generated answer in tokens."""
+    limit: int | None = Field(None, ge=1)
+    """Evaluate only the first N problems of each suite."""
+
+
+class ExportConfig(Section):
+    merge_lora: bool = True
+    """Fold LoRA adapters into the base weights."""
+    quantize: Literal["none", "int8-dynamic", "int8", "int4", "nf4"] = "none"
+    """`int8-dynamic` for CPU inference, `int8`/`int4` weight-only (torchao), `nf4` (bitsandbytes, GPU)."""
+
+
+class ServeConfig(Section):
+    host: str = "127.0.0.1"
+    """Address to bind. The default is reachable from this machine only; 0.0.0.0 exposes it to the network."""
+    port: int = Field(8000, ge=1, le=65535)
+    """TCP port."""
+    api_key: str | None = None
+    """Require `Authorization: Bearer <key>` on API routes; unset leaves the API open."""
+    engine: Literal["transformers", "vllm"] = "transformers"
+    """Generation backend. `vllm` needs a CUDA GPU and the `gpu` extra."""
+    max_batch_size: int = Field(8, ge=1)
+    """Most requests decoded together by the transformers engine."""
+    max_tokens_limit: int = Field(4096, ge=1)
+    """Largest `max_tokens` a request may ask for."""
+
+
+class Recipe(Section):
+    name: str = Field("r1kit-run", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    """Run name (letters, digits, `.`, `_`, `-`); names the default output folder."""
+    seed: int = Field(42, ge=0)
+    """Seed for Python, NumPy and torch in every stage."""
+    output_dir: str | None = None
+    """Where stage outputs go; defaults to runs/<name>."""
+    model: ModelConfig = ModelConfig()
+    """The model to start from."""
+    tokenizer: TokenizerConfig = TokenizerConfig()
+    """Tokenizer training (for models built from a preset)."""
+    data: DataConfig = DataConfig()
+    """Data ingestion and cleaning."""
+    train: TrainConfig = TrainConfig()
+    """Supervised fine-tuning, LoRA/QLoRA and pretraining."""
+    grpo: GrpoConfig = GrpoConfig()
+    """Reinforcement learning with verifiable rewards."""
+    eval: EvalConfig = EvalConfig()
+    """Evaluation."""
+    export: ExportConfig = ExportConfig()
+    """Merging and quantisation."""
+    serve: ServeConfig = ServeConfig()
+    """The OpenAI-compatible server."""
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir) if self.output_dir else Path("runs") / self.name
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+    def save(self, out_dir: str | Path) -> Path | None:
+        """Write the resolved recipe as `config.yaml` into `out_dir` (main process only)."""
+        if not is_main_process():
+            return None
+        out_path = Path(out_dir) / "config.yaml"
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        out_path.write_text(self.to_yaml(), encoding="utf-8")
+        return out_path
+
+
+def _type_name(annotation: Any) -> str:
+    """Readable type of a field: Literal choices spelled out, `X | None` for optional fields."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is Literal:
+        return " | ".join(json.dumps(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in args)
+    if origin is not None:
+        return f"{origin.__name__}[{', '.join(_type_name(a) for a in args)}]"
+    return "None" if annotation is type(None) else getattr(annotation, "__name__", str(annotation))
+
+
+def describe_fields(model: type[BaseModel], prefix: str = "") -> list[tuple[str, str, str, str]]:
+    """(dotted name, type, default, description) of every leaf field, sections expanded in order."""
+    rows = []
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            rows += describe_fields(annotation, f"{prefix}{name}.")
+            continue
+        type_name = _type_name(annotation)
+        default = "" if field.is_required() else json.dumps(field.get_default(call_default_factory=True))
+        rows.append((prefix + name, type_name, default, " ".join((field.description or "").split())))
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------- loading
+
+
+class _RecipeLoader(yaml.SafeLoader):
+    """YAML 1.1 as PyYAML reads it, with two fixes for recipes: `3e-5` is a float (PyYAML wants `3.0e-5`),
+    and a key given twice in one mapping is an error instead of the last one silently winning."""
+
+
+_RecipeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\d[\d_]*\.?\d*|\.\d+)[eE][-+]?\d+$"),
+    list("-+0123456789."),
+)
+
+
+def _construct_mapping(loader: _RecipeLoader, node: yaml.MappingNode) -> dict:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"key {key!r} appears twice (first on line {seen[key] + 1})", key_node.start_mark
+            )
+        seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep=True)
+
+
+_RecipeLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """Parse recipe YAML; syntax errors become a UserError naming `source` and the line."""
+    try:
+        return yaml.load(text, Loader=_RecipeLoader)  # noqa: S506 - _RecipeLoader is a SafeLoader
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
+        raise UserError(f"{where}: not valid YAML: {exc.problem}") from None
+    except yaml.YAMLError as exc:
+        raise UserError(f"{source}: not valid YAML: {exc}") from None
+
+
+def apply_override(raw: dict, assignment: str) -> None:
+    """Apply one `dotted.key=value` override to the raw recipe mapping; the value is parsed as YAML."""
+    key, sep, value_text = assignment.partition("=")
+    if not sep or not key.strip():
+        raise UserError(f"--set {assignment!r}: expected KEY=VALUE, e.g. --set train.learning_rate=3e-5")
+    parts = key.strip().split(".")
+    node = raw
+    for depth, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            where = ".".join(parts[: depth + 1])
+            raise UserError(f"--set {assignment!r}: {where} is a value, not a section")
+        node = child
+    node[parts[-1]] = parse_yaml(value_text, f"--set {key}") if value_text.strip() else None
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple) -> list[str] | None:
+    """Field names of the section at `loc` (for 'unknown key' messages)."""
+    for part in loc[:-1]:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        annotation = field.annotation if field else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return None
+        model = annotation
+    return list(model.model_fields)
+
+
+def format_validation_error(exc: ValidationError, source: str) -> str:
+    lines = [f"{source} is not a valid recipe:"]
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        path = ".".join(str(p) for p in loc) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            allowed = _allowed_keys(Recipe, loc)
+            hint = f"; allowed keys here: {', '.join(allowed)}" if allowed else ""
+            lines.append(f"  {path}: unknown key{hint}")
+            continue
+        message = err["msg"].removeprefix("Value error, ")
+        got = "" if err["type"] in ("missing",) or isinstance(err.get("input"), dict) else f" (got {err['input']!r})"
+        lines.append(f"  {path}: {message}{got}")
+    return "\n".join(lines)
+
+
+def build_recipe(raw: Any, source: str, overrides: list[str] = ()) -> Recipe:
+    """Validate a raw mapping (plus overrides) into a Recipe."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise UserError(f"{source}: a recipe is a YAML mapping of sections, got {type(raw).__name__}")
+    for assignment in overrides:
+        apply_override(raw, assignment)
+    try:
+        return Recipe.model_validate(raw)
+    except ValidationError as exc:
+        raise UserError(format_validation_error(exc, source)) from None
+
+
+def load_recipe(path: str | Path | None, overrides: list[str] = ()) -> Recipe:
+    """Read, override and validate a recipe. `path=None` starts from the defaults."""
+    if path is None:
+        return build_recipe({}, "the command-line settings", overrides)
+    recipe_path = Path(path)
+    if not recipe_path.is_file():
+        raise UserError(f"recipe not found: {recipe_path}")
+    try:
+        text = recipe_path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{recipe_path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    return build_recipe(parse_yaml(text, str(recipe_path)), str(recipe_path), overrides)

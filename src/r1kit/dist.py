@@ -1,0 +1,31 @@
+"""Rank handling in one place: which process writes files and prints lines.
+
+torchrun and DeepSpeed export RANK/LOCAL_RANK/WORLD_SIZE to every worker; reading the environment (rather than
+torch.distributed) works before the process group exists and in processes that never join one.
+"""
+
+import os
+
+from rich.console import Console
+
+console = Console(stderr=True)
+
+
+def rank() -> int:
+    """Global rank of this process (0 when not launched by torchrun or DeepSpeed)."""
+    return int(os.environ.get("RANK", "0"))
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_main_process() -> bool:
+    """True on the process that writes shared outputs (configs, reports, metrics)."""
+    return rank() == 0
+
+
+def print0(*args, **kwargs) -> None:
+    """Print a status line (to stderr, keeping stdout for results) on the main process only."""
+    if is_main_process():
+        console.print(*args, **kwargs)

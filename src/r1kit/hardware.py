@@ -1,0 +1,62 @@
+"""Facts about the device, and the start-up guards for features only some machines can run.
+
+A GPU-only feature asked for on a machine that cannot run it is refused with a message that says what is
+missing and how to get it; r1kit never silently runs something else instead.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.metadata
+import importlib.util
+from pathlib import Path
+
+from r1kit.errors import UserError
+
+
+@functools.cache
+def cpu_flags() -> frozenset[str]:
+    """The instruction-set flags of the first CPU in /proc/cpuinfo (empty where there is no such file)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        if line.startswith(("flags", "Features")):
+            return frozenset(line.split(":", 1)[1].split())
+    return frozenset()
+
+
+def cpu_has_native_bf16() -> bool:
+    """True where the CPU multiplies bf16 matrices natively (AVX512-BF16 or AMX), so bf16 autocast is a
+    speed-up rather than an emulation."""
+    return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
+
+
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def package_version(distribution: str) -> str | None:
+    """Installed version of a distribution, or None."""
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def require_cuda(feature: str) -> None:
+    """Refuse `feature` on a machine without a usable CUDA GPU."""
+    if not cuda_available():
+        raise UserError(
+            f"{feature} needs a CUDA GPU, and torch sees none (torch.cuda.is_available() is False). "
+            "Choose a CPU setting in the recipe, or run on a GPU machine."
+        )
+
+
+def require_module(module: str, extra: str, feature: str) -> None:
+    """Refuse `feature` when the Python module it needs is not installed; name the extra that installs it."""
+    if importlib.util.find_spec(module) is None:
+        raise UserError(f"{feature} needs the `{module}` package: pip install 'r1kit[{extra}]'")

@@ -1,0 +1,1 @@
+"""Models: presets for new models, loading of local Hugging Face folders, tokenizer training."""

@@ -1,0 +1,257 @@
+"""Tokenizer training with the DeepSeek-R1 special tokens and chat template.
+
+`train_tokenizer` trains either a byte-level BPE model (the DeepSeek/Qwen kind: every byte sequence encodes,
+nothing maps to <unk>) or a SentencePiece unigram model (trained by the `sentencepiece` library, so
+`character_coverage` means what SentencePiece users expect, with byte fallback for the uncovered characters),
+and saves a Hugging Face tokenizer folder that `AutoTokenizer.from_pretrained` loads.
+
+Token choices, and why:
+- BOS/EOS and the role markers `<｜User｜>`/`<｜Assistant｜>` are the strings of the released R1 tokenizer, so
+  prompts render identically to the released chat template.
+- `<think>`/`</think>` are ordinary added tokens, not special: decoders that skip special tokens keep them, and
+  the server can split reasoning from the answer.
+- Padding gets its own token `<｜▁pad▁｜>` (the DeepSeek-V3 tokenizer's) rather than reusing EOS as the
+  R1-Distill tokenizer does: collators mask pad ids out of the labels, which would stop the model ever
+  learning to emit EOS.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from r1kit.errors import UserError
+
+BOS = "<｜begin▁of▁sentence｜>"
+EOS = "<｜end▁of▁sentence｜>"
+PAD = "<｜▁pad▁｜>"
+USER = "<｜User｜>"
+ASSISTANT = "<｜Assistant｜>"
+THINK_OPEN = "<think>"
+THINK_CLOSE = "</think>"
+SPECIAL_TOKENS = [BOS, EOS, PAD, USER, ASSISTANT]
+REASONING_TOKENS = [THINK_OPEN, THINK_CLOSE]
+
+# Pre-tokenization for byte-level BPE: letters with an optional leading non-letter, single digits (numbers
+# split digit by digit, as the Qwen and DeepSeek tokenizers do, which helps arithmetic), punctuation runs,
+# newlines, and whitespace. CJK text falls in \p{L} and is left to the BPE merges.
+_BPE_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
+    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+
+
+def chat_template() -> str:
+    """The r1kit DeepSeek-R1 chat template (see templates/r1_chat.jinja)."""
+    return resources.files("r1kit").joinpath("templates/r1_chat.jinja").read_text(encoding="utf-8")
+
+
+@dataclass
+class TokenizerResult:
+    out_dir: Path
+    vocab_size: int
+    num_texts: int
+    num_chars: int
+
+
+# --------------------------------------------------------------------------------------------- input text
+
+
+def _decode_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """Yield (line number, text) of a UTF-8 file, streaming; bad bytes raise a UserError naming the line."""
+    with path.open("rb") as f:
+        for line_no, raw in enumerate(f, start=1):
+            try:
+                yield line_no, raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise UserError(
+                    f"{path}:{line_no}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at column {exc.start + 1});"
+                    " convert it first, e.g. `iconv -f GBK -t UTF-8`"
+                ) from None
+
+
+def _strings_in(value) -> Iterator[str]:
+    """Every string inside a JSON value (record fields, message lists, nested objects)."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _strings_in(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings_in(item)
+
+
+def read_texts(path: str | Path) -> Iterator[str]:
+    """Training text of one file: lines of a text file, or every string field of JSONL/JSON records."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"tokenizer input not found: {path}")
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        for line_no, line in _decode_lines(path):
+            if not line.strip():
+                continue
+            try:
+                yield from _strings_in(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise UserError(f"{path}:{line_no}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+    elif suffix == ".json":
+        text = "".join(line for _, line in _decode_lines(path))
+        try:
+            yield from _strings_in(json.loads(text))
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+    else:
+        for _, line in _decode_lines(path):
+            yield line
+
+
+class _Corpus:
+    """The input texts. Construction reads every file once, so a missing, empty, non-UTF-8 or malformed
+    input is reported before training starts; iteration then streams the texts again for the trainer."""
+
+    def __init__(self, paths: list[str | Path]):
+        if not paths:
+            raise UserError("tokenizer training needs at least one --input file")
+        self.paths = [Path(p) for p in paths]
+        self.num_texts = self.num_chars = 0
+        for path in self.paths:
+            num_texts_before = self.num_texts
+            for text in self._texts(path):
+                self.num_texts += 1
+                self.num_chars += len(text)
+            if self.num_texts == num_texts_before:
+                raise UserError(f"tokenizer input {path} is empty: it holds no text to train on")
+
+    def _texts(self, path: Path) -> Iterator[str]:
+        return (text for text in read_texts(path) if text.strip())
+
+    def __iter__(self) -> Iterator[str]:
+        for path in self.paths:
+            yield from self._texts(path)
+
+
+# ------------------------------------------------------------------------------------------------ training
+
+
+def _train_bpe(corpus: _Corpus, vocab_size: int, min_frequency: int):
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.normalizer = normalizers.NFC()
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(_BPE_SPLIT), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(corpus, trainer)
+    return tokenizer
+
+
+def _train_unigram(corpus: _Corpus, vocab_size: int, character_coverage: float):
+    import io
+
+    import sentencepiece as spm
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+
+    model_bytes = io.BytesIO()
+    try:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=iter(corpus),
+            model_writer=model_bytes,
+            model_type="unigram",
+            vocab_size=vocab_size,
+            # A soft limit: a small corpus yields fewer pieces instead of failing.
+            hard_vocab_limit=False,
+            character_coverage=character_coverage,
+            byte_fallback=True,
+            split_digits=True,
+            add_dummy_prefix=False,
+            # Keep text exactly as given (no NFKC, no whitespace folding) so decode(encode(x)) == x.
+            normalization_rule_name="identity",
+            remove_extra_whitespaces=False,
+            allow_whitespace_only_pieces=True,
+            unk_id=0,
+            bos_id=-1,
+            eos_id=-1,
+            pad_id=-1,
+            minloglevel=2,
+        )
+    except RuntimeError as exc:
+        raise UserError(f"SentencePiece could not train a unigram model: {exc}") from None
+    processor = spm.SentencePieceProcessor(model_proto=model_bytes.getvalue())
+    # SentencePiece writes a space as "▁" inside its pieces. Spelling the pieces with real spaces (and
+    # splitting input before each space, as SentencePiece's trainer did) keeps the vocabulary free of that
+    # symbol, so decoding needs no space substitution, which would also rewrite the "▁" inside DeepSeek's
+    # special tokens such as <｜end▁of▁sentence｜>.
+    vocab = [
+        (processor.id_to_piece(i).replace("▁", " "), processor.get_score(i))
+        for i in range(processor.get_piece_size())
+    ]
+    tokenizer = Tokenizer(models.Unigram(vocab, unk_id=0, byte_fallback=True))
+    tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex(r" ?[^ ]+| +"), behavior="isolated")
+    tokenizer.decoder = decoders.Sequence([decoders.ByteFallback(), decoders.Fuse()])
+    return tokenizer
+
+
+def wrap_tokenizer(tokenizer, *, unk_token: str | None = None, model_max_length: int = 32768):
+    """Turn a `tokenizers.Tokenizer` into a transformers tokenizer with r1kit's tokens and chat template."""
+    from tokenizers import AddedToken, processors
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer.add_special_tokens([AddedToken(t, normalized=False, special=True) for t in SPECIAL_TOKENS])
+    tokenizer.add_tokens([AddedToken(t, normalized=False, special=False) for t in REASONING_TOKENS])
+    # Plain-text encoding (pretraining) starts with BOS like the released tokenizer; the chat template writes
+    # BOS itself and is encoded without special tokens, so chats get exactly one.
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"{BOS} $A", pair=f"{BOS} $A $B", special_tokens=[(BOS, tokenizer.token_to_id(BOS))]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        bos_token=BOS,
+        eos_token=EOS,
+        pad_token=PAD,
+        unk_token=unk_token,
+        model_max_length=model_max_length,
+        clean_up_tokenization_spaces=False,
+        chat_template=chat_template(),
+    )
+
+
+def train_tokenizer(
+    inputs: list[str | Path],
+    out_dir: str | Path,
+    *,
+    vocab_size: int = 8192,
+    type: str = "bpe",
+    min_frequency: int = 2,
+    character_coverage: float = 0.9995,
+) -> TokenizerResult:
+    """Train a tokenizer on `inputs` and save it as a Hugging Face tokenizer folder in `out_dir`."""
+    num_added = len(SPECIAL_TOKENS) + len(REASONING_TOKENS)
+    if vocab_size < 256 + num_added + 1:
+        raise UserError(f"vocab_size {vocab_size} is too small: it must exceed {256 + num_added}")
+    corpus = _Corpus(inputs)
+    if type == "bpe":
+        tokenizer = _train_bpe(corpus, vocab_size - num_added, min_frequency)
+    elif type == "unigram":
+        tokenizer = _train_unigram(corpus, vocab_size - num_added, character_coverage)
+    else:
+        raise UserError(f"unknown tokenizer type {type!r}: choose bpe or unigram")
+    # SentencePiece's id 0 is <unk>; with byte fallback it is never produced, but it is declared.
+    hf_tokenizer = wrap_tokenizer(tokenizer, unk_token="<unk>" if type == "unigram" else None)
+    out_dir = Path(out_dir)
+    hf_tokenizer.save_pretrained(out_dir)
+    return TokenizerResult(out_dir, len(hf_tokenizer), corpus.num_texts, corpus.num_chars)

@@ -1,0 +1,105 @@
+"""The `r1kit` command as a user runs it: real subprocesses, exit codes, and messages instead of tracebacks."""
+
+import re
+
+import pytest
+
+
+def assert_user_error(done, *fragments):
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert "Traceback" not in done.stderr
+    assert done.stderr.startswith("error:")
+    for fragment in fragments:
+        assert fragment in done.stderr, done.stderr
+
+
+def test_unknown_recipe_key(cli, tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("train:\n  learning_rat: 1.0e-4\n")
+    assert_user_error(cli("recipe", "show", str(recipe)), "train.learning_rat: unknown key", "learning_rate")
+
+
+def test_bad_override_value(cli):
+    assert_user_error(cli("recipe", "show", "--set", "train.precision=fp8"), "train.precision", "'bf16'")
+
+
+def test_missing_recipe_file(cli, tmp_path):
+    assert_user_error(cli("recipe", "show", str(tmp_path / "nope.yaml")), "recipe not found")
+
+
+def test_recipe_show_prints_the_resolved_recipe(cli):
+    done = cli("recipe", "show", "--set", "train.learning_rate=3e-5", check=True)
+    assert "learning_rate: 3.0e-05" in done.stdout
+    assert "host: 127.0.0.1" in done.stdout
+
+
+def test_recipe_fields(cli):
+    done = cli("recipe", "fields", "serve", check=True)
+    assert "serve.api_key" in done.stdout and "Authorization" in done.stdout
+    assert_user_error(cli("recipe", "fields", "nonsense"), "no recipe section 'nonsense'")
+
+
+def test_bad_preset_name(cli, tokenizer_dir, tmp_path):
+    done = cli("model", "init", "gpt-5", "--tokenizer", str(tokenizer_dir), "--out", str(tmp_path / "m"))
+    assert_user_error(done, "unknown preset 'gpt-5'", "tiny-deepseek-v3")
+
+
+def test_missing_tokenizer_folder(cli, tmp_path):
+    done = cli("model", "init", "tiny-qwen2", "--tokenizer", str(tmp_path / "none"), "--out", str(tmp_path / "m"))
+    assert_user_error(done, "tokenizer folder not found")
+
+
+@pytest.mark.parametrize(
+    "content, fragment",
+    [(b"", "is empty"), (b"\xff\xfe\x00h\x00i", "not UTF-8")],
+    ids=["empty", "utf16"],
+)
+def test_bad_tokenizer_input(cli, tmp_path, content, fragment):
+    path = tmp_path / "corpus.txt"
+    path.write_bytes(content)
+    assert_user_error(cli("tokenizer", "train", "--input", str(path), "--out", str(tmp_path / "tok")), fragment)
+
+
+def test_missing_tokenizer_input(cli, tmp_path):
+    done = cli("tokenizer", "train", "--input", str(tmp_path / "none.txt"), "--out", str(tmp_path / "tok"))
+    assert_user_error(done, "tokenizer input not found")
+
+
+def test_tokenizer_flags_are_validated_like_recipe_fields(cli, tmp_path, shared_data):
+    done = cli("tokenizer", "train", "--input", str(shared_data / "gsm8k" / "test.jsonl"), "--out",
+               str(tmp_path / "tok"), "--vocab-size", "12")
+    assert_user_error(done, "tokenizer.vocab_size", "greater than or equal to 300")
+
+
+def test_tokenizer_model_generate_chain(cli, tmp_path, shared_data):
+    gsm8k, math500 = shared_data / "gsm8k" / "test.jsonl", shared_data / "math500" / "test.jsonl"
+    done = cli("tokenizer", "train", "--input", str(gsm8k), str(math500), "--vocab-size", "700",
+               "--out", str(tmp_path / "tok"), check=True)
+    assert "vocabulary of 700 tokens" in done.stdout
+    assert (tmp_path / "tok" / "config.yaml").is_file()  # the resolved settings travel with the output
+
+    done = cli("model", "init", "tiny-deepseek-v3", "--tokenizer", str(tmp_path / "tok"), "--out",
+               str(tmp_path / "model"), check=True)
+    assert "tiny-deepseek-v3" in done.stdout
+
+    done = cli("generate", "--model", str(tmp_path / "model"), "--prompt", "What is 6 * 7?",
+               "--max-new-tokens", "5", "--temperature", "0", check=True)
+    generated = int(re.search(r"(\d+) tokens in [\d.]+ s", done.stdout).group(1))
+    assert 1 <= generated <= 5
+    assert "What is 6 * 7?" in done.stdout
+
+
+def test_generate_rejects_bad_values(cli, tmp_path):
+    assert_user_error(cli("generate", "--model", str(tmp_path / "none"), "--prompt", "hi"), "model folder not found")
+
+
+def test_demo_runs_end_to_end(cli, tmp_path):
+    # The demo with its model shrunk to the tiny preset; `make demo` runs the same code at small-qwen2 size.
+    out_dir = tmp_path / "demo"
+    done = cli("demo", "--out", str(out_dir), "--set", "model.preset=tiny-qwen2", "--set",
+               "tokenizer.vocab_size=1024", "--set", "eval.max_new_tokens=8", check=True)
+    assert "doctor:" in done.stdout and "0 fail" in done.stdout
+    assert "tiny-qwen2" in done.stdout
+    assert len(re.findall(r"\d+ tokens in [\d.]+ s", done.stdout)) == 2
+    assert (out_dir / "model" / "model.safetensors").is_file()
+    assert "preset: tiny-qwen2" in (out_dir / "config.yaml").read_text()
