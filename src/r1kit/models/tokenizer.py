@@ -98,13 +98,13 @@ def read_texts(path: str | Path) -> Iterator[str]:
             try:
                 yield from _strings_in(json.loads(line))
             except json.JSONDecodeError as exc:
-                raise UserError(f"{path}:{line_no}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+                raise UserError(f"{path}:{line_no}: not valid JSON: {exc.msg}, column {exc.colno}") from None
     elif suffix == ".json":
         text = "".join(line for _, line in _decode_lines(path))
         try:
             yield from _strings_in(json.loads(text))
         except json.JSONDecodeError as exc:
-            raise UserError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+            raise UserError(f"{path}:{exc.lineno}: not valid JSON: {exc.msg}, column {exc.colno}") from None
     else:
         for _, line in _decode_lines(path):
             yield line

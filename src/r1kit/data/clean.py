@@ -1,0 +1,322 @@
+"""`r1kit data clean`: ingest → clean → deduplicate → filter → split, with every input accounted for.
+
+Records stream from the input files into an Arrow table on disk (`datasets`), so memory stays bounded
+whatever the input size. Each stage is a batch function run by `datasets.map` (per-record stages in worker
+processes); rejected rows stay in the table with their stage and reason until the end, when kept rows are
+written as sharded Parquet and rejected ones to `rejected.jsonl`. Stage order:
+
+  ingest → unicode → html → length → exact dedup → near dedup → quality → toxicity → semantic → domain →
+  decontam → train/validation split
+
+so `report.json` satisfies `input_records == kept + sum(rejected.values())` by construction.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import xxhash
+
+from r1kit.config import DataConfig
+from r1kit.data import dedup, stages
+from r1kit.data.ingest import check_inputs, ingest
+from r1kit.data.records import batch_of, features, reject, rows_of
+from r1kit.dist import print0
+from r1kit.errors import UserError
+
+OUTPUT_COLUMNS = ("source", "kind", "messages", "answer", "text", "quality")
+
+
+@dataclass
+class CleanResult:
+    out_dir: Path
+    report: dict
+    warnings: list[str] = field(default_factory=list)
+
+
+def _map(ds, fn, *, num_proc: int, desc: str, **fn_kwargs):
+    return ds.map(fn, batched=True, batch_size=1000, num_proc=num_proc if len(ds) >= 2000 else None,
+                  fn_kwargs=fn_kwargs, desc=desc)
+
+
+def _reject_rows(batch, indices, *, marks: dict[int, tuple[str, str, str]]):
+    rows = rows_of(batch)
+    for row, index in zip(rows, indices):
+        if index in marks:
+            reject(row, *marks[index])
+    return batch_of(rows, batch.keys())
+
+
+def find_duplicates(ds, cfg: DataConfig) -> dict[int, tuple[str, str, str]]:
+    """Row index → (stage, reason, detail) for exact and verified near duplicates of earlier rows."""
+    alive = np.flatnonzero(np.asarray(ds.with_format("numpy", columns=["alive"])["alive"]))
+    found: dict[int, tuple[str, str, int, str]] = {}  # row -> (stage, reason, original row, similarity note)
+    if cfg.exact_dedup:
+        keys = np.asarray(ds.with_format("numpy", columns=["exact_hash"])["exact_hash"])
+        later, first = dedup.first_of_equal(keys, alive)
+        for row, original in zip(later.tolist(), first.tolist()):
+            found[row] = ("exact_dedup", "exact_duplicate", original, "same text as")
+        alive = np.setdiff1d(alive, later, assume_unique=True)
+    if cfg.near_dedup.enabled:
+        bands, _ = dedup.lsh_params(cfg.near_dedup.threshold, cfg.near_dedup.num_perm)
+        candidates: dict[int, set[int]] = {}
+        for b in range(bands):
+            keys = np.asarray(ds.with_format("numpy", columns=[f"band_{b}"])[f"band_{b}"])
+            for row, original in zip(*(a.tolist() for a in dedup.first_of_equal(keys, alive))):
+                candidates.setdefault(row, set()).add(original)
+        if candidates:
+            needed = sorted(set(candidates) | set().union(*candidates.values()))
+            column = ds.select(needed).with_format("numpy", columns=["signature"])["signature"]
+            signatures = dict(zip(needed, column))
+            for row in sorted(candidates):
+                for original in sorted(candidates[row]):
+                    if original in found:  # matched a record that is itself a duplicate
+                        continue
+                    similarity = dedup.estimated_jaccard(signatures[row], signatures[original])
+                    if similarity >= cfg.near_dedup.threshold:
+                        found[row] = ("near_dedup", "near_duplicate", original, f"Jaccard ~{similarity:.2f} with")
+                        break
+    if not found:
+        return {}
+    originals = sorted({original for _, _, original, _ in found.values()})
+    source_of = dict(zip(originals, ds.select(originals)["source"]))
+    return {row: (stage, reason, f"{note} {source_of[original]}")
+            for row, (stage, reason, original, note) in found.items()}
+
+
+def _split(source: str, fraction: float, seed: int) -> str:
+    """Deterministic train/validation assignment from the record's source (stable across reruns)."""
+    bucket = xxhash.xxh64_intdigest(source.encode(), seed=seed) / 2**64
+    return "validation" if bucket < fraction else "train"
+
+
+class _ShardWriter:
+    def __init__(self, out_dir: Path, shard_size: int, schema):
+        self.out_dir, self.shard_size, self.schema = out_dir, shard_size, schema
+        self.rows: list[dict] = []
+        self.num_shards = 0
+        self.num_rows = 0
+        out_dir.mkdir(parents=True, exist_ok=True)
+
+    def add(self, row: dict) -> None:
+        self.rows.append({k: row[k] for k in OUTPUT_COLUMNS})
+        if len(self.rows) >= self.shard_size:
+            self.flush()
+
+    def flush(self) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if not self.rows:
+            return
+        table = pa.Table.from_pylist(self.rows, schema=self.schema)
+        pq.write_table(table, self.out_dir / f"part-{self.num_shards:05d}.parquet")
+        self.num_shards += 1
+        self.num_rows += len(self.rows)
+        self.rows = []
+
+
+def _output_schema():
+    import pyarrow as pa
+
+    schema = features().arrow_schema
+    return pa.schema([schema.field(name) for name in OUTPUT_COLUMNS])
+
+
+def clean(inputs: list[str | Path], out_dir: str | Path, cfg: DataConfig, *, seed: int = 42) -> CleanResult:
+    """Clean `inputs` into `out_dir` (train/, validation/, rejected.jsonl, report.json, report.md)."""
+    from datasets import Dataset, disable_progress_bars
+    from datasets.exceptions import DatasetGenerationError
+
+    from r1kit.data.report import write_report
+
+    disable_progress_bars()
+    start = time.perf_counter()
+    files = check_inputs(inputs)
+    out_dir = Path(out_dir)
+    for stale in ("train", "validation"):  # outputs of an earlier run must not mix with this one's
+        shutil.rmtree(out_dir / stale, ignore_errors=True)
+    for stale in ("rejected.jsonl", "report.json", "report.md"):
+        (out_dir / stale).unlink(missing_ok=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    num_proc = cfg.num_proc or os.cpu_count() or 1
+    warnings: list[str] = []
+    timings: dict[str, float] = {}
+
+    def timed(name: str, t0: float) -> float:
+        now = time.perf_counter()
+        timings[name] = round(now - t0, 3)
+        return now
+
+    with tempfile.TemporaryDirectory(prefix="r1kit-clean-", dir=out_dir) as tmp:
+        t = time.perf_counter()
+        rows_per_file: Counter = Counter()
+
+        def generate(paths):
+            for row in ingest([Path(p) for p in paths], fields=cfg.fields, text_split=cfg.text_split,
+                              strict=cfg.strict, max_records=cfg.max_records):
+                rows_per_file[row["source"].rsplit(":", 1)[0]] += 1
+                yield row
+
+        try:
+            ds = Dataset.from_generator(generate, gen_kwargs={"paths": [str(f) for f in files]},
+                                        features=features(), cache_dir=tmp, keep_in_memory=False)
+        except DatasetGenerationError as exc:  # datasets wraps what the generator raised
+            if isinstance(exc.__cause__, UserError):
+                raise exc.__cause__ from None
+            raise
+        t = timed("ingest", t)
+        ds = _map(ds, stages.apply_stages, num_proc=num_proc, desc="clean", stages=stages.BEFORE_DEDUP, cfg=cfg)
+        t = timed("normalise_html_length", t)
+
+        if cfg.exact_dedup or cfg.near_dedup.enabled:
+            bands, rows = dedup.lsh_params(cfg.near_dedup.threshold, cfg.near_dedup.num_perm)
+            ds = _map(ds, dedup.hash_columns, num_proc=num_proc, desc="hash", near=cfg.near_dedup.enabled,
+                      num_perm=cfg.near_dedup.num_perm, shingle_size=cfg.near_dedup.shingle_size,
+                      bands=bands, rows=rows)
+            ds = ds.map(lambda b: {"alive": [r is None for r in b["reject_reason"]]}, batched=True,
+                        batch_size=10_000)
+            marks = find_duplicates(ds, cfg)
+            helper_columns = [c for c in ds.column_names if c == "alive" or c == "exact_hash"
+                              or c == "signature" or c.startswith("band_")]
+            ds = ds.remove_columns(helper_columns)
+            if marks:
+                ds = ds.map(_reject_rows, batched=True, batch_size=1000, with_indices=True,
+                            fn_kwargs={"marks": marks})
+            t = timed("dedup", t)
+
+        ds = _map(ds, stages.apply_stages, num_proc=num_proc, desc="filter", stages=stages.AFTER_DEDUP, cfg=cfg)
+        t = timed("quality_toxicity", t)
+
+        if cfg.semantic.enabled:
+            ds, skipped = _semantic(ds, cfg)
+            if skipped:
+                warnings.append(skipped)
+            t = timed("semantic", t)
+        if cfg.domain.enabled:
+            ds = _domain(ds, cfg)
+            t = timed("domain", t)
+        if cfg.decontam.enabled:
+            ds = _decontam(ds, cfg, num_proc)
+            t = timed("decontam", t)
+
+        counts = _write_outputs(ds, out_dir, cfg, seed)
+        timings["write"] = round(time.perf_counter() - t, 3)
+        empty_files = [str(f) for f in files if rows_per_file[str(f)] == 0]
+
+    for path in empty_files:
+        warnings.append(f"{path} holds no records (empty file)")
+    seconds = time.perf_counter() - start
+    report = write_report(out_dir, counts, files=[str(f) for f in files], cfg=cfg, warnings=warnings,
+                          timings=timings, seconds=seconds)
+    return CleanResult(out_dir, report, warnings)
+
+
+def _semantic(ds, cfg: DataConfig):
+    from r1kit.data.semantic import Embedder, check_consistency, find_model_dir
+
+    model_dir = find_model_dir(cfg.semantic.model_dir)
+    if model_dir is None:
+        message = ("semantic stage skipped: no sentence-embedding model found "
+                   "(pip install 'r1kit[embed]' or set data.semantic.model_dir)")
+        print0(f"[yellow]warning:[/yellow] {message}")
+        return ds, message
+    embedder = Embedder(model_dir)
+
+    def batch_fn(batch):
+        rows = rows_of(batch)
+        check_consistency(rows, embedder, cfg)
+        return batch_of(rows, batch.keys())
+
+    return ds.map(batch_fn, batched=True, batch_size=256, desc="semantic"), None
+
+
+def _domain(ds, cfg: DataConfig):
+    from r1kit.data.domain import DomainProfile, check_relevance
+
+    profile = DomainProfile(cfg.domain.keywords, cfg.domain.documents)
+
+    def batch_fn(batch):
+        rows = rows_of(batch)
+        check_relevance(rows, profile, cfg.domain.min_score)
+        return batch_of(rows, batch.keys())
+
+    return ds.map(batch_fn, batched=True, batch_size=1000, desc="domain")
+
+
+def _decontam_batch(batch, *, ngrams, n):
+    from r1kit.data.decontam import check_contamination
+
+    rows = rows_of(batch)
+    for row in rows:
+        if row["reject_reason"] is None:
+            check_contamination(row, ngrams, n)
+    return batch_of(rows, batch.keys())
+
+
+def _decontam(ds, cfg: DataConfig, num_proc: int):
+    from r1kit.data.decontam import load_eval_ngrams
+    from r1kit.paths import shared_data_dir
+
+    if cfg.decontam.eval_sets is None:
+        shared = shared_data_dir()
+        paths = [shared / "gsm8k" / "test.jsonl", shared / "math500" / "test.jsonl"]
+    else:
+        paths = [Path(p) for p in cfg.decontam.eval_sets]
+    ngrams = load_eval_ngrams(paths, cfg.decontam.ngram)
+    return _map(ds, _decontam_batch, num_proc=num_proc, desc="decontam", ngrams=ngrams, n=cfg.decontam.ngram)
+
+
+def _write_outputs(ds, out_dir: Path, cfg: DataConfig, seed: int) -> dict:
+    """Kept rows → train/ and validation/ Parquet shards; rejected rows → rejected.jsonl. Returns counts."""
+    schema = _output_schema()
+    writers = {split: _ShardWriter(out_dir / split, cfg.shard_size, schema) for split in ("train", "validation")}
+    rejected: Counter = Counter()
+    by_stage: Counter = Counter()
+    levels: Counter = Counter()
+    kinds: Counter = Counter()
+    examples: dict[str, list[dict]] = {}
+    input_records = 0
+    with (out_dir / "rejected.jsonl").open("w", encoding="utf-8") as rejected_file:
+        for batch in ds.iter(batch_size=1000):
+            for row in rows_of(batch):
+                input_records += 1
+                if row["reject_reason"] is None:
+                    writers[_split(row["source"], cfg.validation_fraction, seed)].add(row)
+                    kinds[row["kind"]] += 1
+                    if row["quality"] is not None:
+                        levels[int(row["quality"])] += 1
+                    continue
+                rejected[row["reject_reason"]] += 1
+                by_stage[row["reject_stage"]] += 1
+                entry = {"source": row["source"], "stage": row["reject_stage"], "reason": row["reject_reason"],
+                         "detail": row["reject_detail"]}
+                if row["raw"] is not None:
+                    entry["raw"] = row["raw"]
+                else:
+                    entry["record"] = {k: row[k] for k in ("kind", "messages", "answer", "text")}
+                rejected_file.write(json.dumps(entry, ensure_ascii=False) + "\n")
+                bucket = examples.setdefault(row["reject_reason"], [])
+                if len(bucket) < 3:
+                    bucket.append({"source": row["source"], "detail": row["reject_detail"]})
+    for writer in writers.values():
+        writer.flush()
+    return {
+        "input_records": input_records,
+        "kept": sum(w.num_rows for w in writers.values()),
+        "splits": {name: w.num_rows for name, w in writers.items()},
+        "shards": {name: w.num_shards for name, w in writers.items()},
+        "rejected": dict(rejected.most_common()),
+        "rejected_by_stage": dict(by_stage.most_common()),
+        "quality_levels": {str(k): levels[k] for k in sorted(levels)},
+        "kinds": dict(kinds),
+        "examples": examples,
+    }

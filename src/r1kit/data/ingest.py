@@ -1,0 +1,345 @@
+"""Ingest: files of any common format and record shape → r1kit records, streaming.
+
+Formats: JSONL, JSON (a list, or an object holding the list under `data`), Parquet, CSV, plain text.
+Shapes, detected per record after the recipe's field mapping:
+
+| shape | fields | becomes |
+|---|---|---|
+| chat | `messages` [{role, content}] or ShareGPT `conversations` [{from, value}], optional `system` | chat |
+| alpaca | `instruction`, optional `input`, `output` | chat |
+| input/output | `input` + `output`, `prompt` + `completion`/`response` | chat |
+| problem | `question`/`problem` + `answer`/`solution` (GSM8K `#### 42`, MATH `\\boxed{}`) | problem, gold answer |
+| text | `text` (and plain-text files) | text |
+
+Reasoning traces come as a `reasoning`/`reasoning_content`/`thinking` field or as `<think>…</think>` inside
+the answer; both end up in the assistant message's `reasoning`. Anything unreadable becomes a rejected row
+naming the file and line, so the report accounts for every input.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from r1kit.data.records import message, new_record, rejected_record
+from r1kit.errors import UserError
+from r1kit.serve.reasoning import split_reasoning
+
+FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".parquet": "parquet", ".csv": "csv",
+           ".txt": "text", ".md": "text"}
+REASONING_FIELDS = ("reasoning", "reasoning_content", "thinking")
+ROLE_NAMES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "model": "assistant",
+              "bot": "assistant", "system": "system"}
+EXPECTED_SHAPES = ("messages | conversations | instruction+output | input+output | prompt+completion "
+                   "| prompt+response | question+answer | problem+answer | problem+solution | text")
+_GSM8K_CALC = re.compile(r"<<[^<>]*>>")
+
+
+class Malformed(Exception):
+    """A record that cannot be converted: `reason` is the report key, the message says why."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(detail)
+        self.reason = reason
+
+
+# ---------------------------------------------------------------------------------------------- answers
+
+
+def last_boxed(text: str) -> str | None:
+    """Content of the last \\boxed{...} (or \\fbox{...}) in `text`, with nested braces; None if absent."""
+    start = max(text.rfind("\\boxed"), text.rfind("\\fbox"))
+    if start < 0:
+        return None
+    brace = text.find("{", start)
+    if brace < 0:
+        return None
+    depth = 0
+    for i in range(brace, len(text)):
+        if text[i] == "{":
+            depth += 1
+        elif text[i] == "}":
+            depth -= 1
+            if depth == 0:
+                return text[brace + 1 : i].strip()
+    return None
+
+
+def split_gsm8k(answer: str) -> tuple[str, str] | None:
+    """(worked solution without calculator notes, final answer) of a GSM8K answer, or None without `####`."""
+    if "####" not in answer:
+        return None
+    solution, _, final = answer.rpartition("####")
+    return _GSM8K_CALC.sub("", solution).strip(), final.strip()
+
+
+# ----------------------------------------------------------------------------------------------- shapes
+
+
+def _text(value: Any, field: str) -> str:
+    if value is None:
+        raise Malformed("empty_field", f"field {field!r} is empty")
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False) if isinstance(
+        value, (dict, list)) else str(value)
+    if not text.strip():
+        raise Malformed("empty_field", f"field {field!r} is empty")
+    return text
+
+
+def _assistant(content: str, reasoning: str | None) -> dict:
+    """An assistant message; a `<think>` block inside the content becomes its reasoning."""
+    if reasoning is None and ("<think>" in content or "</think>" in content):
+        reasoning, content = split_reasoning(content)
+    return message("assistant", content, reasoning or None)
+
+
+def _reasoning_of(obj: dict) -> str | None:
+    for field in REASONING_FIELDS:
+        if obj.get(field):
+            return _text(obj[field], field)
+    return None
+
+
+def _chat_messages(items: Any, field: str) -> list[dict]:
+    if not isinstance(items, list) or not items:
+        raise Malformed("bad_messages", f"field {field!r} must be a non-empty list of messages")
+    messages = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise Malformed("bad_messages", f"{field}[{i}] is not an object")
+        role_field, content_field = ("from", "value") if "from" in item else ("role", "content")
+        role = ROLE_NAMES.get(str(item.get(role_field, "")).lower())
+        if role is None:
+            raise Malformed("bad_messages", f"{field}[{i}] has unknown role {item.get(role_field)!r} "
+                                            f"(known: {', '.join(sorted(ROLE_NAMES))})")
+        content = _text(item.get(content_field), f"{field}[{i}].{content_field}")
+        messages.append(_assistant(content, _reasoning_of(item)) if role == "assistant" else message(role, content))
+    if not any(m["role"] == "assistant" for m in messages):
+        raise Malformed("bad_messages", f"field {field!r} has no assistant message")
+    return messages
+
+
+def _with_system(obj: dict, messages: list[dict]) -> list[dict]:
+    if obj.get("system") and not any(m["role"] == "system" for m in messages):
+        return [message("system", _text(obj["system"], "system")), *messages]
+    return messages
+
+
+def convert(obj: Any, source: str) -> dict:
+    """One raw record (after field mapping) → an r1kit record; raises Malformed."""
+    if not isinstance(obj, dict):
+        raise Malformed("not_an_object", f"expected a JSON object, got {type(obj).__name__}")
+    for field in ("messages", "conversations"):
+        if field in obj:
+            return new_record(source, "chat", messages=_with_system(obj, _chat_messages(obj[field], field)))
+    if "instruction" in obj and "output" in obj:
+        prompt = _text(obj["instruction"], "instruction")
+        if obj.get("input"):
+            prompt += "\n\n" + _text(obj["input"], "input")
+        return _pair(obj, source, prompt, _text(obj["output"], "output"))
+    for prompt_field, response_field in (("input", "output"), ("prompt", "completion"), ("prompt", "response")):
+        if prompt_field in obj and response_field in obj:
+            return _pair(obj, source, _text(obj[prompt_field], prompt_field),
+                         _text(obj[response_field], response_field))
+    question_field = "problem" if "problem" in obj else "question" if "question" in obj else None
+    if question_field and ("answer" in obj or "solution" in obj):
+        return _problem(obj, source, _text(obj[question_field], question_field))
+    if "text" in obj:
+        return new_record(source, "text", text=_text(obj["text"], "text"))
+    found = ", ".join(map(str, obj)) or "none"
+    raise Malformed("unrecognised_shape", f"found fields: {found}; expected one of: {EXPECTED_SHAPES}")
+
+
+def _pair(obj: dict, source: str, prompt: str, response: str) -> dict:
+    messages = [message("user", prompt), _assistant(response, _reasoning_of(obj))]
+    return new_record(source, "chat", messages=_with_system(obj, messages))
+
+
+def _problem(obj: dict, source: str, question: str) -> dict:
+    """A verifiable problem: gold answer extracted, worked solution (if any) kept as the assistant turn."""
+    answer = _text(obj["answer"], "answer") if "answer" in obj else None
+    solution = _text(obj["solution"], "solution") if obj.get("solution") else None
+    reasoning = _reasoning_of(obj)
+    gsm8k = split_gsm8k(answer) if answer and not solution else None
+    if gsm8k:  # GSM8K: the worked steps are the reasoning, the number after #### the answer.
+        steps, gold = gsm8k
+        assistant = message("assistant", gold, reasoning or steps)
+    elif solution:  # MATH: the solution is the response; the gold is `answer` or the solution's last \boxed{}.
+        gold = answer or last_boxed(solution)
+        if gold is None:
+            raise Malformed("no_gold_answer", "no `answer` field and no \\boxed{} answer in `solution`")
+        assistant = _assistant(solution, reasoning)
+    else:  # Question and answer: the answer is both the response and, boxed or not, the gold.
+        assistant = _assistant(answer, reasoning)
+        gold = last_boxed(assistant["content"]) or assistant["content"].strip()
+    messages = _with_system(obj, [message("user", question), assistant])
+    return new_record(source, "problem", messages=messages, answer=gold)
+
+
+# ------------------------------------------------------------------------------------------------ files
+
+
+def _decode(raw: bytes, source: str) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise Malformed("not_utf8", f"not UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})") from None
+
+
+def _jsonl(path: Path) -> Iterator[tuple[str, Any, str | None]]:
+    """(source, parsed object or Malformed, raw line) per non-blank line."""
+    with path.open("rb") as f:
+        for line_no, raw in enumerate(f, start=1):
+            source = f"{path}:{line_no}"
+            if not raw.strip():
+                continue
+            try:
+                text = _decode(raw, source)
+                try:
+                    yield source, json.loads(text), None
+                except json.JSONDecodeError as exc:
+                    raise Malformed("malformed_json", f"not valid JSON: {exc.msg}, column {exc.colno}") from None
+            except Malformed as exc:
+                yield source, exc, raw.decode("utf-8", errors="replace").rstrip("\n")
+
+
+def _json(path: Path) -> Iterator[tuple[str, Any, str | None]]:
+    # A JSON document is parsed whole (use JSONL for files larger than memory).
+    try:
+        data = json.loads(_decode(path.read_bytes(), str(path)))
+    except Malformed as exc:
+        yield str(path), exc, None
+        return
+    except json.JSONDecodeError as exc:
+        yield f"{path}:{exc.lineno}", Malformed("malformed_json", f"not valid JSON: {exc.msg}, column {exc.colno}"), None
+        return
+    if isinstance(data, dict):
+        lists = [k for k, v in data.items() if isinstance(v, list)]
+        key = "data" if "data" in lists else lists[0] if len(lists) == 1 else None
+        if key is None:
+            yield str(path), Malformed("unrecognised_shape", "a JSON object must hold its records as a list under "
+                                       f"`data`; found keys: {', '.join(data) or 'none'}"), None
+            return
+        data = data[key]
+    elif not isinstance(data, list):
+        data = [data]
+    for index, obj in enumerate(data):
+        yield f"{path}:record {index}", obj, None
+
+
+def _csv(path: Path) -> Iterator[tuple[str, Any, str | None]]:
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            for row in reader:
+                yield f"{path}:{reader.line_num}", {k: v for k, v in row.items() if k is not None}, None
+    except UnicodeDecodeError as exc:
+        yield str(path), Malformed("not_utf8", f"not UTF-8 (byte offset {exc.start} of a read block)"), None
+    except csv.Error as exc:
+        yield str(path), Malformed("malformed_csv", str(exc)), None
+
+
+def _parquet(path: Path) -> Iterator[tuple[str, Any, str | None]]:
+    import pyarrow.parquet as pq
+
+    try:
+        parquet = pq.ParquetFile(path)
+    except Exception as exc:  # pyarrow raises several types for a corrupt file
+        yield str(path), Malformed("malformed_parquet", f"not a readable Parquet file ({exc})"), None
+        return
+    index = 0
+    for batch in parquet.iter_batches(batch_size=1000):
+        for obj in batch.to_pylist():
+            yield f"{path}:row {index}", obj, None
+            index += 1
+
+
+def _plain_text(path: Path, split: str) -> Iterator[tuple[str, Any, str | None]]:
+    def chunk(start: int, lines: list[str]):
+        return f"{path}:{start}", {"text": "".join(lines).strip("\n")}, None
+
+    with path.open("rb") as f:
+        start, lines = 1, []
+        for line_no, raw in enumerate(f, start=1):
+            try:
+                line = _decode(raw, f"{path}:{line_no}")
+            except Malformed as exc:
+                yield f"{path}:{line_no}", exc, raw.decode("utf-8", errors="replace").rstrip("\n")
+                continue
+            if split == "line":
+                if line.strip():
+                    yield chunk(line_no, [line])
+            elif split == "paragraph" and not line.strip():
+                if lines:
+                    yield chunk(start, lines)
+                start, lines = line_no + 1, []
+            else:
+                if not lines:
+                    start = line_no
+                lines.append(line)
+        if lines and "".join(lines).strip():
+            yield chunk(start, lines)
+
+
+def read_file(path: Path, text_split: str = "paragraph") -> Iterator[tuple[str, Any, str | None]]:
+    fmt = FORMATS.get(path.suffix.lower())
+    if fmt == "jsonl":
+        return _jsonl(path)
+    if fmt == "json":
+        return _json(path)
+    if fmt == "csv":
+        return _csv(path)
+    if fmt == "parquet":
+        return _parquet(path)
+    return _plain_text(path, text_split)
+
+
+def check_inputs(paths: list[str | Path]) -> list[Path]:
+    """Resolve input paths (files or folders of files); a missing one is a UserError."""
+    if not paths:
+        raise UserError("no input files: pass --input PATH (or data.inputs in the recipe)")
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in FORMATS)
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise UserError(f"data input not found: {p}")
+    return files
+
+
+def ingest(
+    paths: list[Path],
+    *,
+    fields: dict[str, str] | None = None,
+    text_split: str = "paragraph",
+    strict: bool = False,
+    max_records: int | None = None,
+) -> Iterator[dict]:
+    """Yield one row per input record: a converted record, or a rejected row saying what was wrong.
+
+    `fields` maps r1kit names to the input's names ({"question": "prompt_text"}); with `strict`, the first
+    bad input raises a UserError instead of becoming a rejected row.
+    """
+    renames = {theirs: ours for ours, theirs in (fields or {}).items()}
+    for path in paths:
+        for count, (source, obj, raw) in enumerate(read_file(path, text_split)):
+            if max_records is not None and count >= max_records:
+                break
+            try:
+                if isinstance(obj, Malformed):
+                    raise obj
+                if renames and isinstance(obj, dict):
+                    obj = {renames.get(k, k): v for k, v in obj.items()}
+                yield convert(obj, source)
+            except Malformed as exc:
+                if strict:
+                    raise UserError(f"{source}: {exc} (data.strict is on)") from None
+                if raw is None and not isinstance(obj, Malformed):
+                    raw = json.dumps(obj, ensure_ascii=False, default=str)
+                yield rejected_record(source, "ingest", exc.reason, str(exc), raw)

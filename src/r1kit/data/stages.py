@@ -1,0 +1,124 @@
+"""Per-record cleaning stages: pure functions of one row and the data config, run over batches.
+
+Each stage either returns the row (possibly with its text rewritten) or marks it rejected with a stage name,
+a reason (the report key) and a detail. Rows rejected earlier pass through untouched, so a batch function can
+run any subset of stages in any worker process.
+"""
+
+from __future__ import annotations
+
+import functools
+import html
+import re
+import unicodedata
+from importlib import resources
+from pathlib import Path
+
+from r1kit.data import quality
+from r1kit.data.records import batch_of, full_text, reject, rows_of
+from r1kit.errors import UserError
+
+_TAG = re.compile(
+    r"<!--.*?-->|<(script|style)\b[^>]*>.*?</\1\s*>|</?(?!think>)[A-Za-z][A-Za-z0-9-]*(?:\s[^<>]*)?/?>",
+    re.DOTALL | re.IGNORECASE,
+)
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def _map_text(row: dict, fn) -> dict:
+    """Apply `fn` to every piece of text in a record."""
+    if row["text"] is not None:
+        row["text"] = fn(row["text"])
+    for m in row["messages"]:
+        m["content"] = fn(m["content"])
+        if m["reasoning"] is not None:
+            m["reasoning"] = fn(m["reasoning"])
+    if row["answer"] is not None:
+        row["answer"] = fn(row["answer"])
+    return row
+
+
+def normalize_unicode(row: dict, cfg) -> dict:
+    if cfg.unicode_form == "none":
+        return row
+    return _map_text(row, lambda s: unicodedata.normalize(cfg.unicode_form, s))
+
+
+def strip_html(text: str) -> str:
+    """Remove tags (keeping <think> tags), comments and script/style bodies; decode entities; drop control
+    characters other than newline, tab and carriage return."""
+    if "<" in text:
+        text = _TAG.sub("", text)
+    if "&" in text:
+        text = html.unescape(text)
+    return _CONTROL.sub("", text)
+
+
+def clean_html(row: dict, cfg) -> dict:
+    return _map_text(row, strip_html) if cfg.strip_html else row
+
+
+def check_length(row: dict, cfg) -> dict:
+    length = len(full_text(row))
+    if length < cfg.min_chars or not full_text(row).strip():
+        return reject(row, "length", "too_short", f"{length} characters < {cfg.min_chars}")
+    if length > cfg.max_chars:
+        return reject(row, "length", "too_long", f"{length} characters > {cfg.max_chars}")
+    if any(not (m["content"] or "").strip() for m in row["messages"] if m["role"] != "system"):
+        return reject(row, "length", "empty_turn", "a user or assistant turn is empty after cleaning")
+    return row
+
+
+def check_quality(row: dict, cfg) -> dict:
+    if not cfg.quality.enabled:
+        return row
+    result = quality.score(full_text(row), cfg.quality)
+    row["quality"] = result.level
+    if result.level < cfg.quality.min_level:
+        return reject(row, "quality", "low_quality", f"level {result.level}: {', '.join(result.failed)}")
+    return row
+
+
+@functools.cache
+def _blocklist(wordlists: tuple[str, ...], extra_words: tuple[str, ...]):
+    """(word-boundary regex for spaced scripts, substrings for CJK) of the configured lists."""
+    entries = list(extra_words)
+    for name in wordlists:
+        shipped = resources.files("r1kit.data").joinpath(f"wordlists/{name}.txt")
+        path = shipped if shipped.is_file() else Path(name)
+        if not path.is_file():
+            raise UserError(f"toxicity word list {name!r}: no shipped list of that name and no such file")
+        entries += [line.strip() for line in path.read_text(encoding="utf-8").splitlines()
+                    if line.strip() and not line.startswith("#")]
+    spaced = sorted({e.lower() for e in entries if not quality._CJK_CHAR.search(e)}, key=len, reverse=True)
+    cjk = sorted({e for e in entries if quality._CJK_CHAR.search(e)})
+    pattern = re.compile(r"\b(?:" + "|".join(map(re.escape, spaced)) + r")\b", re.IGNORECASE) if spaced else None
+    return pattern, cjk
+
+
+def check_toxicity(row: dict, cfg) -> dict:
+    if not cfg.toxicity.enabled:
+        return row
+    pattern, cjk = _blocklist(tuple(cfg.toxicity.wordlists), tuple(cfg.toxicity.extra_words))
+    text = full_text(row)
+    hits = [m.group(0).lower() for m in pattern.finditer(text)] if pattern else []
+    hits += [w for w in cjk if w in text]
+    if len(hits) > cfg.toxicity.max_hits:
+        shown = ", ".join(sorted(set(hits))[:5])
+        return reject(row, "toxicity", "toxic", f"{len(hits)} blocklist hits: {shown}")
+    return row
+
+
+BEFORE_DEDUP = (normalize_unicode, clean_html, check_length)
+AFTER_DEDUP = (check_quality, check_toxicity)
+
+
+def apply_stages(batch: dict[str, list], stages, cfg) -> dict[str, list]:
+    """Run `stages` over a `datasets` batch (columns in, columns out)."""
+    rows = rows_of(batch)
+    for row in rows:
+        for stage in stages:
+            if row["reject_reason"] is not None:
+                break
+            stage(row, cfg)
+    return batch_of(rows, batch.keys())

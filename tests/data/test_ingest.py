@@ -1,0 +1,166 @@
+import csv
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from r1kit.data.ingest import check_inputs, ingest, last_boxed, split_gsm8k
+from r1kit.errors import UserError
+
+
+def run(path, **kwargs):
+    return list(ingest([path], **kwargs))
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def roles(record):
+    return [m["role"] for m in record["messages"]]
+
+
+def test_input_output_json_with_data_key(tmp_path):
+    path = tmp_path / "seed.json"
+    path.write_text(json.dumps({"data": [{"input": "Hi?", "output": "Hello."}, {"input": "2+2?", "output": "4"}]}))
+    records = run(path)
+    assert [r["kind"] for r in records] == ["chat", "chat"]
+    assert records[1]["messages"][0]["content"] == "2+2?" and records[1]["messages"][1]["content"] == "4"
+    assert records[0]["source"] == f"{path}:record 0"
+
+
+def test_alpaca_with_system(tmp_path):
+    path = write_jsonl(tmp_path / "a.jsonl", [
+        {"instruction": "Translate to French", "input": "cat", "output": "chat", "system": "Be terse."},
+        {"instruction": "Name a colour", "input": "", "output": "Blue"},
+    ])
+    first, second = run(path)
+    assert roles(first) == ["system", "user", "assistant"]
+    assert first["messages"][1]["content"] == "Translate to French\n\ncat"
+    assert second["messages"][0]["content"] == "Name a colour"
+
+
+def test_messages_and_sharegpt_multi_turn(tmp_path):
+    path = write_jsonl(tmp_path / "c.jsonl", [
+        {"messages": [{"role": "system", "content": "S"}, {"role": "user", "content": "Q1"},
+                      {"role": "assistant", "content": "A1"}, {"role": "user", "content": "Q2"},
+                      {"role": "assistant", "content": "<think>\nhmm\n</think>\n\nA2"}]},
+        {"conversations": [{"from": "system", "value": "S"}, {"from": "human", "value": "Q"},
+                           {"from": "gpt", "value": "A"}]},
+    ])
+    chat, sharegpt = run(path)
+    assert roles(chat) == ["system", "user", "assistant", "user", "assistant"]
+    assert chat["messages"][4] == {"role": "assistant", "content": "A2", "reasoning": "hmm"}
+    assert roles(sharegpt) == ["system", "user", "assistant"] and sharegpt["messages"][2]["content"] == "A"
+
+
+def test_reasoning_field(tmp_path):
+    path = write_jsonl(tmp_path / "r.jsonl", [
+        {"prompt": "2+2?", "response": "4", "reasoning": "two and two"},
+        {"messages": [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "A",
+                                                        "reasoning_content": "R"}]},
+    ])
+    first, second = run(path)
+    assert first["messages"][1] == {"role": "assistant", "content": "4", "reasoning": "two and two"}
+    assert second["messages"][1]["reasoning"] == "R"
+
+
+def test_gsm8k_and_math_problems(shared_data):
+    gsm8k = run(shared_data / "gsm8k" / "test.jsonl", max_records=3)
+    assert all(r["kind"] == "problem" for r in gsm8k)
+    assert gsm8k[0]["answer"] == "18"
+    assistant = gsm8k[0]["messages"][1]
+    assert assistant["content"] == "18" and "<<" not in assistant["reasoning"] and "####" not in assistant["reasoning"]
+    math = run(shared_data / "math500" / "test.jsonl", max_records=5)
+    source = [json.loads(line) for line in open(shared_data / "math500" / "test.jsonl")][:5]
+    assert [r["answer"] for r in math] == [s["answer"] for s in source]
+    assert "\\boxed" in math[0]["messages"][1]["content"]
+
+
+def test_question_answer_with_boxed_or_plain(tmp_path):
+    path = write_jsonl(tmp_path / "qa.jsonl", [
+        {"question": "Area?", "answer": "It is $\\boxed{\\frac{1}{2}}$."},
+        {"problem": "Capital of France?", "answer": "Paris"},
+        {"problem": "x?", "solution": "So x is \\boxed{3}."},
+    ])
+    boxed, plain, solution_only = run(path)
+    assert boxed["answer"] == "\\frac{1}{2}" and plain["answer"] == "Paris" and solution_only["answer"] == "3"
+
+
+def test_plain_text_paragraphs_and_lines(tmp_path):
+    path = tmp_path / "book.txt"
+    path.write_text("First paragraph\nstill first.\n\n\nSecond one.\n", encoding="utf-8")
+    paragraphs = run(path)
+    assert [r["text"] for r in paragraphs] == ["First paragraph\nstill first.", "Second one."]
+    assert paragraphs[1]["source"] == f"{path}:5"
+    assert [r["text"] for r in run(path, text_split="line")] == ["First paragraph", "still first.", "Second one."]
+    assert len(run(path, text_split="file")) == 1
+
+
+def test_csv_and_parquet(tmp_path):
+    csv_path = tmp_path / "d.csv"
+    with csv_path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["question", "answer"])
+        writer.writeheader()
+        writer.writerow({"question": "Multi\nline question?", "answer": "42"})
+        writer.writerow({"question": "Second?", "answer": "7"})
+    records = run(csv_path)
+    assert [r["answer"] for r in records] == ["42", "7"]
+    assert records[1]["source"] == f"{csv_path}:4"  # the row's last physical line
+
+    parquet_path = tmp_path / "d.parquet"
+    pq.write_table(pa.Table.from_pylist([{"text": "alpha"}, {"text": "beta"}]), parquet_path)
+    assert [r["text"] for r in run(parquet_path)] == ["alpha", "beta"]
+    assert run(parquet_path)[1]["source"] == f"{parquet_path}:row 1"
+
+
+def test_field_mapping(tmp_path):
+    path = write_jsonl(tmp_path / "m.jsonl", [{"q_text": "Why?", "reply": "Because."}])
+    (record,) = run(path, fields={"question": "q_text", "answer": "reply"})
+    assert record["kind"] == "problem" and record["messages"][0]["content"] == "Why?"
+
+
+def test_messy_lines_become_rejected_rows(tmp_path):
+    path = tmp_path / "messy.jsonl"
+    path.write_bytes(
+        b'{"input": "ok", "output": "fine"}\n'
+        b'{"input": "broken\n'
+        b'\n'
+        b'{"qestion": "typo", "anwser": "x"}\n'
+        b'{"text": "caf\xe9"}\n'
+        b'[1, 2]\n'
+        b'{"input": "", "output": "empty input"}\n'
+        b'{"messages": [{"role": "wizard", "content": "?"}]}\n'
+    )
+    rows = run(path)
+    reasons = [(r["source"].rsplit(":", 1)[1], r["reject_reason"]) for r in rows]
+    assert reasons == [("1", None), ("2", "malformed_json"), ("4", "unrecognised_shape"), ("5", "not_utf8"),
+                       ("6", "not_an_object"), ("7", "empty_field"), ("8", "bad_messages")]
+    typo = rows[2]
+    assert "found fields: qestion, anwser" in typo["reject_detail"] and "question+answer" in typo["reject_detail"]
+    assert rows[1]["raw"] == '{"input": "broken'
+    assert "byte 0xe9" in rows[3]["reject_detail"]
+    assert "unknown role 'wizard'" in rows[6]["reject_detail"]
+
+
+def test_strict_stops_with_file_and_line(tmp_path):
+    path = write_jsonl(tmp_path / "s.jsonl", [{"text": "fine"}, {"nothing": "here"}])
+    with pytest.raises(UserError, match=r"s.jsonl:2: found fields: nothing"):
+        run(path, strict=True)
+
+
+def test_inputs_must_exist(tmp_path):
+    with pytest.raises(UserError, match="data input not found"):
+        check_inputs([tmp_path / "nope.jsonl"])
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "a.jsonl").write_text("")
+    (tmp_path / "sub" / "notes.bin").write_text("")
+    assert check_inputs([tmp_path / "sub"]) == [tmp_path / "sub" / "a.jsonl"]
+
+
+def test_answer_helpers():
+    assert last_boxed("a \\boxed{1} then \\boxed{\\frac{a}{b}} end") == "\\frac{a}{b}"
+    assert last_boxed("no box") is None
+    assert split_gsm8k("Step <<2*3=6>>6\n#### 1,234") == ("Step 6", "1,234")
