@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import xxhash
 
 from r1kit.config import DataConfig
@@ -42,25 +43,57 @@ class CleanResult:
     warnings: list[str] = field(default_factory=list)
 
 
-def _map(ds, fn, *, num_proc: int, desc: str, **fn_kwargs):
-    return ds.map(fn, batched=True, batch_size=1000, num_proc=num_proc if len(ds) >= 2000 else None,
-                  fn_kwargs=fn_kwargs, desc=desc)
+def _map(ds, fn, *, num_proc: int, desc: str, with_indices: bool = False, **fn_kwargs):
+    """A batched map; in worker processes once there is enough work to pay for starting them."""
+    return ds.map(fn, batched=True, batch_size=1000, num_proc=num_proc if len(ds) >= 4000 else None,
+                  with_indices=with_indices, fn_kwargs=fn_kwargs, desc=desc)
 
 
-def _reject_rows(batch, indices, *, marks: dict[int, tuple[str, str, str]]):
+def prepare_batch(batch, *, cfg: DataConfig, hashing: dict | None):
+    """Pass 1 over the records: the stages before deduplication, then the dedup hash columns."""
+    rows = rows_of(batch)
+    stages.run(rows, stages.BEFORE_DEDUP, cfg)
+    out = batch_of(rows, batch.keys())
+    if hashing is not None:
+        out.update(dedup.hash_rows(rows, **hashing))
+    return out
+
+
+def filter_batch(batch, indices, *, cfg: DataConfig, duplicates: dict[int, tuple[str, str, str]],
+                 eval_ngrams: set[str] | None):
+    """Pass 2: mark duplicates found between the passes, then the per-record filters and decontamination."""
+    from r1kit.data.decontam import check_contamination
+
     rows = rows_of(batch)
     for row, index in zip(rows, indices):
-        if index in marks:
-            reject(row, *marks[index])
+        if index in duplicates:
+            reject(row, *duplicates[index])
+    stages.run(rows, stages.AFTER_DEDUP, cfg)
+    if eval_ngrams is not None:
+        for row in rows:
+            if row["reject_reason"] is None:
+                check_contamination(row, eval_ngrams, cfg.decontam.ngram)
     return batch_of(rows, batch.keys())
+
+
+def _column(ds, name: str, rows=None) -> np.ndarray:
+    """One column straight from the Arrow table (datasets' own column access formats row by row)."""
+    assert ds._indices is None, "a selected/shuffled view would need its indices mapping"
+    column = ds.data.column(name)
+    if rows is not None:
+        column = column.take(rows)
+    column = column.combine_chunks()
+    if pa.types.is_list(column.type) or pa.types.is_large_list(column.type):  # signatures: list<uint32>
+        return column.flatten().to_numpy(zero_copy_only=False).reshape(len(column), -1)
+    return column.to_numpy(zero_copy_only=False)
 
 
 def find_duplicates(ds, cfg: DataConfig) -> dict[int, tuple[str, str, str]]:
     """Row index → (stage, reason, detail) for exact and verified near duplicates of earlier rows."""
-    alive = np.flatnonzero(np.asarray(ds.with_format("numpy", columns=["alive"])["alive"]))
-    found: dict[int, tuple[str, str, int, str]] = {}  # row -> (stage, reason, original row, similarity note)
+    keys = _column(ds, "exact_hash")
+    alive = np.flatnonzero(keys != 0)
+    found: dict[int, tuple[str, str, int, str]] = {}  # row -> (stage, reason, original row, note)
     if cfg.exact_dedup:
-        keys = np.asarray(ds.with_format("numpy", columns=["exact_hash"])["exact_hash"])
         later, first = dedup.first_of_equal(keys, alive)
         for row, original in zip(later.tolist(), first.tolist()):
             found[row] = ("exact_dedup", "exact_duplicate", original, "same text as")
@@ -69,13 +102,11 @@ def find_duplicates(ds, cfg: DataConfig) -> dict[int, tuple[str, str, str]]:
         bands, _ = dedup.lsh_params(cfg.near_dedup.threshold, cfg.near_dedup.num_perm)
         candidates: dict[int, set[int]] = {}
         for b in range(bands):
-            keys = np.asarray(ds.with_format("numpy", columns=[f"band_{b}"])[f"band_{b}"])
-            for row, original in zip(*(a.tolist() for a in dedup.first_of_equal(keys, alive))):
+            for row, original in zip(*(a.tolist() for a in dedup.first_of_equal(_column(ds, f"band_{b}"), alive))):
                 candidates.setdefault(row, set()).add(original)
         if candidates:
             needed = sorted(set(candidates) | set().union(*candidates.values()))
-            column = ds.select(needed).with_format("numpy", columns=["signature"])["signature"]
-            signatures = dict(zip(needed, column))
+            signatures = dict(zip(needed, _column(ds, "signature", needed)))
             for row in sorted(candidates):
                 for original in sorted(candidates[row]):
                     if original in found:  # matched a record that is itself a duplicate
@@ -87,7 +118,7 @@ def find_duplicates(ds, cfg: DataConfig) -> dict[int, tuple[str, str, str]]:
     if not found:
         return {}
     originals = sorted({original for _, _, original, _ in found.values()})
-    source_of = dict(zip(originals, ds.select(originals)["source"]))
+    source_of = dict(zip(originals, ds.data.column("source").take(originals).to_pylist()))
     return {row: (stage, reason, f"{note} {source_of[original]}")
             for row, (stage, reason, original, note) in found.items()}
 
@@ -174,27 +205,23 @@ def clean(inputs: list[str | Path], out_dir: str | Path, cfg: DataConfig, *, see
                 raise exc.__cause__ from None
             raise
         t = timed("ingest", t)
-        ds = _map(ds, stages.apply_stages, num_proc=num_proc, desc="clean", stages=stages.BEFORE_DEDUP, cfg=cfg)
-        t = timed("normalise_html_length", t)
-
+        hashing = None
         if cfg.exact_dedup or cfg.near_dedup.enabled:
-            bands, rows = dedup.lsh_params(cfg.near_dedup.threshold, cfg.near_dedup.num_perm)
-            ds = _map(ds, dedup.hash_columns, num_proc=num_proc, desc="hash", near=cfg.near_dedup.enabled,
-                      num_perm=cfg.near_dedup.num_perm, shingle_size=cfg.near_dedup.shingle_size,
-                      bands=bands, rows=rows)
-            ds = ds.map(lambda b: {"alive": [r is None for r in b["reject_reason"]]}, batched=True,
-                        batch_size=10_000)
-            marks = find_duplicates(ds, cfg)
-            helper_columns = [c for c in ds.column_names if c == "alive" or c == "exact_hash"
-                              or c == "signature" or c.startswith("band_")]
-            ds = ds.remove_columns(helper_columns)
-            if marks:
-                ds = ds.map(_reject_rows, batched=True, batch_size=1000, with_indices=True,
-                            fn_kwargs={"marks": marks})
+            bands, rows_per_band = dedup.lsh_params(cfg.near_dedup.threshold, cfg.near_dedup.num_perm)
+            hashing = dict(near=cfg.near_dedup.enabled, num_perm=cfg.near_dedup.num_perm,
+                           shingle_size=cfg.near_dedup.shingle_size, bands=bands, rows_per_band=rows_per_band)
+        ds = _map(ds, prepare_batch, num_proc=num_proc, desc="prepare", cfg=cfg, hashing=hashing)
+        t = timed("normalise_html_length_hash", t)
+        duplicates = {}
+        if hashing is not None:
+            duplicates = find_duplicates(ds, cfg)
+            ds = ds.remove_columns([c for c in ds.column_names if c in ("exact_hash", "signature")
+                                    or c.startswith("band_")])
             t = timed("dedup", t)
-
-        ds = _map(ds, stages.apply_stages, num_proc=num_proc, desc="filter", stages=stages.AFTER_DEDUP, cfg=cfg)
-        t = timed("quality_toxicity", t)
+        eval_ngrams = _eval_ngrams(cfg) if cfg.decontam.enabled else None
+        ds = _map(ds, filter_batch, num_proc=num_proc, desc="filter", with_indices=True, cfg=cfg,
+                  duplicates=duplicates, eval_ngrams=eval_ngrams)
+        t = timed("quality_toxicity_decontam", t)
 
         if cfg.semantic.enabled:
             ds, skipped = _semantic(ds, cfg)
@@ -204,10 +231,6 @@ def clean(inputs: list[str | Path], out_dir: str | Path, cfg: DataConfig, *, see
         if cfg.domain.enabled:
             ds = _domain(ds, cfg)
             t = timed("domain", t)
-        if cfg.decontam.enabled:
-            ds = _decontam(ds, cfg, num_proc)
-            t = timed("decontam", t)
-
         counts = _write_outputs(ds, out_dir, cfg, seed)
         timings["write"] = round(time.perf_counter() - t, 3)
         empty_files = [str(f) for f in files if rows_per_file[str(f)] == 0]
@@ -252,17 +275,7 @@ def _domain(ds, cfg: DataConfig):
     return ds.map(batch_fn, batched=True, batch_size=1000, desc="domain")
 
 
-def _decontam_batch(batch, *, ngrams, n):
-    from r1kit.data.decontam import check_contamination
-
-    rows = rows_of(batch)
-    for row in rows:
-        if row["reject_reason"] is None:
-            check_contamination(row, ngrams, n)
-    return batch_of(rows, batch.keys())
-
-
-def _decontam(ds, cfg: DataConfig, num_proc: int):
+def _eval_ngrams(cfg: DataConfig) -> set[str]:
     from r1kit.data.decontam import load_eval_ngrams
     from r1kit.paths import shared_data_dir
 
@@ -271,8 +284,7 @@ def _decontam(ds, cfg: DataConfig, num_proc: int):
         paths = [shared / "gsm8k" / "test.jsonl", shared / "math500" / "test.jsonl"]
     else:
         paths = [Path(p) for p in cfg.decontam.eval_sets]
-    ngrams = load_eval_ngrams(paths, cfg.decontam.ngram)
-    return _map(ds, _decontam_batch, num_proc=num_proc, desc="decontam", ngrams=ngrams, n=cfg.decontam.ngram)
+    return load_eval_ngrams(paths, cfg.decontam.ngram)
 
 
 def _write_outputs(ds, out_dir: Path, cfg: DataConfig, seed: int) -> dict:

@@ -6,6 +6,7 @@ CJK character counts as a word, since those scripts do not separate words with s
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections import Counter
@@ -14,6 +15,9 @@ from dataclasses import dataclass
 _CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"
 _WORD = re.compile(rf"[{_CJK}]|[^\s{_CJK}]+")
 _CJK_CHAR = re.compile(rf"[{_CJK}]")
+
+
+_category = functools.lru_cache(maxsize=65536)(unicodedata.category)
 
 
 def words(text: str) -> list[str]:
@@ -33,14 +37,22 @@ def score(text: str, cfg) -> QualityScore:
     tokens = words(text)
     if len(tokens) < cfg.min_words:
         failed.append(f"words<{cfg.min_words}")
-    visible = [c for c in text if not c.isspace()]
-    if visible:
-        categories = [unicodedata.category(c) for c in visible]
-        symbols = sum(cat.startswith("S") or cat in ("Co", "Cn") for cat in categories)
-        digits = sum(cat == "Nd" for cat in categories)
-        if symbols / len(visible) > cfg.max_symbol_ratio:
+    # Count by distinct character: a text has few, so categories are looked up tens of times, not thousands.
+    counts = Counter(text)
+    num_visible = num_symbols = num_digits = 0
+    for char, count in counts.items():
+        category = _category(char)
+        if category[0] == "Z" or char.isspace():
+            continue
+        num_visible += count
+        if category[0] == "S" or category in ("Co", "Cn"):
+            num_symbols += count
+        elif category == "Nd":
+            num_digits += count
+    if num_visible:
+        if num_symbols / num_visible > cfg.max_symbol_ratio:
             failed.append(f"symbol_ratio>{cfg.max_symbol_ratio}")
-        if digits / len(visible) > cfg.max_digit_ratio:
+        if num_digits / num_visible > cfg.max_digit_ratio:
             failed.append(f"digit_ratio>{cfg.max_digit_ratio}")
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     if len(lines) >= 3 and (len(lines) - len(set(lines))) / len(lines) > cfg.max_duplicate_line_ratio:
@@ -50,7 +62,7 @@ def score(text: str, cfg) -> QualityScore:
         top_count = trigrams.most_common(1)[0][1]
         if top_count > 1 and 3 * top_count / len(tokens) > cfg.max_top_ngram_ratio:
             failed.append(f"repeated_3gram>{cfg.max_top_ngram_ratio}")
-    cjk_share = len(_CJK_CHAR.findall(text)) / max(len(visible), 1)
+    cjk_share = len(_CJK_CHAR.findall(text)) / max(num_visible, 1)
     if tokens and cjk_share < 0.3:
         mean_length = sum(len(t) for t in tokens) / len(tokens)
         if not cfg.min_mean_word_length <= mean_length <= cfg.max_mean_word_length:

@@ -15,7 +15,7 @@ from importlib import resources
 from pathlib import Path
 
 from r1kit.data import quality
-from r1kit.data.records import batch_of, full_text, reject, rows_of
+from r1kit.data.records import full_text, reject
 from r1kit.errors import UserError
 
 _TAG = re.compile(
@@ -79,9 +79,12 @@ def check_quality(row: dict, cfg) -> dict:
     return row
 
 
+_WORD_CHARS = re.compile(r"\w+")
+
+
 @functools.cache
 def _blocklist(wordlists: tuple[str, ...], extra_words: tuple[str, ...]):
-    """(word-boundary regex for spaced scripts, substrings for CJK) of the configured lists."""
+    """(single words, multi-word phrases, CJK entries) of the configured lists, lower-cased."""
     entries = list(extra_words)
     for name in wordlists:
         shipped = resources.files("r1kit.data").joinpath(f"wordlists/{name}.txt")
@@ -90,18 +93,23 @@ def _blocklist(wordlists: tuple[str, ...], extra_words: tuple[str, ...]):
             raise UserError(f"toxicity word list {name!r}: no shipped list of that name and no such file")
         entries += [line.strip() for line in path.read_text(encoding="utf-8").splitlines()
                     if line.strip() and not line.startswith("#")]
-    spaced = sorted({e.lower() for e in entries if not quality._CJK_CHAR.search(e)}, key=len, reverse=True)
-    cjk = sorted({e for e in entries if quality._CJK_CHAR.search(e)})
-    pattern = re.compile(r"\b(?:" + "|".join(map(re.escape, spaced)) + r")\b", re.IGNORECASE) if spaced else None
-    return pattern, cjk
+    cjk = frozenset(e for e in entries if quality._CJK_CHAR.search(e))
+    spaced = [" ".join(_WORD_CHARS.findall(e.lower())) for e in entries if e not in cjk]
+    return frozenset(w for w in spaced if " " not in w), frozenset(w for w in spaced if " " in w), cjk
 
 
 def check_toxicity(row: dict, cfg) -> dict:
+    """Blocklist hits: single words by set lookup on the text's words (word boundaries for free),
+    phrases on the space-joined words, CJK entries as substrings."""
     if not cfg.toxicity.enabled:
         return row
-    pattern, cjk = _blocklist(tuple(cfg.toxicity.wordlists), tuple(cfg.toxicity.extra_words))
+    single, phrases, cjk = _blocklist(tuple(cfg.toxicity.wordlists), tuple(cfg.toxicity.extra_words))
     text = full_text(row)
-    hits = [m.group(0).lower() for m in pattern.finditer(text)] if pattern else []
+    tokens = _WORD_CHARS.findall(text.lower())
+    hits = [t for t in tokens if t in single]
+    if phrases:
+        joined = f" {' '.join(tokens)} "
+        hits += [p for p in phrases if f" {p} " in joined]
     hits += [w for w in cjk if w in text]
     if len(hits) > cfg.toxicity.max_hits:
         shown = ", ".join(sorted(set(hits))[:5])
@@ -113,12 +121,10 @@ BEFORE_DEDUP = (normalize_unicode, clean_html, check_length)
 AFTER_DEDUP = (check_quality, check_toxicity)
 
 
-def apply_stages(batch: dict[str, list], stages, cfg) -> dict[str, list]:
-    """Run `stages` over a `datasets` batch (columns in, columns out)."""
-    rows = rows_of(batch)
+def run(rows: list[dict], stage_fns, cfg) -> None:
+    """Run `stage_fns` in order over each row, stopping at a row's first rejection."""
     for row in rows:
-        for stage in stages:
+        for stage in stage_fns:
             if row["reject_reason"] is not None:
                 break
             stage(row, cfg)
-    return batch_of(rows, batch.keys())

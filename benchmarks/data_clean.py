@@ -1,0 +1,106 @@
+"""Benchmark: `r1kit data clean` throughput and peak memory on synthetic records.
+
+Runs every non-model stage (unicode, HTML, length, exact and near dedup, quality, toxicity, decontamination;
+the embedding stage is off) on N synthetic question/answer and text records with 5% exact and 5% near
+duplicates, each size in a fresh process so peak memory is measured per run, and prints records/s and peak
+RSS side by side with the target of 5,000 records/s. Peak memory should stay flat as N grows: records live
+in Arrow files on disk, and deduplication holds 8 bytes per record per hash column.
+
+    python benchmarks/data_clean.py                 # 100k and 1M records
+    python benchmarks/data_clean.py --sizes 20000   # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+TARGET_RECORDS_PER_SECOND = 5000
+WORDS = ("the a of to and in is was for on that with as by at from it an be this are which or have one "
+         "train river number apple count total price eggs sold bought each more less half twice three four "
+         "seven twelve market farmer school book page class teacher student answer question solve add minus "
+         "divide times equal left right after before morning evening week month year money dollars cents "
+         "garden flower tree water bottle cup glass plate table chair window door house street city").split()
+
+
+def synthesize(path: Path, n: int, seed: int = 0) -> None:
+    rng = random.Random(seed)
+    previous: list[dict] = []
+    with path.open("w", encoding="utf-8") as f:
+        for i in range(n):
+            roll = rng.random()
+            if previous and roll < 0.05:  # exact duplicate (up to case and spacing)
+                record = dict(rng.choice(previous))
+                record = {k: v.upper() if k == "text" else v for k, v in record.items()}
+            elif previous and roll < 0.10:  # near duplicate: one word at the end changed
+                record = dict(rng.choice(previous))
+                key = "text" if "text" in record else "answer"
+                record[key] = record[key].rsplit(" ", 1)[0] + " " + rng.choice(WORDS) + "s"
+            elif roll < 0.6:
+                question = " ".join(rng.choices(WORDS, k=rng.randint(15, 40))) + f" {i}?"
+                answer = " ".join(rng.choices(WORDS, k=rng.randint(20, 60))) + f" #### {rng.randint(1, 999)}"
+                record = {"question": question, "answer": answer}
+            else:
+                record = {"text": " ".join(rng.choices(WORDS, k=rng.randint(40, 120))) + f" {i}."}
+            if len(previous) < 2000:
+                previous.append(record)
+            elif rng.random() < 0.01:
+                previous[rng.randrange(len(previous))] = record
+            f.write(json.dumps(record) + "\n")
+
+
+def run_one(n: int) -> dict:
+    """Clean n synthetic records in this process; returns the measurements."""
+    from r1kit.config import DataConfig
+    from r1kit.data.clean import clean
+
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "data.jsonl"
+        synthesize(data, n)
+        start = time.perf_counter()
+        report = clean([data], Path(tmp) / "out", DataConfig(semantic={"enabled": False})).report
+        seconds = time.perf_counter() - start
+    # ru_maxrss is in KiB on Linux; worker processes are counted separately.
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return {"records": n, "seconds": round(seconds, 1), "records_per_second": round(n / seconds),
+            "peak_rss_mib": round(own), "peak_worker_rss_mib": round(workers), "kept": report["kept"],
+            "rejected": report["rejected"], "stage_seconds": report["stage_seconds"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
+    parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(run_one(args.one)))
+        return
+    results = []
+    for n in args.sizes:
+        done = subprocess.run([sys.executable, __file__, "--one", str(n)], capture_output=True, text=True)
+        if done.returncode != 0:
+            sys.exit(f"run with {n} records failed:\n{done.stderr}")
+        results.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        print(json.dumps(results[-1]), file=sys.stderr)
+    print(f"\n{'records':>10} {'seconds':>8} {'records/s':>10} {'vs target':>10} {'peak RSS MiB':>13} "
+          f"{'worker RSS MiB':>15}")
+    for r in results:
+        ratio = r["records_per_second"] / TARGET_RECORDS_PER_SECOND
+        print(f"{r['records']:>10} {r['seconds']:>8} {r['records_per_second']:>10} {ratio:>9.2f}x "
+              f"{r['peak_rss_mib']:>13} {r['peak_worker_rss_mib']:>15}")
+    print(f"target: {TARGET_RECORDS_PER_SECOND} records/s through all non-model stages")
+    if len(results) > 1:
+        growth = results[-1]["peak_rss_mib"] / results[0]["peak_rss_mib"]
+        print(f"peak memory x{growth:.2f} for x{results[-1]['records'] / results[0]['records']:.0f} records")
+
+
+if __name__ == "__main__":
+    main()
