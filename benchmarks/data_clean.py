@@ -19,8 +19,11 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
+
+import psutil
 
 TARGET_RECORDS_PER_SECOND = 5000
 WORDS = ("the a of to and in is was for on that with as by at from it an be this are which or have one "
@@ -56,6 +59,38 @@ def synthesize(path: Path, n: int, seed: int = 0) -> None:
             f.write(json.dumps(record) + "\n")
 
 
+class MemorySampler(threading.Thread):
+    """Peak memory of the cleaning: this process's heap (RssAnon) plus each worker's unique memory (USS).
+
+    ru_maxrss would also count pages of memory-mapped files (the Arrow tables `datasets` keeps on disk are
+    read through mmap: page cache the kernel drops under pressure), and summing workers' RSS would count the
+    pages they share copy-on-write with this process once per worker. Both are still reported, apart.
+    """
+
+    def __init__(self, interval: float = 0.1):
+        super().__init__(daemon=True)
+        self.interval, self.peak_mib, self.running = interval, 0.0, True
+
+    @staticmethod
+    def _anon_mib(pid: int) -> float:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) / 1024
+        return 0.0
+
+    def run(self) -> None:
+        me = psutil.Process()
+        while self.running:
+            total = self._anon_mib(me.pid)
+            for child in me.children(recursive=True):
+                try:
+                    total += child.memory_full_info().uss / 2**20
+                except psutil.Error:
+                    pass
+            self.peak_mib = max(self.peak_mib, total)
+            time.sleep(self.interval)
+
+
 def run_one(n: int) -> dict:
     """Clean n synthetic records in this process; returns the measurements."""
     from r1kit.config import DataConfig
@@ -64,14 +99,18 @@ def run_one(n: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data.jsonl"
         synthesize(data, n)
+        sampler = MemorySampler()
+        sampler.start()
         start = time.perf_counter()
         report = clean([data], Path(tmp) / "out", DataConfig(semantic={"enabled": False})).report
         seconds = time.perf_counter() - start
+        sampler.running = False
     # ru_maxrss is in KiB on Linux; worker processes are counted separately.
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     return {"records": n, "seconds": round(seconds, 1), "records_per_second": round(n / seconds),
-            "peak_rss_mib": round(own), "peak_worker_rss_mib": round(workers), "kept": report["kept"],
+            "peak_heap_mib": round(sampler.peak_mib), "peak_rss_mib": round(own),
+            "peak_worker_rss_mib": round(workers), "kept": report["kept"],
             "rejected": report["rejected"], "stage_seconds": report["stage_seconds"]}
 
 
@@ -90,16 +129,19 @@ def main() -> None:
             sys.exit(f"run with {n} records failed:\n{done.stderr}")
         results.append(json.loads(done.stdout.strip().splitlines()[-1]))
         print(json.dumps(results[-1]), file=sys.stderr)
-    print(f"\n{'records':>10} {'seconds':>8} {'records/s':>10} {'vs target':>10} {'peak RSS MiB':>13} "
-          f"{'worker RSS MiB':>15}")
+    print(f"\n{'records':>10} {'seconds':>8} {'records/s':>10} {'vs target':>10} {'heap MiB':>9} "
+          f"{'RSS MiB':>8} {'worker RSS MiB':>15}")
     for r in results:
         ratio = r["records_per_second"] / TARGET_RECORDS_PER_SECOND
         print(f"{r['records']:>10} {r['seconds']:>8} {r['records_per_second']:>10} {ratio:>9.2f}x "
-              f"{r['peak_rss_mib']:>13} {r['peak_worker_rss_mib']:>15}")
-    print(f"target: {TARGET_RECORDS_PER_SECOND} records/s through all non-model stages")
+              f"{r['peak_heap_mib']:>9} {r['peak_rss_mib']:>8} {r['peak_worker_rss_mib']:>15}")
+    print(f"target: {TARGET_RECORDS_PER_SECOND} records/s through all non-model stages "
+          f"(heap: this process's anonymous memory + workers' unique memory; RSS also counts mmapped "
+          "Arrow file pages)")
     if len(results) > 1:
-        growth = results[-1]["peak_rss_mib"] / results[0]["peak_rss_mib"]
-        print(f"peak memory x{growth:.2f} for x{results[-1]['records'] / results[0]['records']:.0f} records")
+        for key in ("peak_heap_mib", "peak_rss_mib"):
+            growth = results[-1][key] / results[0][key]
+            print(f"{key}: x{growth:.2f} for x{results[-1]['records'] / results[0]['records']:.0f} records")
 
 
 if __name__ == "__main__":

@@ -204,6 +204,55 @@ def data_clean(
     out.print(f"{report['records_per_second']} records/s; report: {escape(str(out_dir / 'report.md'))}")
 
 
+@data_app.command("synth")
+def data_synth(
+    task: Annotated[str, typer.Option(help="arithmetic or countdown.")],
+    n: Annotated[int, typer.Option("--n", help="Number of problems.")],
+    out_path: Annotated[Path, typer.Option("--out", help="JSONL file to write.")],
+    difficulty: Annotated[str, typer.Option(help="easy, medium or hard.")] = "medium",
+    seed: Annotated[int, typer.Option(help="Generation seed.")] = 42,
+) -> None:
+    """Generate verifiable problems with gold answers and worked <think> solutions."""
+    from r1kit.data.synth import synthesize
+
+    path = synthesize(task, n, out_path, difficulty=difficulty, seed=seed)
+    out.print(f"wrote {n} {difficulty} {task} problems to {escape(str(path))}")
+
+
+@data_app.command("stats")
+def data_stats_cmd(
+    data_dir: Annotated[Path, typer.Argument(help="A `data clean` output folder.")],
+    tokenizer: Annotated[Optional[Path], typer.Option(help="Tokenizer folder; default: the recipe's model.")] = None,
+    recipe: Annotated[Optional[Path], typer.Option(help="Recipe (train.max_seq_length, the model's tokenizer).")] = None,
+    overrides: SetOption = None,
+) -> None:
+    """Token-length histograms of a cleaned data folder, truncation at max_seq_length, and packing fill."""
+    from r1kit.data.stats import data_stats
+    from r1kit.models.load import load_tokenizer
+
+    config = load_recipe_for(recipe, overrides)
+    tokenizer_dir = tokenizer or config.model.tokenizer or config.model.path
+    if tokenizer_dir is None:
+        raise UserError("no tokenizer: pass --tokenizer DIR (or set model.tokenizer / model.path in the recipe)")
+    seq_length = config.train.max_seq_length
+    report = data_stats(data_dir, load_tokenizer(tokenizer_dir, trust_remote_code=config.model.trust_remote_code),
+                        max_seq_length=seq_length, assistant_only_loss=config.train.assistant_only_loss)
+    if not report:
+        raise UserError(f"{data_dir} holds no train/ or validation/ Parquet shards: run `r1kit data clean` first")
+    for split, stats in report.items():
+        largest = max(count for _, count in stats["histogram"]) or 1
+        table = Table("tokens", "examples", "", title=f"{split}: {stats['examples']} examples, "
+                                                       f"{stats['tokens']} tokens", title_justify="left")
+        for label, count in stats["histogram"]:
+            table.add_row(label, str(count), "█" * round(30 * count / largest))
+        out.print(table)
+        cut = stats["at_max_seq_length"]
+        percentiles = ", ".join(f"{k} {v}" for k, v in stats["percentiles"].items())
+        out.print(f"  {percentiles}; at max_seq_length {seq_length}: {cut['num_truncated']} truncated, "
+                  f"{cut['num_dropped_no_trainable_tokens']} left without trainable tokens; packed into "
+                  f"{stats['packed_rows']} rows, {100 * stats['packing_fill']:.0f}% full")
+
+
 def load_recipe_for(recipe: Optional[Path], overrides: Optional[list[str]], extra: list[str] = ()):
     from r1kit.config import load_recipe
 

@@ -32,8 +32,9 @@ from r1kit.data.ingest import check_inputs, ingest
 from r1kit.data.records import batch_of, features, reject, rows_of
 from r1kit.dist import print0
 from r1kit.errors import UserError
+from r1kit.quiet import quiet_datasets
 
-OUTPUT_COLUMNS = ("source", "kind", "messages", "answer", "text", "quality")
+OUTPUT_COLUMNS = ("source", "kind", "messages", "answer", "text", "quality", "meta")
 
 
 @dataclass
@@ -104,11 +105,13 @@ def find_duplicates(ds, cfg: DataConfig) -> dict[int, tuple[str, str, str]]:
         for b in range(bands):
             for row, original in zip(*(a.tolist() for a in dedup.first_of_equal(_column(ds, f"band_{b}"), alive))):
                 candidates.setdefault(row, set()).add(original)
-        if candidates:
-            needed = sorted(set(candidates) | set().union(*candidates.values()))
+        rows = sorted(candidates)
+        for start in range(0, len(rows), 20_000):  # signatures of a bounded number of rows at a time
+            chunk = rows[start : start + 20_000]
+            needed = sorted(set(chunk).union(*(candidates[row] for row in chunk)))
             signatures = dict(zip(needed, _column(ds, "signature", needed)))
-            for row in sorted(candidates):
-                for original in sorted(candidates[row]):
+            for row in chunk:
+                for original in sorted(candidates.pop(row)):
                     if original in found:  # matched a record that is itself a duplicate
                         continue
                     similarity = dedup.estimated_jaccard(signatures[row], signatures[original])
@@ -164,12 +167,12 @@ def _output_schema():
 
 def clean(inputs: list[str | Path], out_dir: str | Path, cfg: DataConfig, *, seed: int = 42) -> CleanResult:
     """Clean `inputs` into `out_dir` (train/, validation/, rejected.jsonl, report.json, report.md)."""
-    from datasets import Dataset, disable_progress_bars
+    from datasets import Dataset
     from datasets.exceptions import DatasetGenerationError
 
     from r1kit.data.report import write_report
 
-    disable_progress_bars()
+    quiet_datasets()
     start = time.perf_counter()
     files = check_inputs(inputs)
     out_dir = Path(out_dir)
@@ -314,7 +317,7 @@ def _write_outputs(ds, out_dir: Path, cfg: DataConfig, seed: int) -> dict:
                 if row["raw"] is not None:
                     entry["raw"] = row["raw"]
                 else:
-                    entry["record"] = {k: row[k] for k in ("kind", "messages", "answer", "text")}
+                    entry["record"] = {k: row[k] for k in ("kind", "messages", "answer", "text", "meta")}
                 rejected_file.write(json.dumps(entry, ensure_ascii=False) + "\n")
                 bucket = examples.setdefault(row["reject_reason"], [])
                 if len(bucket) < 3:

@@ -37,6 +37,9 @@ ROLE_NAMES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": 
 EXPECTED_SHAPES = ("messages | conversations | instruction+output | input+output | prompt+completion "
                    "| prompt+response | question+answer | problem+answer | problem+solution | text")
 _GSM8K_CALC = re.compile(r"<<[^<>]*>>")
+SHAPE_FIELDS = frozenset({"messages", "conversations", "system", "instruction", "input", "output", "prompt",
+                          "completion", "response", "question", "problem", "answer", "solution", "text",
+                          *REASONING_FIELDS})
 
 
 class Malformed(Exception):
@@ -336,7 +339,11 @@ def ingest(
                     raise obj
                 if renames and isinstance(obj, dict):
                     obj = {renames.get(k, k): v for k, v in obj.items()}
-                yield convert(obj, source)
+                record = convert(obj, source)
+                extra = {k: v for k, v in obj.items() if k not in SHAPE_FIELDS}
+                if extra:
+                    record["meta"] = json.dumps(extra, ensure_ascii=False, default=str)
+                yield record
             except Malformed as exc:
                 if strict:
                     raise UserError(f"{source}: {exc} (data.strict is on)") from None

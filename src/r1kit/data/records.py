@@ -3,6 +3,7 @@
 A record is a conversation (`messages`, each with an optional `reasoning`), optionally with a gold `answer`
 for verifiable problems, or a plain `text` for pretraining. Rejected inputs stay in the same table with
 `reject_stage`/`reject_reason` set, so every input row is accounted for until the report is written.
+Input fields that no shape uses (a task name, a difficulty, an id) are kept as a JSON object in `meta`.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ def features():
             "answer": Value("string"),
             "text": Value("string"),
             "quality": Value("int8"),
+            "meta": Value("string"),
             "reject_stage": Value("string"),
             "reject_reason": Value("string"),
             "reject_detail": Value("string"),
@@ -46,6 +48,7 @@ def new_record(source: str, kind: str, *, messages=(), answer=None, text=None) -
         "answer": answer,
         "text": text,
         "quality": None,
+        "meta": None,
         "reject_stage": None,
         "reject_reason": None,
         "reject_detail": None,

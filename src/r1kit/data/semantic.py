@@ -38,7 +38,7 @@ class Embedder:
             raise UserError("the semantic stage needs sentence-transformers: pip install 'r1kit[embed]'")
         from sentence_transformers import SentenceTransformer
 
-        from r1kit.models.load import quiet_transformers
+        from r1kit.quiet import quiet_transformers
 
         quiet_transformers()
         self.model = SentenceTransformer(str(model_dir), device="cpu")

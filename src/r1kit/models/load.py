@@ -11,14 +11,7 @@ from pathlib import Path
 
 from r1kit.errors import UserError
 from r1kit.hardware import require_cuda, require_module
-
-
-def quiet_transformers() -> None:
-    """r1kit prints its own progress: silence transformers' per-file progress bars and info logs."""
-    from transformers.utils import logging
-
-    logging.disable_progress_bar()
-    logging.set_verbosity_warning()
+from r1kit.quiet import quiet_transformers
 
 
 def resolve_model_dir(path: str | Path, what: str = "model") -> Path:

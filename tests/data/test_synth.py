@@ -1,0 +1,86 @@
+import json
+
+import pytest
+
+from r1kit.data.ingest import ingest
+from r1kit.data.synth import DIFFICULTIES, check_countdown, synthesize
+from r1kit.errors import UserError
+
+
+def load(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.mark.parametrize("difficulty", list(DIFFICULTIES))
+def test_arithmetic_answers_are_right(tmp_path, difficulty):
+    rows = load(synthesize("arithmetic", 300, tmp_path / "a.jsonl", difficulty=difficulty, seed=1))
+    assert len(rows) == 300
+    for row in rows:
+        expression = row["question"].removeprefix("What is ").removesuffix("?").replace("×", "*")
+        assert int(row["answer"]) == eval(expression)  # noqa: S307 - our own generated digits and operator
+        assert row["reasoning"].endswith(f"So the result is {row['answer']}.")
+        assert row["solution"].endswith(f"\\boxed{{{row['answer']}}}")
+    widths = {len(row["question"].split()[2]) for row in rows}
+    assert widths == {DIFFICULTIES[difficulty].digits}
+
+
+def test_worked_steps(tmp_path):
+    rows = load(synthesize("arithmetic", 200, tmp_path / "a.jsonl", difficulty="hard", seed=3))
+    addition = next(r for r in rows if " + " in r["question"])
+    assert "carry" in addition["reasoning"]
+    product = next(r for r in rows if " × " in r["question"])
+    partials = [line for line in product["reasoning"].splitlines() if " × " in line and "=" in line]
+    assert len(partials) >= 1
+
+
+@pytest.mark.parametrize("difficulty", list(DIFFICULTIES))
+def test_countdown_reference_solutions_verify(tmp_path, difficulty):
+    rows = load(synthesize("countdown", 200, tmp_path / "c.jsonl", difficulty=difficulty, seed=2))
+    level = DIFFICULTIES[difficulty]
+    for row in rows:
+        assert len(row["numbers"]) == level.numbers and max(row["numbers"]) <= level.max_number
+        assert check_countdown(row["answer"], row["numbers"], row["target"]), row
+        assert str(row["target"]) in row["question"]
+
+
+def test_countdown_checker_rejects_cheating():
+    assert check_countdown("(6 + 4) * 2", [2, 4, 6], 20)
+    assert not check_countdown("6 * 6", [2, 4, 6], 36)  # 6 used twice
+    assert not check_countdown("7 + 13", [2, 4, 6], 20)  # numbers not given
+    assert not check_countdown("__import__('os')", [2], 2)
+    assert not check_countdown("6 / 0", [6, 0], 1)
+    assert not check_countdown("6 +", [6], 6)
+
+
+def test_deterministic_per_seed(tmp_path):
+    a = synthesize("countdown", 20, tmp_path / "a.jsonl", seed=5).read_text()
+    assert synthesize("countdown", 20, tmp_path / "b.jsonl", seed=5).read_text() == a
+    assert synthesize("countdown", 20, tmp_path / "c.jsonl", seed=6).read_text() != a
+
+
+def test_synth_output_ingests_as_problems_with_metadata(tmp_path):
+    path = synthesize("countdown", 5, tmp_path / "c.jsonl")
+    records = list(ingest([path]))
+    assert all(r["kind"] == "problem" and r["reject_reason"] is None for r in records)
+    source = load(path)
+    for record, row in zip(records, source):
+        assert record["answer"] == row["answer"]
+        assistant = record["messages"][1]
+        assert assistant["reasoning"] == row["reasoning"] and assistant["content"] == row["solution"]
+        assert json.loads(record["meta"]) == {"task": "countdown", "numbers": row["numbers"], "target": row["target"],
+                                              "difficulty": "medium"}
+
+
+def test_bad_arguments(tmp_path):
+    with pytest.raises(UserError, match="unknown task 'sudoku'"):
+        synthesize("sudoku", 3, tmp_path / "x.jsonl")
+    with pytest.raises(UserError, match="unknown difficulty"):
+        synthesize("arithmetic", 3, tmp_path / "x.jsonl", difficulty="insane")
+    with pytest.raises(UserError, match="at least 1"):
+        synthesize("arithmetic", 0, tmp_path / "x.jsonl")
+
+
+def test_cli_synth(cli, tmp_path):
+    done = cli("data", "synth", "--task", "arithmetic", "--n", "7", "--out", str(tmp_path / "a.jsonl"), check=True)
+    assert "wrote 7 medium arithmetic problems" in done.stdout
+    assert len(load(tmp_path / "a.jsonl")) == 7
