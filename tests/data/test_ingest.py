@@ -164,3 +164,12 @@ def test_answer_helpers():
     assert last_boxed("a \\boxed{1} then \\boxed{\\frac{a}{b}} end") == "\\frac{a}{b}"
     assert last_boxed("no box") is None
     assert split_gsm8k("Step <<2*3=6>>6\n#### 1,234") == ("Step 6", "1,234")
+
+
+def test_csv_with_a_bad_row_keeps_the_others(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_bytes(b"question,answer\nFirst?,1\nCaf\xe9?,2\nThird?,3\n")
+    rows = run(path)
+    assert [(r["source"].rsplit(":", 1)[1], r["reject_reason"]) for r in rows] == [
+        ("2", None), ("3", "not_utf8"), ("4", None)]
+    assert "field 'question' is not UTF-8" in rows[1]["reject_detail"]

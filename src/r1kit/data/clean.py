@@ -77,13 +77,21 @@ def filter_batch(batch, indices, *, cfg: DataConfig, duplicates: dict[int, tuple
     return batch_of(rows, batch.keys())
 
 
+def _take(column: pa.ChunkedArray, rows: list[int]) -> pa.Array:
+    """Rows (ascending) of a chunked column, taken chunk by chunk: Arrow's own take on a chunked array
+    concatenates every chunk first, which for the signature column is the whole column in memory."""
+    offsets = np.cumsum([0] + [len(chunk) for chunk in column.chunks])
+    rows = np.asarray(rows, dtype=np.int64)
+    chunk_of = np.searchsorted(offsets, rows, side="right") - 1
+    parts = [column.chunk(c).take(pa.array(rows[chunk_of == c] - offsets[c])) for c in np.unique(chunk_of)]
+    return pa.concat_arrays(parts) if parts else column.chunk(0).slice(0, 0)
+
+
 def _column(ds, name: str, rows=None) -> np.ndarray:
     """One column straight from the Arrow table (datasets' own column access formats row by row)."""
     assert ds._indices is None, "a selected/shuffled view would need its indices mapping"
     column = ds.data.column(name)
-    if rows is not None:
-        column = column.take(rows)
-    column = column.combine_chunks()
+    column = _take(column, rows) if rows is not None else column.combine_chunks()
     if pa.types.is_list(column.type) or pa.types.is_large_list(column.type):  # signatures: list<uint32>
         return column.flatten().to_numpy(zero_copy_only=False).reshape(len(column), -1)
     return column.to_numpy(zero_copy_only=False)
@@ -121,7 +129,7 @@ def find_duplicates(ds, cfg: DataConfig) -> dict[int, tuple[str, str, str]]:
     if not found:
         return {}
     originals = sorted({original for _, _, original, _ in found.values()})
-    source_of = dict(zip(originals, ds.data.column("source").take(originals).to_pylist()))
+    source_of = dict(zip(originals, _take(ds.data.column("source"), originals).to_pylist()))
     return {row: (stage, reason, f"{note} {source_of[original]}")
             for row, (stage, reason, original, note) in found.items()}
 

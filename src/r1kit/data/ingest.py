@@ -234,14 +234,25 @@ def _json(path: Path) -> Iterator[tuple[str, Any, str | None]]:
         yield f"{path}:record {index}", obj, None
 
 
+_SURROGATE = re.compile("[\udc80-\udcff]")
+
+
 def _csv(path: Path) -> Iterator[tuple[str, Any, str | None]]:
+    # Undecodable bytes become lone surrogates (surrogateescape), so one bad row is rejected on its own and
+    # the rows after it are still read.
     try:
-        with path.open(newline="", encoding="utf-8") as f:
+        with path.open(newline="", encoding="utf-8", errors="surrogateescape") as f:
             reader = csv.DictReader(f)
             for row in reader:
-                yield f"{path}:{reader.line_num}", {k: v for k, v in row.items() if k is not None}, None
-    except UnicodeDecodeError as exc:
-        yield str(path), Malformed("not_utf8", f"not UTF-8 (byte offset {exc.start} of a read block)"), None
+                source = f"{path}:{reader.line_num}"
+                fields = {k: v for k, v in row.items() if k is not None}
+                bad = next((k for k, v in fields.items() if isinstance(v, str) and _SURROGATE.search(v)), None)
+                if bad is not None:
+                    raw = ",".join(v for v in fields.values() if isinstance(v, str))
+                    yield source, Malformed("not_utf8", f"field {bad!r} is not UTF-8"), raw.encode(
+                        "utf-8", "surrogateescape").decode("utf-8", "replace")
+                else:
+                    yield source, fields, None
     except csv.Error as exc:
         yield str(path), Malformed("malformed_csv", str(exc)), None
 
