@@ -44,6 +44,13 @@ SetOption = Annotated[
 STATUS_STYLE = {"pass": "green", "warn": "yellow", "fail": "bold red"}
 
 
+def load_recipe_for(recipe: Optional[Path], overrides: Optional[list[str]], extra: list[str] = ()):
+    """The recipe (or the defaults) with the command's --set overrides, then `extra` derived from its flags."""
+    from r1kit.config import load_recipe
+
+    return load_recipe(recipe, [*(overrides or []), *extra])
+
+
 # ----------------------------------------------------------------------------------------------- doctor
 
 
@@ -78,9 +85,7 @@ def recipe_show(
     overrides: SetOption = None,
 ) -> None:
     """Validate a recipe (with overrides) and print it fully resolved, defaults included."""
-    from r1kit.config import load_recipe
-
-    print(load_recipe(recipe, overrides or []).to_yaml(), end="")
+    print(load_recipe_for(recipe, overrides).to_yaml(), end="")
 
 
 @recipe_app.command("fields")
@@ -149,22 +154,18 @@ def tokenizer_train(
     overrides: SetOption = None,
 ) -> None:
     """Train a byte-level BPE (or unigram) tokenizer with the DeepSeek-R1 tokens and chat template."""
-    from r1kit.config import load_recipe
-    from r1kit.models.tokenizer import train_tokenizer
+    from r1kit.models.tokenizer import train_from_config
 
     flags = {"vocab_size": vocab_size, "type": type, "character_coverage": character_coverage}
     files = [str(p) for p in (inputs or []) + (more_inputs or [])]
     assignments = [f"tokenizer.{k}={v}" for k, v in flags.items() if v is not None]
-    config = load_recipe(recipe, [*(overrides or []), *assignments])
+    config = load_recipe_for(recipe, overrides, assignments)
     if files:
         config.tokenizer.inputs = files
     tok = config.tokenizer
     if not tok.inputs:
         raise UserError("no input files: pass --input FILE (or tokenizer.inputs in the recipe)")
-    result = train_tokenizer(
-        tok.inputs, out_dir, vocab_size=tok.vocab_size, type=tok.type, min_frequency=tok.min_frequency,
-        character_coverage=tok.character_coverage,
-    )
+    result = train_from_config(tok, out_dir)
     config.save(out_dir)
     out.print(
         f"wrote {result.out_dir}: {tok.type} vocabulary of {result.vocab_size} tokens, "
@@ -251,12 +252,6 @@ def data_stats_cmd(
         out.print(f"  {percentiles}; at max_seq_length {seq_length}: {cut['num_truncated']} truncated, "
                   f"{cut['num_dropped_no_trainable_tokens']} left without trainable tokens; packed into "
                   f"{stats['packed_rows']} rows, {100 * stats['packing_fill']:.0f}% full")
-
-
-def load_recipe_for(recipe: Optional[Path], overrides: Optional[list[str]], extra: list[str] = ()):
-    from r1kit.config import load_recipe
-
-    return load_recipe(recipe, [*(overrides or []), *extra])
 
 
 # --------------------------------------------------------------------------------------------- generate

@@ -17,7 +17,7 @@ from r1kit.doctor import FAIL, Check, run_checks
 from r1kit.errors import UserError
 from r1kit.generate import Completion, generate
 from r1kit.models.create import InitResult, init_model
-from r1kit.models.tokenizer import TokenizerResult, train_tokenizer
+from r1kit.models.tokenizer import TokenizerResult, train_from_config
 from r1kit.paths import shared_data_dir
 
 
@@ -54,11 +54,7 @@ def run_demo(out_dir: str | Path, overrides: list[str] = ()) -> DemoResult:
         raise UserError("doctor found problems: " + "; ".join(f"{c.name}: {c.detail} ({c.fix})" for c in failed))
 
     print0("[bold]2/4 tokenizer[/bold] training on " + ", ".join(recipe.tokenizer.inputs))
-    tok = recipe.tokenizer
-    tokenizer = train_tokenizer(
-        tok.inputs, out_dir / "tokenizer", vocab_size=tok.vocab_size, type=tok.type,
-        min_frequency=tok.min_frequency, character_coverage=tok.character_coverage,
-    )
+    tokenizer = train_from_config(recipe.tokenizer, out_dir / "tokenizer")
 
     print0(f"[bold]3/4 model[/bold] {recipe.model.preset} from preset (random weights)")
     model = init_model(recipe.model.preset, tokenizer.out_dir, out_dir / "model", seed=recipe.seed)

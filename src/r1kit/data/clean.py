@@ -60,15 +60,52 @@ def prepare_batch(batch, *, cfg: DataConfig, hashing: dict | None):
     return out
 
 
-def filter_batch(batch, indices, *, cfg: DataConfig, duplicates: dict[int, tuple[str, str, str]],
-                 eval_ngrams: set[str] | None):
+@dataclass
+class Duplicates:
+    """Duplicate rows found between the passes, as sorted arrays (a few bytes per duplicate, cheap to send to
+    worker processes). The detail naming the original's source is written with the rejected record."""
+
+    rows: np.ndarray
+    originals: np.ndarray
+    similarities: np.ndarray
+    """Estimated Jaccard for near duplicates; NaN for exact ones."""
+
+    @classmethod
+    def from_found(cls, found: dict[int, tuple[int, float]]) -> Duplicates:
+        rows = np.array(sorted(found), dtype=np.int64)
+        return cls(rows, np.array([found[r][0] for r in rows], dtype=np.int64),
+                   np.array([found[r][1] for r in rows], dtype=np.float32))
+
+    def position(self, index: int) -> int | None:
+        pos = int(np.searchsorted(self.rows, index))
+        return pos if pos < len(self.rows) and self.rows[pos] == index else None
+
+    def mark(self, row: dict, index: int) -> None:
+        pos = self.position(index)
+        if pos is not None:
+            if np.isnan(self.similarities[pos]):
+                reject(row, "exact_dedup", "exact_duplicate")
+            else:
+                reject(row, "near_dedup", "near_duplicate")
+
+    def detail(self, index: int, source_of: dict[int, str]) -> str:
+        pos = self.position(index)
+        original = source_of[int(self.originals[pos])]
+        if np.isnan(self.similarities[pos]):
+            return f"same text as {original}"
+        return f"Jaccard ~{self.similarities[pos]:.2f} with {original}"
+
+
+NO_DUPLICATES = Duplicates(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32))
+
+
+def filter_batch(batch, indices, *, cfg: DataConfig, duplicates: Duplicates, eval_ngrams: set[str] | None):
     """Pass 2: mark duplicates found between the passes, then the per-record filters and decontamination."""
     from r1kit.data.decontam import check_contamination
 
     rows = rows_of(batch)
     for row, index in zip(rows, indices):
-        if index in duplicates:
-            reject(row, *duplicates[index])
+        duplicates.mark(row, index)
     stages.run(rows, stages.AFTER_DEDUP, cfg)
     if eval_ngrams is not None:
         for row in rows:
@@ -97,15 +134,15 @@ def _column(ds, name: str, rows=None) -> np.ndarray:
     return column.to_numpy(zero_copy_only=False)
 
 
-def find_duplicates(ds, cfg: DataConfig) -> dict[int, tuple[str, str, str]]:
-    """Row index → (stage, reason, detail) for exact and verified near duplicates of earlier rows."""
+def find_duplicates(ds, cfg: DataConfig) -> Duplicates:
+    """Exact and verified near duplicates of earlier rows."""
     keys = _column(ds, "exact_hash")
     alive = np.flatnonzero(keys != 0)
-    found: dict[int, tuple[str, str, int, str]] = {}  # row -> (stage, reason, original row, note)
+    found: dict[int, tuple[int, float]] = {}  # row -> (original row, similarity; NaN when exact)
     if cfg.exact_dedup:
         later, first = dedup.first_of_equal(keys, alive)
         for row, original in zip(later.tolist(), first.tolist()):
-            found[row] = ("exact_dedup", "exact_duplicate", original, "same text as")
+            found[row] = (original, float("nan"))
         alive = np.setdiff1d(alive, later, assume_unique=True)
     if cfg.near_dedup.enabled:
         bands, _ = dedup.lsh_params(cfg.near_dedup.threshold, cfg.near_dedup.num_perm)
@@ -124,14 +161,9 @@ def find_duplicates(ds, cfg: DataConfig) -> dict[int, tuple[str, str, str]]:
                         continue
                     similarity = dedup.estimated_jaccard(signatures[row], signatures[original])
                     if similarity >= cfg.near_dedup.threshold:
-                        found[row] = ("near_dedup", "near_duplicate", original, f"Jaccard ~{similarity:.2f} with")
+                        found[row] = (original, similarity)
                         break
-    if not found:
-        return {}
-    originals = sorted({original for _, _, original, _ in found.values()})
-    source_of = dict(zip(originals, _take(ds.data.column("source"), originals).to_pylist()))
-    return {row: (stage, reason, f"{note} {source_of[original]}")
-            for row, (stage, reason, original, note) in found.items()}
+    return Duplicates.from_found(found) if found else NO_DUPLICATES
 
 
 def _split(source: str, fraction: float, seed: int) -> str:
@@ -223,7 +255,7 @@ def clean(inputs: list[str | Path], out_dir: str | Path, cfg: DataConfig, *, see
                            shingle_size=cfg.near_dedup.shingle_size, bands=bands, rows_per_band=rows_per_band)
         ds = _map(ds, prepare_batch, num_proc=num_proc, desc="prepare", cfg=cfg, hashing=hashing)
         t = timed("normalise_html_length_hash", t)
-        duplicates = {}
+        duplicates = NO_DUPLICATES
         if hashing is not None:
             duplicates = find_duplicates(ds, cfg)
             ds = ds.remove_columns([c for c in ds.column_names if c in ("exact_hash", "signature")
@@ -242,7 +274,7 @@ def clean(inputs: list[str | Path], out_dir: str | Path, cfg: DataConfig, *, see
         if cfg.domain.enabled:
             ds = _domain(ds, cfg)
             t = timed("domain", t)
-        counts = _write_outputs(ds, out_dir, cfg, seed)
+        counts = _write_outputs(ds, out_dir, cfg, seed, duplicates)
         timings["write"] = round(time.perf_counter() - t, 3)
         empty_files = [str(f) for f in files if rows_per_file[str(f)] == 0]
 
@@ -298,8 +330,10 @@ def _eval_ngrams(cfg: DataConfig) -> set[str]:
     return load_eval_ngrams(paths, cfg.decontam.ngram)
 
 
-def _write_outputs(ds, out_dir: Path, cfg: DataConfig, seed: int) -> dict:
+def _write_outputs(ds, out_dir: Path, cfg: DataConfig, seed: int, duplicates: Duplicates) -> dict:
     """Kept rows → train/ and validation/ Parquet shards; rejected rows → rejected.jsonl. Returns counts."""
+    originals = np.unique(duplicates.originals).tolist()
+    source_of = dict(zip(originals, _take(ds.data.column("source"), originals).to_pylist())) if originals else {}
     schema = _output_schema()
     writers = {split: _ShardWriter(out_dir / split, cfg.shard_size, schema) for split in ("train", "validation")}
     rejected: Counter = Counter()
@@ -311,6 +345,7 @@ def _write_outputs(ds, out_dir: Path, cfg: DataConfig, seed: int) -> dict:
     with (out_dir / "rejected.jsonl").open("w", encoding="utf-8") as rejected_file:
         for batch in ds.iter(batch_size=1000):
             for row in rows_of(batch):
+                index = input_records
                 input_records += 1
                 if row["reject_reason"] is None:
                     writers[_split(row["source"], cfg.validation_fraction, seed)].add(row)
@@ -318,6 +353,8 @@ def _write_outputs(ds, out_dir: Path, cfg: DataConfig, seed: int) -> dict:
                     if row["quality"] is not None:
                         levels[int(row["quality"])] += 1
                     continue
+                if row["reject_stage"] in ("exact_dedup", "near_dedup"):
+                    row["reject_detail"] = duplicates.detail(index, source_of)
                 rejected[row["reject_reason"]] += 1
                 by_stage[row["reject_stage"]] += 1
                 entry = {"source": row["source"], "stage": row["reject_stage"], "reason": row["reject_reason"],

@@ -63,7 +63,7 @@ def rejected_record(source: str, stage: str, reason: str, detail: str, raw: str 
     return row
 
 
-def reject(row: dict, stage: str, reason: str, detail: str = "") -> dict:
+def reject(row: dict, stage: str, reason: str, detail: str | None = None) -> dict:
     row["reject_stage"], row["reject_reason"], row["reject_detail"] = stage, reason, detail
     return row
 

@@ -22,8 +22,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from r1kit.errors import UserError
+
+if TYPE_CHECKING:
+    from r1kit.config import TokenizerConfig
 
 BOS = "<｜begin▁of▁sentence｜>"
 EOS = "<｜end▁of▁sentence｜>"
@@ -228,6 +232,12 @@ def wrap_tokenizer(tokenizer, *, unk_token: str | None = None, model_max_length:
         clean_up_tokenization_spaces=False,
         chat_template=chat_template(),
     )
+
+
+def train_from_config(cfg: TokenizerConfig, out_dir: str | Path) -> TokenizerResult:
+    """Train with the settings of a recipe's `tokenizer` section."""
+    return train_tokenizer(cfg.inputs, out_dir, vocab_size=cfg.vocab_size, type=cfg.type,
+                           min_frequency=cfg.min_frequency, character_coverage=cfg.character_coverage)
 
 
 def train_tokenizer(
