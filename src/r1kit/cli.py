@@ -29,10 +29,12 @@ model_app = typer.Typer(help="Create and inspect models.", no_args_is_help=True)
 tokenizer_app = typer.Typer(help="Train tokenizers.", no_args_is_help=True)
 recipe_app = typer.Typer(help="Check recipes and read what their fields mean.", no_args_is_help=True)
 data_app = typer.Typer(help="Ingest, clean, inspect and synthesise data.", no_args_is_help=True)
+train_app = typer.Typer(help="Train models: SFT, LoRA/QLoRA, pretraining.", no_args_is_help=True)
 app.add_typer(model_app, name="model")
 app.add_typer(tokenizer_app, name="tokenizer")
 app.add_typer(recipe_app, name="recipe")
 app.add_typer(data_app, name="data")
+app.add_typer(train_app, name="train")
 
 out = Console()
 err = Console(stderr=True)
@@ -252,6 +254,46 @@ def data_stats_cmd(
         out.print(f"  {percentiles}; at max_seq_length {seq_length}: {cut['num_truncated']} truncated, "
                   f"{cut['num_dropped_no_trainable_tokens']} left without trainable tokens; packed into "
                   f"{stats['packed_rows']} rows, {100 * stats['packing_fill']:.0f}% full")
+
+
+# ------------------------------------------------------------------------------------------------ train
+
+RecipeArgument = Annotated[Path, typer.Argument(help="Recipe YAML.")]
+OutOption = Annotated[Optional[Path], typer.Option("--out", help="Run folder (default: runs/<recipe name>).")]
+ResumeOption = Annotated[
+    Optional[str], typer.Option(help="`auto`: continue from the newest complete checkpoint; or a checkpoint folder.")
+]
+
+
+def _train(recipe: Path, out_dir: Optional[Path], resume: Optional[str], overrides, mode: str) -> None:
+    from r1kit.train.sft import train_sft
+
+    result = train_sft(load_recipe_for(recipe, overrides), out_dir, resume=resume, mode=mode)
+    if result.skipped_nonfinite_steps:
+        err.print(f"[yellow]{result.skipped_nonfinite_steps} steps skipped for a non-finite loss[/yellow]")
+    if result.stopped_by:
+        out.print(f"stopped by {result.stopped_by} at step {result.global_step}; checkpoint saved. "
+                  f"Continue with: r1kit train {mode} {escape(str(recipe))} --resume auto"
+                  + (f" --out {escape(str(out_dir))}" if out_dir else ""))
+        import signal
+
+        raise typer.Exit(128 + signal.Signals[result.stopped_by].value)
+    out.print(f"trained {result.global_step} steps; final model: {escape(str(result.final_dir))}; "
+              f"metrics: {escape(str(result.run_dir / 'metrics.jsonl'))}")
+
+
+@train_app.command("sft")
+def train_sft_cmd(recipe: RecipeArgument, out_dir: OutOption = None, resume: ResumeOption = None,
+                  overrides: SetOption = None) -> None:
+    """Supervised fine-tuning (full, LoRA or QLoRA) on chat/problem data, loss on assistant tokens."""
+    _train(recipe, out_dir, resume, overrides, "sft")
+
+
+@train_app.command("pretrain")
+def train_pretrain_cmd(recipe: RecipeArgument, out_dir: OutOption = None, resume: ResumeOption = None,
+                       overrides: SetOption = None) -> None:
+    """Causal-LM training on every token (plain text from `r1kit data clean`)."""
+    _train(recipe, out_dir, resume, overrides, "pretrain")
 
 
 # --------------------------------------------------------------------------------------------- generate

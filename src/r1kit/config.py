@@ -267,18 +267,35 @@ class TrainConfig(Section):
     eval_steps: int = Field(100, ge=1)
     """Evaluate on the validation split every this many steps."""
     save_steps: int = Field(500, ge=1)
-    """Write a checkpoint every this many steps."""
-    save_total_limit: int = Field(2, ge=1)
-    """Keep at most this many checkpoints (the best by `metric_for_best_model` and the latest)."""
+    """Write a checkpoint every this many steps (and when the run ends or is stopped by a signal)."""
+    keep_best: int = Field(1, ge=0)
+    """Checkpoints kept besides the latest: the best `keep_best` of the others by `metric_for_best_model`."""
     early_stopping_patience: int | None = Field(3, ge=1)
     """Stop when the validation metric has not improved for this many evaluations; unset disables."""
+    early_stopping_min_delta: float = Field(0.0, ge=0.0)
+    """An evaluation counts as an improvement only when the metric gets better by more than this."""
     metric_for_best_model: str = "eval_loss"
-    """Metric that picks the best checkpoint and drives early stopping."""
+    """Metric that picks the best checkpoints and drives early stopping (eval_loss ranks like perplexity)."""
+    final_model: Literal["last", "best"] = "last"
+    """What `final/` holds: the weights at the end of the run, or those of the best checkpoint."""
+    dataset: str | None = None
+    """A `r1kit data clean` output folder; unset cleans `data.inputs` into <run>/data first."""
+    truncation: Literal["truncate", "drop"] = "truncate"
+    """Examples longer than `max_seq_length`: cut their tail, or leave them out (both are counted)."""
+    max_nonfinite_steps: int = Field(3, ge=1)
+    """Stop with an error after this many optimizer steps in a row with a NaN/inf loss (each is skipped)."""
+    tensorboard: bool = True
+    """Write TensorBoard event files to <run>/tb."""
+    save_merged: bool = False
+    """LoRA: also write the base model with the adapter merged into `final/` (the adapter goes to final/adapter)."""
     extra: dict[str, Any] = {}
     """Settings passed unchanged to TRL's trainer config, for what r1kit does not expose."""
 
     @model_validator(mode="after")
     def _offload_needs_zero(self) -> TrainConfig:
+        if self.save_steps % self.eval_steps:
+            raise ValueError(f"save_steps ({self.save_steps}) must be a multiple of eval_steps ({self.eval_steps}), "
+                             "so that every checkpoint has a validation score to rank it by")
         if self.offload_optimizer and self.strategy not in ("zero2", "zero3"):
             raise ValueError(f"offload_optimizer needs strategy zero2 or zero3, not {self.strategy!r}")
         if self.offload_parameters and self.strategy != "zero3":

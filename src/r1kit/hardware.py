@@ -60,3 +60,24 @@ def require_module(module: str, extra: str, feature: str) -> None:
     """Refuse `feature` when the Python module it needs is not installed; name the extra that installs it."""
     if importlib.util.find_spec(module) is None:
         raise UserError(f"{feature} needs the `{module}` package: pip install 'r1kit[{extra}]'")
+
+
+def choose_precision(requested: str) -> str:
+    """The precision a run uses: `bf16`, `fp16` or `fp32`.
+
+    `auto`: bf16 on CUDA GPUs that support it (compute capability 8.0+), fp16 with loss scaling on older GPUs,
+    bf16 autocast on CPUs with native bf16 matrix instructions, else fp32. An explicit choice the device
+    cannot run is refused rather than silently replaced.
+    """
+    import torch
+
+    cuda = torch.cuda.is_available()
+    if requested == "auto":
+        if cuda:
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return "bf16" if cpu_has_native_bf16() else "fp32"
+    if requested == "fp16" and not cuda:
+        raise UserError("train.precision: fp16 needs a CUDA GPU (loss scaling); on a CPU use bf16, fp32 or auto")
+    if requested == "bf16" and cuda and not torch.cuda.is_bf16_supported():
+        raise UserError("train.precision: this GPU has no bf16 support (compute capability < 8.0); use fp16 or auto")
+    return requested

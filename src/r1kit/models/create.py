@@ -35,25 +35,25 @@ def build_config(preset_name: str, tokenizer):
     )
 
 
+def r1_generation_config(tokenizer):
+    """DeepSeek's recommended sampling for R1 models (temperature 0.6, top-p 0.95); generation stops at EOS."""
+    from transformers import GenerationConfig
+
+    return GenerationConfig(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                            pad_token_id=tokenizer.pad_token_id, do_sample=True, temperature=0.6, top_p=0.95)
+
+
 def init_model(preset_name: str, tokenizer_dir: str | Path, out_dir: str | Path, *, seed: int = 42) -> InitResult:
     """Write a Hugging Face folder (config, safetensors weights, tokenizer, generation config) for a new
     model of `preset_name`, initialised with `seed`."""
     import torch
-    from transformers import AutoModelForCausalLM, GenerationConfig
+    from transformers import AutoModelForCausalLM
 
     tokenizer = load_tokenizer(tokenizer_dir)
     config = build_config(preset_name, tokenizer)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config)
-    # DeepSeek's recommended sampling for R1 models; generation stops at EOS.
-    model.generation_config = GenerationConfig(
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        do_sample=True,
-        temperature=0.6,
-        top_p=0.95,
-    )
+    model.generation_config = r1_generation_config(tokenizer)
     out_dir = Path(out_dir)
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)

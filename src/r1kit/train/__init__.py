@@ -1,0 +1,1 @@
+"""Training stages on TRL's trainers: SFT/LoRA/pretraining (sft.py), with r1kit's callbacks and checkpoints."""

@@ -1,0 +1,150 @@
+"""What r1kit adds around TRL's trainer: metrics in the run folder, atomic checkpoints with best-k retention,
+a clean stop on SIGTERM/SIGINT, and a guard against non-finite losses.
+
+Transformers' own pieces are used where they do the job (the progress bar, TensorBoard, early stopping); these
+callbacks fill what they lack: `save_total_limit` keeps the best one checkpoint and writes in place, the logged
+loss hides NaNs (`logging_nan_inf_filter`), and nothing reacts to a pre-emption signal.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import time
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+from r1kit.dist import is_main_process, print0
+from r1kit.errors import UserError
+from r1kit.train import checkpoint
+
+
+def _split_of(logs: dict) -> str:
+    if "train_loss" in logs:  # the trainer's closing record (runtime, samples/s, mean loss)
+        return "summary"
+    return "eval" if any(k.startswith("eval_") for k in logs) else "train"
+
+
+class MetricsLogger(TrainerCallback):
+    """Adds perplexity and tokens/s to the logs (so TensorBoard gets them too) and appends each log event to
+    `metrics.jsonl`: {"step", "split", metric names...}. Put it first in the callback list."""
+
+    def __init__(self, path: Path, first_record: dict):
+        self.path = path
+        self.first_record = first_record
+        self._last_time: float | None = None
+        self._last_tokens = 0
+
+    def _write(self, record: dict) -> None:
+        if is_main_process():
+            with self.path.open("a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._write({"step": state.global_step, "split": "run", **self.first_record})
+        self._last_time, self._last_tokens = time.perf_counter(), state.num_input_tokens_seen
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = logs if logs is not None else {}
+        split = _split_of(logs)
+        if "eval_loss" in logs:
+            logs["eval_perplexity"] = math.exp(min(logs["eval_loss"], 50.0))
+        if split == "train":
+            now = time.perf_counter()
+            tokens = state.num_input_tokens_seen
+            if self._last_time is not None and now > self._last_time:
+                logs["tokens_per_second"] = (tokens - self._last_tokens) / (now - self._last_time)
+            self._last_time, self._last_tokens = now, tokens
+        names = {k.removeprefix("eval_") if split == "eval" else k: v for k, v in logs.items()}
+        self._write({"step": state.global_step, "split": split, **names})
+
+
+class CheckpointPublisher(TrainerCallback):
+    """Publishes each checkpoint the trainer has finished writing in the staging area as `checkpoints/<step>`,
+    with the tracked metric of its step, then deletes all but the latest and the `keep_best` best."""
+
+    def __init__(self, run_dir: Path, metric: str, greater_is_better: bool, keep_best: int):
+        self.run_dir, self.metric, self.greater_is_better, self.keep_best = run_dir, metric, greater_is_better, keep_best
+        self.metrics: dict[int, float] = {}
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        key = self.metric if self.metric.startswith("eval_") else f"eval_{self.metric}"
+        if metrics and key in metrics:
+            self.metrics[state.global_step] = float(metrics[key])
+
+    def on_save(self, args, state, control, **kwargs):
+        if not is_main_process():
+            return
+        staged = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if staged.is_dir():
+            checkpoint.publish(staged, self.run_dir, state.global_step, self.metrics.get(state.global_step))
+            checkpoint.enforce_retention(self.run_dir, self.keep_best, self.greater_is_better)
+
+
+class StopOnSignal(TrainerCallback):
+    """On SIGTERM or SIGINT (a pre-empted spot instance, Ctrl-C): finish the current step, save a checkpoint
+    and stop cleanly, instead of dying mid-step with the work since the last checkpoint lost."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self):
+        self.received: str | None = None
+        self._previous: dict = {}
+
+    def _handle(self, signum, frame):
+        self.received = signal.Signals(signum).name
+        print0(f"[yellow]{self.received} received: saving a checkpoint after this step, then stopping[/yellow]")
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.received:
+            control.should_save = True
+            control.should_training_stop = True
+
+    def on_train_end(self, args, state, control, **kwargs):
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+
+
+class NonFiniteGuard:
+    """Wraps `trainer.training_step`: a micro-step whose loss is NaN/inf has its gradients dropped (so the
+    optimizer step skips the parameters) and is counted; after `max_in_a_row` such optimizer steps in a row
+    the run stops with advice. The trainer's own logging would otherwise replace the NaN by an average."""
+
+    def __init__(self, trainer, max_in_a_row: int):
+        self.max_in_a_row = max_in_a_row
+        self.skipped = 0
+        self.in_a_row = 0
+        self._step_of_last_skip = -1
+        self._trainer = trainer
+        self._training_step = trainer.training_step
+        trainer.training_step = self
+
+    def __call__(self, model, inputs, *args, **kwargs):
+        import torch
+
+        loss = self._training_step(model, inputs, *args, **kwargs)
+        step = self._trainer.state.global_step
+        if step >= self._step_of_last_skip + 2:  # the step after the last skipped one completed
+            self.in_a_row = 0
+        if not torch.isfinite(loss).all() and step != self._step_of_last_skip:
+            self.skipped += 1
+            self.in_a_row += 1
+            self._step_of_last_skip = step
+            print0(f"[yellow]non-finite loss at step {step + 1}: step skipped ({self.in_a_row} in a row)[/yellow]")
+            if self.in_a_row >= self.max_in_a_row:
+                raise UserError(
+                    f"training diverged: {self.in_a_row} optimizer steps in a row had a NaN/inf loss (up to step "
+                    f"{step + 1}). Lower train.learning_rate, raise warmup, keep max_grad_norm on, or use bf16 "
+                    "instead of fp16."
+                )
+        if step == self._step_of_last_skip:
+            # Every micro-step of a skipped optimizer step drops its gradients: parameters whose .grad is None
+            # are left untouched by the optimizer.
+            model.zero_grad(set_to_none=True)
+            return torch.zeros_like(loss)
+        return loss

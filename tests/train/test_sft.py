@@ -1,0 +1,175 @@
+"""Training on CPU with the tiny presets: real trainers, real files, real subprocesses and signals."""
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from r1kit.errors import UserError
+from r1kit.train.sft import train_sft
+
+
+def records(run_dir, split):
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [r for r in rows if r["split"] == split]
+
+
+def test_loss_decreases_and_the_run_folder_is_complete(recipe_for, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    run_dir = tmp_path / "run"
+    result = train_sft(recipe_for("train.max_steps=30", "train.eval_steps=10", "train.save_steps=10"), run_dir)
+    assert result.global_step == 30 and result.stopped_by is None
+
+    train = records(run_dir, "train")
+    assert [r["step"] for r in train] == list(range(1, 31))
+    first, last = sum(r["loss"] for r in train[:3]) / 3, sum(r["loss"] for r in train[-3:]) / 3
+    assert last < first - 1.0, (first, last)
+    assert all(r["tokens_per_second"] > 0 for r in train[1:])
+    evals = records(run_dir, "eval")
+    assert [r["step"] for r in evals] == [10, 20, 30]
+    assert all(math.isclose(r["perplexity"], math.exp(r["loss"]), rel_tol=1e-6) for r in evals)
+    assert evals[-1]["loss"] < evals[0]["loss"]
+    (run_record,) = records(run_dir, "run")
+    assert run_record["versions"]["torch"] and run_record["seed"] == 42
+    assert run_record["train_tokens"]["num_kept"] > 200
+    assert (run_dir / "config.yaml").read_text().count("tiny-qwen2") == 1
+
+    events = EventAccumulator(str(run_dir / "tb"))
+    events.Reload()
+    assert len(events.Scalars("train/loss")) == 30
+    assert [e.step for e in events.Scalars("eval/perplexity")] == [10, 20, 30]
+    assert events.Scalars("train/tokens_per_second")[-1].value > 0
+
+    # final/ is a Hugging Face folder plain transformers loads, and it is the trained model.
+    model = AutoModelForCausalLM.from_pretrained(result.final_dir)
+    tokenizer = AutoTokenizer.from_pretrained(result.final_dir)
+    ids = tokenizer("What is 12 + 34?", return_tensors="pt")["input_ids"]
+    assert torch.isfinite(model(ids).logits).all()
+    assert model.generation_config.temperature == 0.6
+    # keep_best 1: the latest checkpoint and the best of the others by eval loss.
+    best = min(evals[:-1], key=lambda r: r["loss"])["step"]
+    assert {int(p.name) for p in (run_dir / "checkpoints").iterdir() if p.name.isdigit()} == {30, best}
+
+
+def test_top_k_retention_keeps_k_plus_one(recipe_for, tmp_path):
+    run_dir = tmp_path / "run"
+    train_sft(recipe_for("train.max_steps=24", "train.eval_steps=4", "train.save_steps=4", "train.keep_best=2",
+                         "train.early_stopping_patience=null"), run_dir)
+    kept = {int(p.name): p for p in (run_dir / "checkpoints").iterdir() if p.name.isdigit()}
+    assert len(kept) == 3
+    assert 24 in kept
+    scores = {r["step"]: r["loss"] for r in records(run_dir, "eval") if r["step"] != 24}
+    best_two = sorted(scores, key=scores.get)[:2]
+    assert set(kept) == {24, *best_two}
+
+
+def test_early_stopping_on_a_plateau(recipe_for, tmp_path):
+    run_dir = tmp_path / "run"
+    result = train_sft(recipe_for("train.learning_rate=1e-9", "train.max_steps=60", "train.eval_steps=2",
+                                  "train.save_steps=2", "train.early_stopping_patience=2",
+                                  "train.early_stopping_min_delta=0.01"), run_dir)
+    # Evaluations at 2, 4, 6: the first sets the best, the next two do not improve on it by 0.01.
+    assert result.global_step == 6
+    assert [r["step"] for r in records(run_dir, "eval")] == [2, 4, 6]
+
+
+def test_lora_adapter_trains_and_loads_in_peft(recipe_for, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    run_dir = tmp_path / "run"
+    result = train_sft(recipe_for("train.method=lora", "train.lora.r=4", "train.max_steps=6",
+                                  "train.learning_rate=1e-2", "train.save_merged=true"), run_dir)
+    adapter_dir = result.final_dir / "adapter"
+    config = json.loads((adapter_dir / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == str(run_dir / "base")  # a preset's base is saved with the run
+    base = AutoModelForCausalLM.from_pretrained(config["base_model_name_or_path"])
+    model = PeftModel.from_pretrained(base, adapter_dir)
+    lora_b = [p for n, p in model.named_parameters() if "lora_B" in n]
+    assert lora_b and all(p.abs().sum() > 0 for p in lora_b)  # B starts at zero: nonzero means it trained
+    merged = AutoModelForCausalLM.from_pretrained(result.final_dir)
+    ids = torch.tensor([[1, 2, 3, 4]])
+    with torch.no_grad():
+        assert torch.allclose(model(ids).logits, merged(ids).logits, atol=1e-4)
+
+
+def test_refuses_to_start_over_existing_checkpoints(recipe_for, tmp_path):
+    run_dir = tmp_path / "run"
+    train_sft(recipe_for("train.max_steps=6"), run_dir)
+    with pytest.raises(UserError, match="already holds checkpoints"):
+        train_sft(recipe_for("train.max_steps=6"), run_dir)
+
+
+KILL_AFTER_SAVE = """
+import os, signal, sys
+from r1kit.train import callbacks
+publish = callbacks.CheckpointPublisher.on_save
+def on_save(self, args, state, control, **kwargs):
+    publish(self, args, state, control, **kwargs)
+    if state.global_step == int(os.environ["KILL_AT_STEP"]):
+        os.kill(os.getpid(), signal.SIGKILL)
+callbacks.CheckpointPublisher.on_save = on_save
+from r1kit.cli import main
+sys.argv = ["r1kit", *sys.argv[1:]]
+main()
+"""
+
+
+def run_cli_subprocess(args, env=None, code=None):
+    command = [sys.executable, "-c", code, *args] if code else [sys.executable, "-m", "r1kit", *args]
+    return subprocess.run(command, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=600)
+
+
+def test_killed_and_resumed_run_matches_an_uninterrupted_one(recipe_for, tmp_path):
+    recipe = recipe_for("train.max_steps=12", "train.save_steps=6", "train.eval_steps=6")
+    recipe_path = tmp_path / "recipe.yaml"
+    recipe_path.write_text(recipe.to_yaml())
+
+    reference = tmp_path / "reference"
+    run_cli_subprocess(["train", "sft", str(recipe_path), "--out", str(reference)])
+    expected = {r["step"]: r["loss"] for r in records(reference, "train")}
+    assert sorted(expected) == list(range(1, 13))
+
+    interrupted = tmp_path / "interrupted"
+    done = run_cli_subprocess(["train", "sft", str(recipe_path), "--out", str(interrupted)],
+                              env={"KILL_AT_STEP": "6"}, code=KILL_AFTER_SAVE)
+    assert done.returncode == -signal.SIGKILL
+    assert sorted(p.name for p in (interrupted / "checkpoints").iterdir() if p.name.isdigit()) == ["6"]
+    assert not (interrupted / "final").exists()
+
+    done = run_cli_subprocess(["train", "sft", str(recipe_path), "--out", str(interrupted), "--resume", "auto"])
+    assert done.returncode == 0, done.stderr[-2000:]
+    got = {r["step"]: r["loss"] for r in records(interrupted, "train")}  # steps 1-6, then 7-12 after resuming
+    assert sorted(got) == list(range(1, 13))
+    for step in range(1, 13):
+        assert got[step] == pytest.approx(expected[step], abs=1e-5), step
+    assert (interrupted / "final" / "model.safetensors").is_file()
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_cleanly(recipe_for, tmp_path):
+    recipe_path = tmp_path / "recipe.yaml"
+    recipe_path.write_text(recipe_for("train.max_steps=100000", "train.save_steps=50000",
+                                      "train.eval_steps=50000").to_yaml())
+    run_dir = tmp_path / "run"
+    process = subprocess.Popen([sys.executable, "-m", "r1kit", "train", "sft", str(recipe_path), "--out",
+                                str(run_dir)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (run_dir / "metrics.jsonl").exists() or \
+            len(records(run_dir, "train")) < 3:
+        time.sleep(0.2)
+        assert process.poll() is None, process.communicate()
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGTERM, stderr[-2000:]
+    assert "--resume auto" in stdout and "Traceback" not in stderr
+    (saved,) = [p for p in (run_dir / "checkpoints").iterdir() if p.name.isdigit()]
+    assert 3 <= int(saved.name) < 100000
+    assert (saved / "trainer_state.json").is_file() and (saved / "optimizer.pt").is_file()
