@@ -286,6 +286,16 @@ class TrainConfig(Section):
     """Stop with an error after this many optimizer steps in a row with a NaN/inf loss (each is skipped)."""
     tensorboard: bool = True
     """Write TensorBoard event files to <run>/tb."""
+    metrics_port: int | None = Field(None, ge=0, le=65535)
+    """Serve Prometheus metrics at http://<metrics_host>:<port>/metrics while training (0: any free port)."""
+    metrics_host: str = "127.0.0.1"
+    """Address of the Prometheus endpoint; the default is reachable from this machine only."""
+    wandb_project: str | None = None
+    """Log to this Weights & Biases project too (needs `pip install wandb`); files go to <run>/wandb."""
+    wandb_mode: Literal["online", "offline"] = "offline"
+    """`offline` writes the W&B run locally (sync it later with `wandb sync`); `online` streams it."""
+    peak_tflops: float | None = Field(None, gt=0)
+    """Peak dense TFLOP/s of the devices, for the MFU estimate (known GPUs are looked up by name)."""
     save_merged: bool = False
     """LoRA: also write the base model with the adapter merged into `final/` (the adapter goes to final/adapter)."""
     extra: dict[str, Any] = {}

@@ -173,3 +173,12 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(recipe_for, tmp_path):
     (saved,) = [p for p in (run_dir / "checkpoints").iterdir() if p.name.isdigit()]
     assert 3 <= int(saved.name) < 100000
     assert (saved / "trainer_state.json").is_file() and (saved / "optimizer.pt").is_file()
+
+
+def test_weights_and_biases_offline(recipe_for, tmp_path, monkeypatch):
+    for name in ("WANDB_PROJECT", "WANDB_MODE", "WANDB_DIR", "WANDB_NAME", "WANDB_SILENT"):
+        monkeypatch.setenv(name, "")  # restored after the test: configure_wandb sets them for the run
+    run_dir = tmp_path / "run"
+    train_sft(recipe_for("train.max_steps=4", "train.wandb_project=r1kit-test"), run_dir)
+    (offline_run,) = (run_dir / "wandb").glob("offline-run-*")
+    assert list(offline_run.glob("*.wandb"))  # the run's event log, ready for `wandb sync`

@@ -108,6 +108,16 @@ def load_model(recipe: Recipe, tokenizer, precision: str):
                                                 trust_remote_code=cfg.trust_remote_code, **kwargs)
 
 
+def configure_wandb(recipe: Recipe, run_dir: Path) -> None:
+    """Transformers' W&B integration reads its settings from the environment."""
+    import os
+
+    require_module("wandb", "wandb", "train.wandb_project")
+    (run_dir / "wandb").mkdir(parents=True, exist_ok=True)
+    os.environ.update(WANDB_PROJECT=recipe.train.wandb_project, WANDB_MODE=recipe.train.wandb_mode,
+                      WANDB_DIR=str(run_dir), WANDB_NAME=recipe.name, WANDB_SILENT="true")
+
+
 def lora_config(recipe: Recipe):
     from peft import LoraConfig
 
@@ -185,7 +195,7 @@ def trainer_config(recipe: Recipe, run_dir: Path, precision: str, has_eval: bool
         greater_is_better=greater_is_better,
         load_best_model_at_end=False,
         include_num_input_tokens_seen="non_padding",
-        report_to=[],  # TensorBoard is added as a callback writing to <run>/tb
+        report_to=["wandb"] if t.wandb_project else [],  # TensorBoard is a callback writing to <run>/tb
         dataloader_num_workers=0,
         **t.extra,
     )
@@ -218,6 +228,8 @@ def train_sft(recipe: Recipe, run_dir: str | Path | None = None, *, resume: str 
             model.save_pretrained(base_dir)
             tokenizer.save_pretrained(base_dir)
 
+    if recipe.train.wandb_project:
+        configure_wandb(recipe, run_dir)
     args = trainer_config(recipe, run_dir, precision, has_eval=eval_ds is not None)
     versions = {name: package_version(name) for name in ("torch", "transformers", "trl", "peft", "r1kit")}
     metrics_logger = MetricsLogger(run_dir / "metrics.jsonl", {
@@ -239,6 +251,18 @@ def train_sft(recipe: Recipe, run_dir: str | Path | None = None, *, resume: str 
 
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=recipe.train.early_stopping_patience,
                                                early_stopping_threshold=recipe.train.early_stopping_min_delta))
+    exporter = None
+    if recipe.train.metrics_port is not None:
+        from r1kit.dist import world_size
+        from r1kit.train.monitor import PrometheusExporter, device_peak_flops
+
+        exporter = PrometheusExporter(
+            recipe.train.metrics_host, recipe.train.metrics_port, sum(p.numel() for p in model.parameters()),
+            device_peak_flops(recipe.train.peak_tflops),
+            recipe.train.per_device_batch_size * recipe.train.gradient_accumulation_steps * world_size(),
+        )
+        metrics_logger.first_record["metrics_port"] = exporter.start()
+        callbacks.append(exporter)
     trainer = SFTTrainer(
         model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tokenizer,
         peft_config=lora_config(recipe) if recipe.train.method in ("lora", "qlora") else None, callbacks=callbacks,
@@ -250,6 +274,9 @@ def train_sft(recipe: Recipe, run_dir: str | Path | None = None, *, resume: str 
         output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     except torch.OutOfMemoryError:
         raise UserError(OOM_ADVICE) from None
+    finally:
+        if exporter is not None:
+            exporter.stop()
     if stopper.received:  # the checkpoint is saved; the run continues with --resume auto
         return TrainResult(run_dir, None, trainer.state.global_step, stopper.received, guard.skipped, train_stats,
                            eval_stats, output.metrics)

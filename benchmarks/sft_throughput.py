@@ -1,0 +1,136 @@
+"""Benchmark: r1kit's default SFT setup against TRL's SFTTrainer with its default settings.
+
+Same model (a new small-qwen2, ~28M parameters), same tokenizer, same chat data with lengths drawn from a
+lognormal around 150 tokens (sigma 0.9: the long tail of reasoning traces), same maximum length (TRL's
+default, 1024). Each configuration trains in a fresh process for the same number of examples;
+the two alternate (A/B/A/B...) over several rounds so that a noisy, shared machine hurts both alike. Printed
+side by side: useful (non-padding) tokens per second and the process's peak resident memory, as medians, and
+their ratios. Baseline and target from the training issue: TRL defaults (padding, fp32, batch 8); r1kit should
+reach >= 3x the useful tokens/s at <= half the peak memory.
+
+    python benchmarks/sft_throughput.py [--rounds 3] [--examples 256]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+WORDS = ("the a of to and in is was for on that with as by at from it an be this are which or have one two "
+         "three four five six seven eight nine ten add sum total price eggs apples train river count each more "
+         "less half twice market farmer school book page answer question solve step so then first next").split()
+
+
+def make_records(n: int, seed: int = 0) -> list[dict]:
+    """Chat records whose token counts are lognormal with median ~150 and sigma 0.9: the heavy tail of
+    reasoning traces (a tenth of the examples past ~480 tokens, a few past the 1024 limit)."""
+    rng = random.Random(seed)
+    records = []
+    for i in range(n):
+        length = max(8, int(rng.lognormvariate(math.log(150 / 1.3), 0.9)))  # in words, ~1.3 tokens each
+        question = " ".join(rng.choices(WORDS, k=max(4, length // 5))) + f" {i}?"
+        answer = " ".join(rng.choices(WORDS, k=max(4, length - length // 5))) + "."
+        records.append({"question": question, "answer": answer})
+    return records
+
+
+def prepare(workdir: Path, num_examples: int) -> None:
+    from r1kit.config import DataConfig
+    from r1kit.data.clean import clean
+    from r1kit.models.create import init_model
+    from r1kit.models.tokenizer import train_tokenizer
+
+    data = workdir / "data.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in make_records(num_examples)))
+    train_tokenizer([data], workdir / "tok", vocab_size=8192)
+    init_model("small-qwen2", workdir / "tok", workdir / "model", seed=0)
+    off = {"enabled": False}
+    clean([data], workdir / "clean", DataConfig(validation_fraction=0.0, semantic=off, quality=off, toxicity=off,
+                                                 decontam=off, near_dedup=off, exact_dedup=False))
+
+
+def run_r1kit(workdir: Path, num_examples: int) -> dict:
+    """r1kit's defaults, with the sequence length TRL defaults to (max_length 1024): the one setting that
+    depends on the data, and with packing also the row length."""
+    from r1kit.config import load_recipe
+    from r1kit.train.sft import train_sft
+
+    recipe = load_recipe(None, [f"model.path={workdir / 'model'}", f"train.dataset={workdir / 'clean'}",
+                                "train.num_epochs=1", "train.max_seq_length=1024", "train.tensorboard=false", "train.early_stopping_patience=null",
+                                "train.save_steps=100000", "train.eval_steps=100000", "train.logging_steps=1000"])
+    result = train_sft(recipe, workdir / f"run-r1kit-{time.time_ns()}")
+    return {"tokens": result.train_tokens.num_tokens, "seconds": result.metrics["train_runtime"]}
+
+
+def run_trl(workdir: Path, num_examples: int) -> dict:
+    """TRL's SFTTrainer with its defaults (use_cpu on a machine without a GPU, as TRL requires there)."""
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    from r1kit.data.tokenize import chat_messages, load_split
+
+    rows = load_split(workdir / "clean", "train")
+    dataset = Dataset.from_list([{"messages": chat_messages(r["messages"])} for r in rows])
+    tokenizer = AutoTokenizer.from_pretrained(workdir / "tok")
+    model = AutoModelForCausalLM.from_pretrained(workdir / "model", dtype=torch.float32)
+    args = SFTConfig(output_dir=str(workdir / f"run-trl-{time.time_ns()}"), use_cpu=not torch.cuda.is_available(),
+                     num_train_epochs=1, report_to=[], save_strategy="no", logging_steps=1000,
+                     include_num_input_tokens_seen="non_padding")
+    output = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer).train()
+    return {"tokens": output.metrics["num_input_tokens_seen"], "seconds": output.metrics["train_runtime"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--examples", type=int, default=256)
+    parser.add_argument("--one", choices=["r1kit", "trl"], help=argparse.SUPPRESS)
+    parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        result = {"r1kit": run_r1kit, "trl": run_trl}[args.one](args.workdir, args.examples)
+        result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(json.dumps(result))
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        prepare(workdir, args.examples)
+        results: dict[str, list[dict]] = {"trl": [], "r1kit": []}
+        for round_index in range(args.rounds):
+            for name in ("trl", "r1kit"):
+                done = subprocess.run([sys.executable, __file__, "--one", name, "--workdir", str(workdir),
+                                       "--examples", str(args.examples)], capture_output=True, text=True)
+                if done.returncode != 0:
+                    sys.exit(f"{name} failed:\n{done.stderr[-3000:]}")
+                result = json.loads(done.stdout.strip().splitlines()[-1])
+                result["tokens_per_second"] = result["tokens"] / result["seconds"]
+                results[name].append(result)
+                print(f"round {round_index + 1} {name}: {result['tokens_per_second']:.0f} useful tokens/s, "
+                      f"peak {result['peak_rss_mib']:.0f} MiB", file=sys.stderr)
+    medians = {name: {key: statistics.median(r[key] for r in runs) for key in ("tokens_per_second", "peak_rss_mib")}
+               for name, runs in results.items()}
+    print(f"\n{'':28} {'useful tokens/s':>16} {'peak RSS MiB':>13}")
+    print(f"{'TRL SFTTrainer defaults':28} {medians['trl']['tokens_per_second']:>16.0f} "
+          f"{medians['trl']['peak_rss_mib']:>13.0f}")
+    print(f"{'r1kit default SFT':28} {medians['r1kit']['tokens_per_second']:>16.0f} "
+          f"{medians['r1kit']['peak_rss_mib']:>13.0f}")
+    speed = medians["r1kit"]["tokens_per_second"] / medians["trl"]["tokens_per_second"]
+    memory = medians["r1kit"]["peak_rss_mib"] / medians["trl"]["peak_rss_mib"]
+    print(f"{'ratio (r1kit / TRL)':28} {speed:>15.2f}x {memory:>12.2f}x")
+    print(f"medians of {args.rounds} interleaved rounds, {args.examples} examples each; "
+          "target: >= 3x the tokens/s at <= 0.5x the memory")
+
+
+if __name__ == "__main__":
+    main()

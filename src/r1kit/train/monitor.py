@@ -1,0 +1,108 @@
+"""A Prometheus endpoint while training: the latest step's metrics at http://<host>:<port>/metrics.
+
+Gauges (all prefixed `r1kit_train_`): step, loss, learning_rate, grad_norm, tokens_per_second,
+samples_per_second, eval_loss, eval_perplexity, mfu (estimated model FLOPs utilisation: 6 x parameters x tokens/s
+over the device's peak, where the peak is known), and on CUDA gpu_memory_bytes and gpu_utilization. The server
+binds localhost unless told otherwise, runs in a daemon thread of the main process, and stops with the run.
+"""
+
+from __future__ import annotations
+
+import time
+
+from transformers import TrainerCallback
+
+from r1kit.dist import is_main_process, print0
+
+# Dense bf16 peak of common accelerators in FLOP/s (vendor data sheets), for the MFU estimate.
+PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12, "A10": 125e12,
+              "RTX 4090": 165e12, "RTX 3090": 71e12}
+
+
+def device_peak_flops(configured_tflops: float | None) -> float | None:
+    if configured_tflops:
+        return configured_tflops * 1e12
+    import torch
+
+    if torch.cuda.is_available():
+        name = torch.cuda.get_device_name(0)
+        for key, flops in PEAK_FLOPS.items():
+            if key in name:
+                return flops * torch.cuda.device_count()
+    return None
+
+
+class PrometheusExporter(TrainerCallback):
+    GAUGES = {
+        "step": "optimizer steps done",
+        "loss": "training loss of the last logged step",
+        "learning_rate": "learning rate",
+        "grad_norm": "global gradient norm before clipping",
+        "tokens_per_second": "non-padding tokens per second since the previous log",
+        "samples_per_second": "training rows per second since the previous log",
+        "eval_loss": "validation loss",
+        "eval_perplexity": "validation perplexity",
+        "mfu": "estimated model FLOPs utilisation (0-1)",
+        "gpu_memory_bytes": "GPU memory allocated by this process",
+        "gpu_utilization": "GPU utilisation percent",
+    }
+
+    def __init__(self, host: str, port: int, num_parameters: int, peak_flops: float | None, rows_per_step: int):
+        from prometheus_client import CollectorRegistry, Gauge
+
+        self.host, self.requested_port = host, port
+        self.num_parameters, self.peak_flops, self.rows_per_step = num_parameters, peak_flops, rows_per_step
+        self.registry = CollectorRegistry()
+        self.gauges = {name: Gauge(f"r1kit_train_{name}", doc, registry=self.registry)
+                       for name, doc in self.GAUGES.items()}
+        self.server = None
+        self.port: int | None = None
+        self._last = (time.perf_counter(), 0)
+
+    def start(self) -> int:
+        """Start serving (main process only); returns the bound port."""
+        from prometheus_client import start_http_server
+
+        if is_main_process() and self.server is None:
+            self.server, _ = start_http_server(self.requested_port, addr=self.host, registry=self.registry)
+            self.port = self.server.server_port
+            print0(f"Prometheus metrics at http://{self.host}:{self.port}/metrics")
+        return self.port
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._last = (time.perf_counter(), state.global_step)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = logs or {}
+        self.gauges["step"].set(state.global_step)
+        for name in ("loss", "learning_rate", "grad_norm", "tokens_per_second", "eval_loss", "eval_perplexity"):
+            if isinstance(logs.get(name), (int, float)):
+                self.gauges[name].set(logs[name])
+        if "loss" in logs and "train_loss" not in logs:
+            now, step = time.perf_counter(), state.global_step
+            last_time, last_step = self._last
+            if now > last_time and step > last_step:
+                self.gauges["samples_per_second"].set((step - last_step) * self.rows_per_step / (now - last_time))
+            self._last = (now, step)
+            if self.peak_flops and "tokens_per_second" in logs:
+                self.gauges["mfu"].set(6 * self.num_parameters * logs["tokens_per_second"] / self.peak_flops)
+        self._gpu()
+
+    def _gpu(self) -> None:
+        import torch
+
+        if torch.cuda.is_available():
+            self.gauges["gpu_memory_bytes"].set(torch.cuda.memory_allocated())
+            try:
+                self.gauges["gpu_utilization"].set(torch.cuda.utilization())
+            except (RuntimeError, ModuleNotFoundError):  # needs pynvml; memory is still reported
+                pass
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.stop()
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+            self.server = None
