@@ -210,6 +210,13 @@ class LoraConfig(Section):
     """QLoRA only: also quantise the quantisation constants (saves ~0.4 bits per parameter)."""
 
 
+class CurriculumStage(Section):
+    max_seq_length: int = Field(ge=16)
+    """Longest sequence (and packed row) in tokens during this stage."""
+    until_step: int = Field(ge=1)
+    """The stage lasts until this optimizer step; after the last stage, `train.max_seq_length` applies."""
+
+
 class TrainConfig(Section):
     method: Literal["full", "lora", "qlora"] = "full"
     """`full` trains every weight; `lora` trains adapters; `qlora` trains adapters on a 4-bit base (GPU)."""
@@ -254,6 +261,9 @@ class TrainConfig(Section):
     """Pack several examples into one row (padding-free, attention kept within each example)."""
     assistant_only_loss: bool = True
     """Train only on assistant tokens (the chat template marks them); off trains on the whole text."""
+    curriculum: list[CurriculumStage] = []
+    """Raise the sequence length by stages, e.g. [{max_seq_length: 256, until_step: 500}, {max_seq_length: 2048,
+    until_step: 2000}] then `max_seq_length` to the end; needs `max_steps`. The schedule spans the whole run."""
     lora: LoraConfig = LoraConfig()
     """Adapter settings for `method: lora` and `method: qlora`."""
     strategy: Literal["auto", "ddp", "zero1", "zero2", "zero3", "fsdp"] = "auto"
@@ -303,6 +313,10 @@ class TrainConfig(Section):
 
     @model_validator(mode="after")
     def _offload_needs_zero(self) -> TrainConfig:
+        if self.curriculum:
+            ends = [stage.until_step for stage in self.curriculum]
+            if self.max_steps is None or ends != sorted(set(ends)) or ends[-1] >= self.max_steps:
+                raise ValueError("curriculum needs max_steps, and stages whose until_step rises and stays below it")
         if self.save_steps % self.eval_steps:
             raise ValueError(f"save_steps ({self.save_steps}) must be a multiple of eval_steps ({self.eval_steps}), "
                              "so that every checkpoint has a validation score to rank it by")

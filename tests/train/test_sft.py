@@ -182,3 +182,44 @@ def test_weights_and_biases_offline(recipe_for, tmp_path, monkeypatch):
     train_sft(recipe_for("train.max_steps=4", "train.wandb_project=r1kit-test"), run_dir)
     (offline_run,) = (run_dir / "wandb").glob("offline-run-*")
     assert list(offline_run.glob("*.wandb"))  # the run's event log, ready for `wandb sync`
+
+
+def test_qlora_on_cpu(recipe_for, tmp_path):
+    pytest.importorskip("bitsandbytes", reason="the `qlora` extra (installed by make test)")
+    from peft import PeftModel
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    run_dir = tmp_path / "run"
+    result = train_sft(recipe_for("train.method=qlora", "train.lora.r=4", "train.max_steps=4",
+                                  "train.learning_rate=1e-2"), run_dir)
+    adapter = load_file(result.final_dir / "adapter" / "adapter_model.safetensors")
+    assert any("lora_B" in name and tensor.abs().sum() > 0 for name, tensor in adapter.items())
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(run_dir / "base"),
+                                      result.final_dir / "adapter")
+    assert torch.isfinite(model(torch.tensor([[1, 2, 3]])).logits).all()
+
+
+def test_curriculum_raises_the_sequence_length_by_stages(recipe_for, tmp_path):
+    run_dir = tmp_path / "run"
+    result = train_sft(recipe_for("train.curriculum=[{max_seq_length: 64, until_step: 6}]",
+                                  "train.max_seq_length=256", "train.max_steps=12", "train.warmup_ratio=0"), run_dir)
+    assert result.global_step == 12
+    assert [r["max_seq_length"] for r in records(run_dir, "run")] == [64, 256]
+    train = records(run_dir, "train")
+    assert [r["step"] for r in train] == list(range(1, 13))
+    tokens = [train[0]["num_input_tokens_seen"]] + [
+        b["num_input_tokens_seen"] - a["num_input_tokens_seen"] for a, b in zip(train, train[1:])]
+    assert max(tokens[:6]) <= 64 < max(tokens[6:]) <= 256  # one packed row per step
+    rates = [r["learning_rate"] for r in train]
+    assert rates == sorted(rates, reverse=True)  # one cosine schedule over both stages, no restart
+
+
+def test_curriculum_needs_rising_stages_below_max_steps():
+    from r1kit.config import load_recipe
+
+    with pytest.raises(UserError, match="curriculum needs max_steps"):
+        load_recipe(None, ["train.curriculum=[{max_seq_length: 64, until_step: 10}]"])
+    with pytest.raises(UserError, match="curriculum needs max_steps"):
+        load_recipe(None, ["train.max_steps=20", "train.curriculum=[{max_seq_length: 64, until_step: 10}, "
+                                                 "{max_seq_length: 128, until_step: 5}]"])

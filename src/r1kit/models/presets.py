@@ -2,7 +2,8 @@
 
 Each preset is the Hugging Face config of a real architecture at a small size, so a model trained from a
 preset loads with plain `AutoModelForCausalLM.from_pretrained` and runs on every engine that runs the full-size
-model. The vocabulary size and special-token ids come from the tokenizer the model is built for.
+model. The vocabulary size and special-token ids come from the tokenizer the model is built for. Every linear
+layer's width is a multiple of 32, which bitsandbytes' 4-bit CPU kernels (QLoRA on a CPU) require.
 
 - `qwen2` is the architecture of the DeepSeek-R1-Distill-Qwen models (GQA attention, SwiGLU, RMSNorm, RoPE).
 - `deepseek_v3` is the architecture of DeepSeek-V3 and R1: multi-head latent attention (low-rank compressed
@@ -56,7 +57,7 @@ PRESETS: dict[str, Preset] = {
             dict(
                 _QWEN2_COMMON,
                 hidden_size=64,
-                intermediate_size=176,
+                intermediate_size=192,
                 num_hidden_layers=2,
                 num_attention_heads=4,
                 num_key_value_heads=2,
@@ -71,13 +72,13 @@ PRESETS: dict[str, Preset] = {
             dict(
                 _DEEPSEEK_V3_COMMON,
                 hidden_size=64,
-                intermediate_size=176,
+                intermediate_size=192,
                 moe_intermediate_size=32,
                 num_hidden_layers=2,
                 num_attention_heads=4,
                 num_key_value_heads=4,
                 q_lora_rank=32,
-                kv_lora_rank=32,
+                kv_lora_rank=24,  # + the 8 RoPE dims: 32-wide projections, as 4-bit CPU kernels require
                 qk_nope_head_dim=16,
                 qk_rope_head_dim=8,
                 v_head_dim=16,

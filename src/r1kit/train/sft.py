@@ -27,6 +27,8 @@ from r1kit.errors import UserError
 from r1kit.hardware import choose_precision, cuda_available, package_version, require_cuda, require_module
 from r1kit.models.load import load_tokenizer, resolve_model_dir
 from r1kit.train import checkpoint
+from transformers import TrainerCallback
+
 from r1kit.train.callbacks import CheckpointPublisher, MetricsLogger, NonFiniteGuard, StopOnSignal
 
 Mode = Literal["sft", "pretrain"]
@@ -69,14 +71,18 @@ def resolve_resume(run_dir: Path, resume: str | None) -> Path | None:
     return path
 
 
-def load_model(recipe: Recipe, tokenizer, precision: str):
-    """The model to train: a local folder, or a new model of a preset sized to the tokenizer."""
+def load_model(recipe: Recipe, tokenizer, precision: str, run_dir: Path):
+    """The model to train and, for adapters, the folder of its base weights.
+
+    A local folder loads as it is (4-bit for QLoRA). A preset builds a new model sized to the tokenizer; an
+    adapter is only usable with the exact base weights, so for LoRA/QLoRA those are saved to <run>/base first
+    (and QLoRA loads them back quantised: a model built in memory cannot be quantised on construction)."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from r1kit.models.create import build_config, r1_generation_config
 
-    cfg = recipe.model
+    cfg, method = recipe.model, recipe.train.method
     if cfg.attn_implementation == "flash_attention_2":
         require_cuda("model.attn_implementation: flash_attention_2")
         require_module("flash_attn", "gpu", "model.attn_implementation: flash_attention_2")
@@ -88,24 +94,33 @@ def load_model(recipe: Recipe, tokenizer, precision: str):
         for name in [n for n in config.to_dict() if n.endswith("dropout")]:
             setattr(config, name, recipe.train.dropout)
     kwargs = dict(attn_implementation=cfg.attn_implementation)
-    if recipe.train.method == "qlora":
-        require_cuda("train.method: qlora")
-        require_module("bitsandbytes", "gpu", "train.method: qlora")
+    base_dir = Path(cfg.path) if cfg.path else None
+    if cfg.preset is not None:
+        torch.manual_seed(recipe.seed)
+        model = AutoModelForCausalLM.from_config(config, **kwargs)
+        model.generation_config = r1_generation_config(tokenizer)
+        if method == "full":
+            return model, None
+        base_dir = run_dir / "base"
+        if is_main_process() and not base_dir.exists():
+            model.save_pretrained(base_dir)
+            tokenizer.save_pretrained(base_dir)
+        if method == "lora":
+            return model, base_dir
+        config = AutoConfig.from_pretrained(base_dir)
+    if method == "qlora":
+        require_qlora_backend()
         from transformers import BitsAndBytesConfig
 
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type=recipe.train.lora.quant_type,
             bnb_4bit_use_double_quant=recipe.train.lora.double_quant,
-            bnb_4bit_compute_dtype=torch.bfloat16 if precision == "bf16" else torch.float16,
+            bnb_4bit_compute_dtype=torch.bfloat16 if precision in ("bf16", "fp32") else torch.float16,
         )
-    if cfg.preset is not None:
-        torch.manual_seed(recipe.seed)
-        model = AutoModelForCausalLM.from_config(config, **kwargs)
-        model.generation_config = r1_generation_config(tokenizer)
-        return model
     dtype = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[cfg.dtype]
-    return AutoModelForCausalLM.from_pretrained(resolve_model_dir(cfg.path), config=config, dtype=dtype,
-                                                trust_remote_code=cfg.trust_remote_code, **kwargs)
+    model = AutoModelForCausalLM.from_pretrained(base_dir, config=config, dtype=dtype,
+                                                 trust_remote_code=cfg.trust_remote_code, **kwargs)
+    return model, base_dir if method != "full" else None
 
 
 def configure_wandb(recipe: Recipe, run_dir: Path) -> None:
@@ -118,6 +133,16 @@ def configure_wandb(recipe: Recipe, run_dir: Path) -> None:
                       WANDB_DIR=str(run_dir), WANDB_NAME=recipe.name, WANDB_SILENT="true")
 
 
+def require_qlora_backend() -> None:
+    """QLoRA needs bitsandbytes; on a CPU, a release with its CPU backend (0.48 and later)."""
+    require_module("bitsandbytes", "gpu", "train.method: qlora")
+    if not cuda_available():
+        version = package_version("bitsandbytes") or "0"
+        if tuple(int(p) for p in version.split(".")[:2] if p.isdigit()) < (0, 48):
+            raise UserError(f"train.method: qlora on a CPU needs bitsandbytes 0.48 or later (installed: {version}); "
+                            "use method: lora, or a CUDA GPU")
+
+
 def lora_config(recipe: Recipe):
     from peft import LoraConfig
 
@@ -126,7 +151,7 @@ def lora_config(recipe: Recipe):
                       target_modules=lora.target_modules)
 
 
-def prepare_data(recipe: Recipe, run_dir: Path, tokenizer, mode: Mode):
+def prepare_data(recipe: Recipe, run_dir: Path, tokenizer, mode: Mode, max_seq_length: int):
     """Tokenized train and validation sets (validation None when the split is empty), with counts."""
     train = recipe.train
     data_dir = Path(train.dataset) if train.dataset else run_dir / "data"
@@ -138,7 +163,7 @@ def prepare_data(recipe: Recipe, run_dir: Path, tokenizer, mode: Mode):
         print0(f"cleaning {', '.join(recipe.data.inputs)} into {data_dir}")
         clean(recipe.data.inputs, data_dir, recipe.data, seed=recipe.seed)
     assistant_only = train.assistant_only_loss and mode == "sft"
-    kwargs = dict(max_seq_length=train.max_seq_length, assistant_only_loss=assistant_only,
+    kwargs = dict(max_seq_length=max_seq_length, assistant_only_loss=assistant_only,
                   truncation=train.truncation, num_proc=recipe.data.num_proc)
     train_ds, train_stats = tokenize_dataset(load_split(data_dir, "train"), tokenizer, **kwargs)
     if train_stats.num_kept == 0:
@@ -152,7 +177,10 @@ def prepare_data(recipe: Recipe, run_dir: Path, tokenizer, mode: Mode):
     return train_ds, eval_ds, train_stats, eval_stats
 
 
-def trainer_config(recipe: Recipe, run_dir: Path, precision: str, has_eval: bool):
+def trainer_config(recipe: Recipe, run_dir: Path, precision: str, max_seq_length: int, *, has_eval: bool,
+                   ignore_data_skip: bool):
+    """TRL's config from the recipe. `ignore_data_skip`: a stage that starts on new data (the first, or the next
+    of a curriculum) must not skip the batches an earlier stage consumed."""
     from trl import SFTConfig
 
     t = recipe.train
@@ -172,7 +200,8 @@ def trainer_config(recipe: Recipe, run_dir: Path, precision: str, has_eval: bool
         gradient_accumulation_steps=t.gradient_accumulation_steps,
         num_train_epochs=t.num_epochs,
         max_steps=t.max_steps or -1,
-        max_length=t.max_seq_length,
+        max_length=max_seq_length,
+        ignore_data_skip=ignore_data_skip,
         bf16=precision == "bf16",
         fp16=precision == "fp16",
         use_cpu=not cuda_available(),
@@ -201,9 +230,64 @@ def trainer_config(recipe: Recipe, run_dir: Path, precision: str, has_eval: bool
     )
 
 
+def phases(train) -> list[tuple[int, int | None]]:
+    """(max_seq_length, last step) of each stage of the run: the curriculum's, then `max_seq_length` to the end
+    (None: until the epochs are done)."""
+    return [(stage.max_seq_length, stage.until_step) for stage in train.curriculum] + [
+        (train.max_seq_length, train.max_steps)]
+
+
+class StopAtStep(TrainerCallback):
+    """Ends a curriculum stage: save a checkpoint at its last step and stop, so the next stage resumes there."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step >= self.step:
+            control.should_save = True
+            control.should_training_stop = True
+
+
+def build_callbacks(recipe: Recipe, run_dir: Path, greater_is_better: bool, has_eval: bool, model):
+    """The callbacks every stage of the run shares: (list, signal stopper, Prometheus exporter or None)."""
+    t = recipe.train
+    stopper = StopOnSignal()
+    callbacks = [CheckpointPublisher(run_dir, t.metric_for_best_model, greater_is_better, t.keep_best), stopper]
+    if t.tensorboard:
+        from torch.utils.tensorboard import SummaryWriter
+        from transformers.integrations import TensorBoardCallback
+
+        callbacks.append(TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(run_dir / "tb"))))
+    if has_eval and t.early_stopping_patience:
+        from transformers import EarlyStoppingCallback
+
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=t.early_stopping_patience,
+                                               early_stopping_threshold=t.early_stopping_min_delta))
+    exporter = None
+    if t.metrics_port is not None:
+        from r1kit.dist import world_size
+        from r1kit.train.monitor import PrometheusExporter, device_peak_flops
+
+        exporter = PrometheusExporter(t.metrics_host, t.metrics_port, sum(p.numel() for p in model.parameters()),
+                                      device_peak_flops(t.peak_tflops),
+                                      t.per_device_batch_size * t.gradient_accumulation_steps * world_size())
+        exporter.start()
+        callbacks.append(exporter)
+    return callbacks, stopper, exporter
+
+
+def _step_of(checkpoint_path: Path | None) -> int:
+    import json
+
+    if checkpoint_path is None:
+        return 0
+    return json.loads((checkpoint_path / "trainer_state.json").read_text())["global_step"]
+
+
 def train_sft(recipe: Recipe, run_dir: str | Path | None = None, *, resume: str | None = None,
               mode: Mode = "sft") -> TrainResult:
-    """Train per `recipe.train` into `run_dir` (default runs/<name>)."""
+    """Train per `recipe.train` into `run_dir` (default runs/<name>), stage by stage of the curriculum."""
     import torch
     from transformers import set_seed
     from trl import SFTTrainer
@@ -218,68 +302,61 @@ def train_sft(recipe: Recipe, run_dir: str | Path | None = None, *, resume: str 
     if tokenizer_dir is None:
         raise UserError("model.tokenizer is needed with model.preset (a folder from `r1kit tokenizer train`)")
     tokenizer = load_tokenizer(tokenizer_dir, trust_remote_code=recipe.model.trust_remote_code)
-    train_ds, eval_ds, train_stats, eval_stats = prepare_data(recipe, run_dir, tokenizer, mode)
-    model = load_model(recipe, tokenizer, precision)
-    base_dir = Path(recipe.model.path) if recipe.model.path else None
-    if recipe.train.method in ("lora", "qlora") and recipe.model.preset is not None:
-        # The adapter is only usable with the exact base weights: a new preset model's live nowhere else.
-        base_dir = run_dir / "base"
-        if is_main_process() and not base_dir.exists():
-            model.save_pretrained(base_dir)
-            tokenizer.save_pretrained(base_dir)
-
+    model, base_dir = load_model(recipe, tokenizer, precision, run_dir)
     if recipe.train.wandb_project:
         configure_wandb(recipe, run_dir)
-    args = trainer_config(recipe, run_dir, precision, has_eval=eval_ds is not None)
+
     versions = {name: package_version(name) for name in ("torch", "transformers", "trl", "peft", "r1kit")}
     metrics_logger = MetricsLogger(run_dir / "metrics.jsonl", {
         "mode": mode, "seed": recipe.seed, "precision": precision, "python": platform.python_version(),
-        "versions": versions, "train_tokens": train_stats.to_dict(),
-        "eval_tokens": eval_stats.to_dict() if eval_stats else None, "resumed_from": str(resume_from or ""),
-    })
-    publisher = CheckpointPublisher(run_dir, recipe.train.metric_for_best_model, args.greater_is_better,
-                                    recipe.train.keep_best)
-    stopper = StopOnSignal()
-    callbacks = [publisher, stopper]
-    if recipe.train.tensorboard:
-        from torch.utils.tensorboard import SummaryWriter
-        from transformers.integrations import TensorBoardCallback
-
-        callbacks.append(TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(run_dir / "tb"))))
-    if eval_ds is not None and recipe.train.early_stopping_patience:
-        from transformers import EarlyStoppingCallback
-
-        callbacks.append(EarlyStoppingCallback(early_stopping_patience=recipe.train.early_stopping_patience,
-                                               early_stopping_threshold=recipe.train.early_stopping_min_delta))
-    exporter = None
-    if recipe.train.metrics_port is not None:
-        from r1kit.dist import world_size
-        from r1kit.train.monitor import PrometheusExporter, device_peak_flops
-
-        exporter = PrometheusExporter(
-            recipe.train.metrics_host, recipe.train.metrics_port, sum(p.numel() for p in model.parameters()),
-            device_peak_flops(recipe.train.peak_tflops),
-            recipe.train.per_device_batch_size * recipe.train.gradient_accumulation_steps * world_size(),
-        )
-        metrics_logger.first_record["metrics_port"] = exporter.start()
-        callbacks.append(exporter)
-    trainer = SFTTrainer(
-        model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tokenizer,
-        peft_config=lora_config(recipe) if recipe.train.method in ("lora", "qlora") else None, callbacks=callbacks,
-    )
-    # First, so that perplexity and tokens/s are in the logs before TensorBoard's callback sees them.
-    trainer.callback_handler.callbacks.insert(0, metrics_logger)
-    guard = NonFiniteGuard(trainer, recipe.train.max_nonfinite_steps)
+        "versions": versions})
+    callbacks = exporter = None
+    trainer = output = None
+    start_step, stage_start = _step_of(resume_from), 0
     try:
-        output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    except torch.OutOfMemoryError:
-        raise UserError(OOM_ADVICE) from None
+        for seq_length, last_step in phases(recipe.train):
+            if last_step is not None and last_step <= start_step:
+                stage_start = last_step
+                continue
+            train_ds, eval_ds, train_stats, eval_stats = prepare_data(recipe, run_dir, tokenizer, mode, seq_length)
+            # Resuming mid-stage skips the batches already seen, as the trainer counts them from step 0: exact in
+            # the first stage; a later stage's data starts over (its order is not recorded per stage).
+            args = trainer_config(recipe, run_dir, precision, seq_length, has_eval=eval_ds is not None,
+                                  ignore_data_skip=start_step == stage_start or stage_start > 0)
+            if callbacks is None:
+                callbacks, stopper, exporter = build_callbacks(recipe, run_dir, args.greater_is_better,
+                                                               eval_ds is not None, model)
+            metrics_logger.first_record.update(
+                max_seq_length=seq_length, train_tokens=train_stats.to_dict(),
+                eval_tokens=eval_stats.to_dict() if eval_stats else None, resumed_from=str(resume_from or ""),
+                metrics_port=exporter.port if exporter else None)
+            stage_end = [StopAtStep(last_step)] if last_step != recipe.train.max_steps else []
+            from peft import PeftModel
+
+            trainer = SFTTrainer(
+                model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tokenizer,
+                peft_config=lora_config(recipe) if recipe.train.method != "full" and not isinstance(
+                    model, PeftModel) else None, callbacks=[*callbacks, *stage_end],
+            )
+            # First, so that perplexity and tokens/s are in the logs before TensorBoard's callback sees them.
+            trainer.callback_handler.callbacks.insert(0, metrics_logger)
+            guard = NonFiniteGuard(trainer, recipe.train.max_nonfinite_steps)
+            try:
+                output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+            except torch.OutOfMemoryError:
+                raise UserError(OOM_ADVICE) from None
+            model, step = trainer.model, trainer.state.global_step
+            if stopper.received:  # the checkpoint is saved; the run continues with --resume auto
+                return TrainResult(run_dir, None, step, stopper.received, guard.skipped, train_stats, eval_stats,
+                                   output.metrics)
+            if last_step is None or step < last_step:  # early stopping, or the epochs ran out
+                break
+            resume_from, start_step, stage_start = checkpoint.latest_checkpoint(run_dir), step, step
     finally:
         if exporter is not None:
             exporter.stop()
-    if stopper.received:  # the checkpoint is saved; the run continues with --resume auto
-        return TrainResult(run_dir, None, trainer.state.global_step, stopper.received, guard.skipped, train_stats,
-                           eval_stats, output.metrics)
+    if trainer is None:
+        raise UserError(f"{run_dir} is complete: its newest checkpoint is at step {start_step}, the run's last step")
     final_dir = save_final(trainer, recipe, run_dir, tokenizer, base_dir)
     return TrainResult(run_dir, final_dir, trainer.state.global_step, None, guard.skipped, train_stats, eval_stats,
                        output.metrics)
