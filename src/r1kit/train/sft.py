@@ -1,12 +1,14 @@
 """`r1kit train sft` / `r1kit train pretrain`: supervised fine-tuning (full, LoRA) and causal-LM pretraining
 on TRL's SFTTrainer.
 
-Reads top to bottom: run folder and resume point → precision → tokenizer and model → data (cleaned, then
-tokenized here so truncation is counted) → trainer config → callbacks → train → final model.
+`train_sft` reads top to bottom: run folder and resume point → precision → tokenizer and model → for each
+curriculum stage (one, without a curriculum): data (cleaned, then tokenized here so truncation is counted) →
+trainer config → trainer with r1kit's callbacks → train → final model.
 
 Departures from TRL's defaults, and why:
 - packing is on, into rows of `max_seq_length` with position ids restarting per example (padding-free);
-  TRL's default pads every batch, which on our 2-core CPUs wasted ~3x the compute on padding;
+  TRL's default pads every batch (benchmarks/sft_throughput.py: with these defaults r1kit trains ~2.5x the
+  useful tokens/s of TRL's on our 2-core CPUs);
 - precision `auto` picks bf16 autocast on CPUs with native bf16 (TRL: bf16 everywhere, or fp32 with use_cpu);
 - the loss is on assistant tokens only (the chat template marks them), TRL's default is the whole text;
 - checkpoints are staged then renamed (never half-written), retention keeps the best k by metric plus the last,
@@ -20,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from transformers import TrainerCallback
+
 from r1kit.config import Recipe
 from r1kit.data.tokenize import TokenizeStats, load_split, tokenize_dataset
 from r1kit.dist import is_main_process, print0
@@ -27,14 +31,12 @@ from r1kit.errors import UserError
 from r1kit.hardware import choose_precision, cuda_available, package_version, require_cuda, require_module
 from r1kit.models.load import load_tokenizer, resolve_model_dir
 from r1kit.train import checkpoint
-from transformers import TrainerCallback
-
 from r1kit.train.callbacks import CheckpointPublisher, MetricsLogger, NonFiniteGuard, StopOnSignal
 
 Mode = Literal["sft", "pretrain"]
 OOM_ADVICE = ("out of memory. Try, in order: a smaller train.per_device_batch_size (raise "
               "gradient_accumulation_steps to keep the batch), train.gradient_checkpointing: true, a shorter "
-              "train.max_seq_length, train.method: lora (or qlora on a GPU), or train.strategy: zero3 with "
+              "train.max_seq_length, train.method: lora or qlora, or train.strategy: zero3 with "
               "offload_optimizer/offload_parameters on several GPUs.")
 
 
@@ -115,7 +117,7 @@ def load_model(recipe: Recipe, tokenizer, precision: str, run_dir: Path):
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type=recipe.train.lora.quant_type,
             bnb_4bit_use_double_quant=recipe.train.lora.double_quant,
-            bnb_4bit_compute_dtype=torch.bfloat16 if precision in ("bf16", "fp32") else torch.float16,
+            bnb_4bit_compute_dtype={"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision],
         )
     dtype = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[cfg.dtype]
     model = AutoModelForCausalLM.from_pretrained(base_dir, config=config, dtype=dtype,
