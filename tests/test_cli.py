@@ -96,10 +96,14 @@ def test_generate_rejects_bad_values(cli, tmp_path):
 def test_demo_runs_end_to_end(cli, tmp_path):
     # The demo with its model shrunk to the tiny preset; `make demo` runs the same code at small-qwen2 size.
     out_dir = tmp_path / "demo"
-    done = cli("demo", "--out", str(out_dir), "--set", "model.preset=tiny-qwen2", "--set",
-               "tokenizer.vocab_size=1024", "--set", "eval.max_new_tokens=8", check=True)
+    done = cli("demo", "--out", str(out_dir), "--set", "model.preset=tiny-qwen2", "--set", "train.max_steps=10",
+               "--set", "train.eval_steps=5", "--set", "train.save_steps=10", "--set", "eval.max_new_tokens=8",
+               check=True)
     assert "doctor:" in done.stdout and "0 fail" in done.stdout
-    assert "tiny-qwen2" in done.stdout
-    assert len(re.findall(r"\d+ tokens in [\d.]+ s", done.stdout)) == 2
-    assert (out_dir / "model" / "model.safetensors").is_file()
+    assert "data: 3000 records in" in done.stdout
+    assert re.search(r"SFT: 10 steps, validation loss [\d.]+ -> [\d.]+", done.stdout)
+    assert len(re.findall(r"\d+ tokens in [\d.]+ s", done.stdout)) == 3
+    assert done.stdout.count("gold ") == 3
+    assert (out_dir / "sft" / "final" / "model.safetensors").is_file()
+    assert (out_dir / "data" / "report.json").is_file()
     assert "preset: tiny-qwen2" in (out_dir / "config.yaml").read_text()

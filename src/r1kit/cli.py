@@ -340,18 +340,29 @@ def demo(
     overrides: SetOption = None,
 ) -> None:
     """Run every stage that exists so far, end to end, on this machine."""
-    from r1kit.demo import run_demo
+    import json
+
+    from r1kit.demo import is_correct, run_demo
 
     result = run_demo(out_dir, overrides or [])
     counts = {s: sum(c.status == s for c in result.checks) for s in ("pass", "warn", "fail")}
+    report = result.data.report
     out.print(f"doctor: {counts['pass']} pass, {counts['warn']} warn, {counts['fail']} fail")
-    out.print(f"tokenizer: {result.tokenizer.vocab_size} tokens from {result.tokenizer.num_texts} texts "
-              f"-> {result.tokenizer.out_dir}")
-    out.print(f"model: {result.model.preset}, {result.model.num_parameters / 1e6:.1f}M parameters "
-              f"(random weights) -> {result.model.out_dir}")
-    for completion in result.completions:
+    out.print(f"data: {report['input_records']} records in, {report['kept']} kept, rejected "
+              f"{json.dumps(report['rejected'])} -> {escape(str(result.data.out_dir / 'report.md'))}")
+    out.print(f"tokenizer: {result.tokenizer.vocab_size} tokens -> {escape(str(result.tokenizer.out_dir))}")
+    metrics = [json.loads(line) for line in (result.training.run_dir / "metrics.jsonl").read_text().splitlines()]
+    evals = [m for m in metrics if m["split"] == "eval"]
+    speeds = [m["tokens_per_second"] for m in metrics if m["split"] == "train" and "tokens_per_second" in m]
+    out.print(f"SFT: {result.training.global_step} steps, validation loss {evals[0]['loss']:.3f} -> "
+              f"{evals[-1]['loss']:.3f}, ~{sorted(speeds)[len(speeds) // 2]:.0f} tokens/s -> "
+              f"{escape(str(result.training.final_dir))}" if evals and speeds else
+              f"SFT: {result.training.global_step} steps -> {escape(str(result.training.final_dir))}")
+    for completion, gold in result.completions:
         _print_completion(completion)
-    out.print(f"resolved recipe: {result.recipe.run_dir / 'config.yaml'}")
+        verdict = "[green]correct[/green]" if is_correct(completion, gold) else "[yellow]not yet correct[/yellow]"
+        out.print(f"gold      {escape(gold)}: {verdict}")
+    out.print(f"resolved recipe: {escape(str(result.recipe.run_dir / 'config.yaml'))}")
 
 
 def main() -> None:
