@@ -223,3 +223,14 @@ def test_curriculum_needs_rising_stages_below_max_steps():
     with pytest.raises(UserError, match="curriculum needs max_steps"):
         load_recipe(None, ["train.max_steps=20", "train.curriculum=[{max_seq_length: 64, until_step: 10}, "
                                                  "{max_seq_length: 128, until_step: 5}]"])
+
+
+def test_out_of_memory_ends_with_advice(recipe_for, tmp_path, monkeypatch):
+    import trl
+
+    def out_of_memory(self, *args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(trl.SFTTrainer, "train", out_of_memory)
+    with pytest.raises(UserError, match="out of memory. Try, in order: a smaller train.per_device_batch_size"):
+        train_sft(recipe_for(), tmp_path / "run")
