@@ -242,8 +242,7 @@ def check_nccl_env() -> Check:
 
 # ------------------------------------------------------------------------------------------------ packages
 
-REQUIRED = ["transformers", "tokenizers", "safetensors", "pydantic"]
-TRAINING = ["trl", "peft", "accelerate", "datasets"]
+REQUIRED = ["transformers", "tokenizers", "safetensors", "pydantic", "trl", "peft", "accelerate", "datasets"]
 # (distribution, what it is for, whether it needs a CUDA GPU)
 OPTIONAL = [
     ("deepspeed", "ZeRO-1/2/3 and CPU offload", False),
@@ -255,14 +254,11 @@ OPTIONAL = [
 
 
 def check_training_stack() -> Check:
-    versions = {name: package_version(name) for name in REQUIRED + TRAINING}
+    versions = {name: package_version(name) for name in REQUIRED}
     detail = ", ".join(f"{k} {v or 'missing'}" for k, v in versions.items())
-    missing_required = [k for k in REQUIRED if versions[k] is None]
-    if missing_required:
-        return Check("training_stack", FAIL, detail, f"pip install -e . (missing: {', '.join(missing_required)})")
-    missing_training = [k for k in TRAINING if versions[k] is None]
-    if missing_training:
-        return Check("training_stack", WARN, detail, f"Training needs {', '.join(missing_training)}: pip install -e .")
+    missing = [k for k in REQUIRED if versions[k] is None]
+    if missing:
+        return Check("training_stack", FAIL, detail, f"pip install -e . (missing: {', '.join(missing)})")
     return Check("training_stack", PASS, detail)
 
 
