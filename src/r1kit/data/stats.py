@@ -24,6 +24,13 @@ def histogram(lengths: np.ndarray) -> list[tuple[str, int]]:
     return rows
 
 
+def _lengths(ds) -> np.ndarray:
+    """Token count of each example, computed in Arrow."""
+    import pyarrow.compute as pc
+
+    return pc.list_value_length(ds.with_format("arrow")["input_ids"]).to_numpy()
+
+
 def data_stats(data_dir: str | Path, tokenizer, *, max_seq_length: int, assistant_only_loss: bool = True) -> dict:
     """Per split: example count, token-length percentiles and histogram, truncation at `max_seq_length`, and
     the packed row count and fill at that length."""
@@ -33,11 +40,11 @@ def data_stats(data_dir: str | Path, tokenizer, *, max_seq_length: int, assistan
             continue
         ds = load_split(data_dir, split)
         full, _ = tokenize_dataset(ds, tokenizer, max_seq_length=None, assistant_only_loss=assistant_only_loss)
-        lengths = np.array([len(ids) for ids in full["input_ids"]])
+        lengths = _lengths(full)
         fitted, stats = tokenize_dataset(ds, tokenizer, max_seq_length=max_seq_length,
                                          assistant_only_loss=assistant_only_loss)
         packed = pack(fitted, max_seq_length)
-        packed_tokens = sum(len(ids) for ids in packed["input_ids"])
+        packed_tokens = int(_lengths(packed).sum())
         report[split] = {
             "examples": len(ds),
             "tokens": int(lengths.sum()),

@@ -64,7 +64,7 @@ def encode(row: dict, tokenizer, assistant_only_loss: bool) -> tuple[list[int], 
 
 
 def _tokenize_batch(batch, *, tokenizer, max_seq_length, assistant_only_loss, truncation):
-    out = {"input_ids": [], "assistant_masks": [], "status": [], "num_tokens": []}
+    out = {"input_ids": [], "assistant_masks": [], "status": [], "num_tokens": [], "num_trainable": []}
     for kind, messages, text in zip(batch["kind"], batch["messages"], batch["text"]):
         ids, mask = encode({"kind": kind, "messages": messages, "text": text}, tokenizer, assistant_only_loss)
         status = "ok"
@@ -77,12 +77,15 @@ def _tokenize_batch(batch, *, tokenizer, max_seq_length, assistant_only_loss, tr
         out["assistant_masks"].append(mask)
         out["status"].append(status)
         out["num_tokens"].append(len(ids))
+        out["num_trainable"].append(sum(mask))
     return out
 
 
 def tokenize_dataset(ds, tokenizer, *, max_seq_length: int | None, assistant_only_loss: bool = True,
                      truncation: Truncation = "truncate", num_proc: int | None = None):
     """Tokenize a dataset of records → (dataset with `input_ids` and `assistant_masks`, TokenizeStats)."""
+    import pyarrow.compute as pc
+
     quiet_datasets()
     if tokenizer.chat_template is None and any(kind != "text" for kind in ds.unique("kind")):
         raise UserError("the tokenizer has no chat template, and the data holds conversations")
@@ -92,18 +95,25 @@ def tokenize_dataset(ds, tokenizer, *, max_seq_length: int | None, assistant_onl
         fn_kwargs=dict(tokenizer=tokenizer, max_seq_length=max_seq_length,
                        assistant_only_loss=assistant_only_loss, truncation=truncation),
     )
-    statuses = tokenized["status"]
     kept = tokenized.filter(lambda b: [s in ("ok", "truncated") for s in b["status"]], batched=True)
+    statuses = tokenized.with_format("arrow")["status"]  # counted in Arrow: no Python list per example
+
+    def count(status: str) -> int:
+        return pc.sum(pc.equal(statuses, status)).as_py() or 0
+
+    def total(column: str) -> int:
+        return pc.sum(kept.with_format("arrow")[column]).as_py() or 0
+
     stats = TokenizeStats(
         num_examples=len(tokenized),
         num_kept=len(kept),
-        num_truncated=statuses.count("truncated"),
-        num_dropped_too_long=statuses.count("too_long"),
-        num_dropped_no_trainable_tokens=statuses.count("no_trainable_tokens"),
-        num_tokens=sum(kept["num_tokens"]),
-        num_trainable_tokens=sum(sum(m) for m in kept["assistant_masks"]),
+        num_truncated=count("truncated"),
+        num_dropped_too_long=count("too_long"),
+        num_dropped_no_trainable_tokens=count("no_trainable_tokens"),
+        num_tokens=total("num_tokens"),
+        num_trainable_tokens=total("num_trainable"),
     )
-    return kept.remove_columns(["status", "num_tokens"]), stats
+    return kept.remove_columns(["status", "num_tokens", "num_trainable"]), stats
 
 
 def pack(ds, seq_length: int):
