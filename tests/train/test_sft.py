@@ -234,3 +234,18 @@ def test_out_of_memory_ends_with_advice(recipe_for, tmp_path, monkeypatch):
     monkeypatch.setattr(trl.SFTTrainer, "train", out_of_memory)
     with pytest.raises(UserError, match="out of memory. Try, in order: a smaller train.per_device_batch_size"):
         train_sft(recipe_for(), tmp_path / "run")
+
+
+def test_pretrain_trains_on_every_token(recipe_for, tmp_path):
+    run_dir = tmp_path / "run"
+    train_sft(recipe_for("train.max_steps=3"), run_dir, mode="pretrain")
+    (run_record,) = records(run_dir, "run")
+    assert run_record["mode"] == "pretrain"
+    tokens = run_record["train_tokens"]
+    assert tokens["num_trainable_tokens"] == tokens["num_tokens"] > 0
+
+    sft_dir = tmp_path / "sft"
+    train_sft(recipe_for("train.max_steps=3"), sft_dir)
+    sft_tokens = records(sft_dir, "run")[0]["train_tokens"]
+    assert sft_tokens["num_tokens"] == tokens["num_tokens"]
+    assert sft_tokens["num_trainable_tokens"] < sft_tokens["num_tokens"]  # prompts are not trained on
