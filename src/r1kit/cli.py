@@ -146,7 +146,7 @@ def model_init(
 def tokenizer_train(
     out_dir: Annotated[Path, typer.Option("--out", help="Folder to write the tokenizer into.")],
     inputs: Annotated[
-        Optional[list[Path]], typer.Option("--input", help="Text, JSONL or JSON file (repeatable).")
+        Optional[list[Path]], typer.Option("--input", help="Text, JSONL, JSON, CSV or Parquet file (repeatable).")
     ] = None,
     more_inputs: Annotated[Optional[list[Path]], typer.Argument(help="More input files.", show_default=False)] = None,
     vocab_size: Annotated[Optional[int], typer.Option(help="Vocabulary size (recipe: tokenizer.vocab_size).")] = None,

@@ -190,7 +190,7 @@ def _decode(raw: bytes, source: str) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise Malformed("not_utf8", f"not UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})") from None
+        raise Malformed("not_utf8", f"not UTF-8 text (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})") from None
 
 
 def _jsonl(path: Path) -> Iterator[tuple[str, Any, str | None]]:

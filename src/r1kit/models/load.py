@@ -36,6 +36,13 @@ def load_tokenizer(path: str | Path, *, trust_remote_code: bool = False):
     return AutoTokenizer.from_pretrained(tokenizer_dir, trust_remote_code=trust_remote_code)
 
 
+def check_attn_implementation(name: str) -> None:
+    """Refuse an attention kernel this machine cannot run (flash-attention needs CUDA and its package)."""
+    if name == "flash_attention_2":
+        require_cuda("model.attn_implementation: flash_attention_2")
+        require_module("flash_attn", "gpu", "model.attn_implementation: flash_attention_2")
+
+
 def load_model(
     path: str | Path,
     *,
@@ -47,9 +54,7 @@ def load_model(
     from transformers import AutoModelForCausalLM
 
     model_dir = resolve_model_dir(path)
-    if attn_implementation == "flash_attention_2":
-        require_cuda("attn_implementation: flash_attention_2")
-        require_module("flash_attn", "gpu", "attn_implementation: flash_attention_2")
+    check_attn_implementation(attn_implementation)
     return AutoModelForCausalLM.from_pretrained(
         model_dir,
         dtype=dtype,

@@ -17,7 +17,6 @@ Token choices, and why:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
@@ -64,19 +63,6 @@ class TokenizerResult:
 # --------------------------------------------------------------------------------------------- input text
 
 
-def _decode_lines(path: Path) -> Iterator[tuple[int, str]]:
-    """Yield (line number, text) of a UTF-8 file, streaming; bad bytes raise a UserError naming the line."""
-    with path.open("rb") as f:
-        for line_no, raw in enumerate(f, start=1):
-            try:
-                yield line_no, raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise UserError(
-                    f"{path}:{line_no}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at column {exc.start + 1});"
-                    " convert it first, e.g. `iconv -f GBK -t UTF-8`"
-                ) from None
-
-
 def _strings_in(value) -> Iterator[str]:
     """Every string inside a JSON value (record fields, message lists, nested objects)."""
     if isinstance(value, str):
@@ -90,28 +76,20 @@ def _strings_in(value) -> Iterator[str]:
 
 
 def read_texts(path: str | Path) -> Iterator[str]:
-    """Training text of one file: lines of a text file, or every string field of JSONL/JSON records."""
+    """Training text of one file, read by the data stage's readers (any format it ingests): each line of a
+    text file, or every string field of each record. The first unreadable line stops with its file:line."""
+    from r1kit.data.ingest import FORMATS, Malformed, read_file
+
     path = Path(path)
     if not path.is_file():
         raise UserError(f"tokenizer input not found: {path}")
-    suffix = path.suffix.lower()
-    if suffix == ".jsonl":
-        for line_no, line in _decode_lines(path):
-            if not line.strip():
-                continue
-            try:
-                yield from _strings_in(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise UserError(f"{path}:{line_no}: not valid JSON: {exc.msg}, column {exc.colno}") from None
-    elif suffix == ".json":
-        text = "".join(line for _, line in _decode_lines(path))
-        try:
-            yield from _strings_in(json.loads(text))
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{path}:{exc.lineno}: not valid JSON: {exc.msg}, column {exc.colno}") from None
-    else:
-        for _, line in _decode_lines(path):
-            yield line
+    line_end = "\n" if FORMATS.get(path.suffix.lower(), "text") == "text" else ""
+    for source, obj, _raw in read_file(path, text_split="line"):
+        if isinstance(obj, Malformed):
+            hint = "; convert it first, e.g. `iconv -f GBK -t UTF-8`" if obj.reason == "not_utf8" else ""
+            raise UserError(f"{source}: {obj}{hint}")
+        for text in _strings_in(obj):
+            yield text + line_end
 
 
 class _Corpus:

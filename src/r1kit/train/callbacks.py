@@ -110,6 +110,18 @@ class StopOnSignal(TrainerCallback):
             signal.signal(s, handler)
 
 
+class StopAtStep(TrainerCallback):
+    """Ends a curriculum stage: save a checkpoint at its last step and stop, so the next stage resumes there."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step >= self.step:
+            control.should_save = True
+            control.should_training_stop = True
+
+
 class NonFiniteGuard:
     """Wraps `trainer.training_step`: a micro-step whose loss is NaN/inf has its gradients dropped (so the
     optimizer step skips the parameters) and is counted; after `max_in_a_row` such optimizer steps in a row

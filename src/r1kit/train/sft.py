@@ -22,16 +22,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from transformers import TrainerCallback
-
 from r1kit.config import Recipe
 from r1kit.data.tokenize import TokenizeStats, load_split, tokenize_dataset
 from r1kit.dist import is_main_process, print0
 from r1kit.errors import UserError
-from r1kit.hardware import choose_precision, cuda_available, package_version, require_cuda, require_module
-from r1kit.models.load import load_tokenizer, resolve_model_dir
+from r1kit.hardware import choose_precision, cuda_available, package_version, require_module
+from r1kit.models.load import check_attn_implementation, load_tokenizer, resolve_model_dir
 from r1kit.train import checkpoint
-from r1kit.train.callbacks import CheckpointPublisher, MetricsLogger, NonFiniteGuard, StopOnSignal
+from r1kit.train.callbacks import CheckpointPublisher, MetricsLogger, NonFiniteGuard, StopAtStep, StopOnSignal
 
 Mode = Literal["sft", "pretrain"]
 OOM_ADVICE = ("out of memory. Try, in order: a smaller train.per_device_batch_size (raise "
@@ -85,9 +83,7 @@ def load_model(recipe: Recipe, tokenizer, precision: str, run_dir: Path):
     from r1kit.models.create import build_config, r1_generation_config
 
     cfg, method = recipe.model, recipe.train.method
-    if cfg.attn_implementation == "flash_attention_2":
-        require_cuda("model.attn_implementation: flash_attention_2")
-        require_module("flash_attn", "gpu", "model.attn_implementation: flash_attention_2")
+    check_attn_implementation(cfg.attn_implementation)
     if cfg.preset is not None:
         config = build_config(cfg.preset, tokenizer)
     else:
@@ -237,18 +233,6 @@ def phases(train) -> list[tuple[int, int | None]]:
     (None: until the epochs are done)."""
     return [(stage.max_seq_length, stage.until_step) for stage in train.curriculum] + [
         (train.max_seq_length, train.max_steps)]
-
-
-class StopAtStep(TrainerCallback):
-    """Ends a curriculum stage: save a checkpoint at its last step and stop, so the next stage resumes there."""
-
-    def __init__(self, step: int):
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step >= self.step:
-            control.should_save = True
-            control.should_training_stop = True
 
 
 def build_callbacks(recipe: Recipe, run_dir: Path, greater_is_better: bool, has_eval: bool, model):
