@@ -122,6 +122,32 @@ class StopAtStep(TrainerCallback):
             control.should_training_stop = True
 
 
+class ReleaseFreedMemory(TrainerCallback):
+    """Hands the C heap's freed pages back to the system after every micro-step (glibc `malloc_trim`).
+
+    On CPUs, bf16 autocast frees and reallocates many mid-sized buffers of changing sizes each step (packed
+    rows differ in length); glibc keeps the freed pages and the process's resident memory climbs step after
+    step (on our machines, +1.4 GB over 40 micro-steps of a 32M-parameter model, where fp32 levels off).
+    Trimming keeps it level for ~1 ms a step. GPU runs and other C libraries don't need it: `available()`."""
+
+    def __init__(self):
+        import ctypes
+
+        self._trim = ctypes.CDLL("libc.so.6").malloc_trim
+
+    @staticmethod
+    def available() -> bool:
+        import platform
+
+        return platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+
+    def on_substep_end(self, args, state, control, **kwargs):
+        self._trim(0)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self._trim(0)
+
+
 class NonFiniteGuard:
     """Wraps `trainer.training_step`: a micro-step whose loss is NaN/inf has its gradients dropped (so the
     optimizer step skips the parameters) and is counted; after `max_in_a_row` such optimizer steps in a row

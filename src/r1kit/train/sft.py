@@ -7,8 +7,9 @@ trainer config → trainer with r1kit's callbacks → train → final model.
 
 Departures from TRL's defaults, and why:
 - packing is on, into rows of `max_seq_length` with position ids restarting per example (padding-free);
-  TRL's default pads every batch (benchmarks/sft_throughput.py: with these defaults r1kit trains ~2.5x the
-  useful tokens/s of TRL's on our 2-core CPUs);
+  TRL's default pads every batch;
+- on CPUs, TRL's fused LM head works in cache-sized tiles (train/lm_head.py) and freed heap pages go back to
+  the system after each micro-step (callbacks.ReleaseFreedMemory): ~1.9x faster head, ~1 GB less peak;
 - precision `auto` picks bf16 autocast on CPUs with native bf16 (TRL: bf16 everywhere, or fp32 with use_cpu);
 - the loss is on assistant tokens only (the chat template marks them), TRL's default is the whole text;
 - checkpoints are staged then renamed (never half-written), retention keeps the best k by metric plus the last,
@@ -29,7 +30,9 @@ from r1kit.errors import UserError
 from r1kit.hardware import choose_precision, cuda_available, package_version, require_module
 from r1kit.models.load import check_attn_implementation, load_tokenizer, resolve_model_dir
 from r1kit.train import checkpoint
-from r1kit.train.callbacks import CheckpointPublisher, MetricsLogger, NonFiniteGuard, StopAtStep, StopOnSignal
+from r1kit.train.callbacks import (CheckpointPublisher, MetricsLogger, NonFiniteGuard, ReleaseFreedMemory, StopAtStep,
+                                   StopOnSignal)
+from r1kit.train.lm_head import size_tiles_for_cpu
 
 Mode = Literal["sft", "pretrain"]
 OOM_ADVICE = ("out of memory. Try, in order: a smaller train.per_device_batch_size (raise "
@@ -250,6 +253,8 @@ def build_callbacks(recipe: Recipe, run_dir: Path, greater_is_better: bool, has_
 
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=t.early_stopping_patience,
                                                early_stopping_threshold=t.early_stopping_min_delta))
+    if not cuda_available() and ReleaseFreedMemory.available():
+        callbacks.append(ReleaseFreedMemory())
     exporter = None
     if t.metrics_port is not None:
         from r1kit.dist import world_size
@@ -281,6 +286,8 @@ def train_sft(recipe: Recipe, run_dir: str | Path | None = None, *, resume: str 
     run_dir = Path(run_dir) if run_dir else recipe.run_dir
     resume_from = resolve_resume(run_dir, resume)
     precision = choose_precision(recipe.train.precision)
+    if not cuda_available():
+        size_tiles_for_cpu()
     recipe.save(run_dir)
     set_seed(recipe.seed)
 
