@@ -1,6 +1,6 @@
 """Benchmark: r1kit's default SFT setup against TRL's SFTTrainer with its default settings.
 
-Same model (a new small-qwen2, ~28M parameters), same tokenizer, same chat data with lengths drawn from a
+Same model (a new small-qwen2 with a 16k vocabulary, ~32M parameters), same tokenizer, same chat data with lengths drawn from a
 lognormal around 150 tokens (sigma 0.9: the long tail of reasoning traces), same maximum length (TRL's
 default, 1024). Each configuration trains in a fresh process for the same number of examples;
 the two alternate (A/B/A/B...) over several rounds so that a noisy, shared machine hurts both alike. Printed
@@ -25,20 +25,32 @@ import tempfile
 import time
 from pathlib import Path
 
-WORDS = ("the a of to and in is was for on that with as by at from it an be this are which or have one two "
-         "three four five six seven eight nine ten add sum total price eggs apples train river count each more "
-         "less half twice market farmer school book page answer question solve step so then first next").split()
+VOCAB_SIZE = 16384
+"""Tokenizer size: with it the model has ~32M parameters (an 8M embedding, tied). Real models' vocabularies
+are larger still (129k for R1's), and the logits over them are a large part of SFT's memory and time; a
+vocabulary of a few hundred tokens would hide that part."""
 
 
-def make_records(n: int, seed: int = 0) -> list[dict]:
+def make_lexicon(size: int, rng: random.Random) -> list[str]:
+    """`size` distinct pronounceable words of 2 to 4 syllables."""
+    syllables = [c + v for c in "bcdfghjklmnprstvwz" for v in "aeiou"] + [c + v + "n" for c in "bdkmst" for v in "aeiou"]
+    words: set[str] = set()
+    while len(words) < size:
+        words.add("".join(rng.choices(syllables, k=rng.randint(2, 4))))
+    return sorted(words)
+
+
+def make_records(n: int, lexicon: list[str], seed: int = 0) -> list[dict]:
     """Chat records whose token counts are lognormal with median ~150 and sigma 0.9: the heavy tail of
-    reasoning traces (a tenth of the examples past ~480 tokens, a few past the 1024 limit)."""
+    reasoning traces (a tenth of the examples past ~480 tokens, a few past the 1024 limit). Words follow a
+    Zipf-like law over the lexicon, as in text."""
     rng = random.Random(seed)
+    weights = [1 / (rank + 10) for rank in range(len(lexicon))]
     records = []
     for i in range(n):
         length = max(8, int(rng.lognormvariate(math.log(150 / 1.3), 0.9)))  # in words, ~1.3 tokens each
-        question = " ".join(rng.choices(WORDS, k=max(4, length // 5))) + f" {i}?"
-        answer = " ".join(rng.choices(WORDS, k=max(4, length - length // 5))) + "."
+        question = " ".join(rng.choices(lexicon, weights, k=max(4, length // 5))) + f" {i}?"
+        answer = " ".join(rng.choices(lexicon, weights, k=max(4, length - length // 5))) + "."
         records.append({"question": question, "answer": answer})
     return records
 
@@ -49,9 +61,12 @@ def prepare(workdir: Path, num_examples: int) -> None:
     from r1kit.models.create import init_model
     from r1kit.models.tokenizer import train_tokenizer
 
+    lexicon = make_lexicon(VOCAB_SIZE, random.Random(1))
     data = workdir / "data.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in make_records(num_examples)))
-    train_tokenizer([data], workdir / "tok", vocab_size=8192)
+    data.write_text("".join(json.dumps(r) + "\n" for r in make_records(num_examples, lexicon)))
+    corpus = workdir / "lexicon.txt"  # every word a few times, so that the tokenizer learns most of them whole
+    corpus.write_text("".join(" ".join([word] * 3) + "\n" for word in lexicon))
+    train_tokenizer([corpus, data], workdir / "tok", vocab_size=VOCAB_SIZE)
     init_model("small-qwen2", workdir / "tok", workdir / "model", seed=0)
     off = {"enabled": False}
     clean([data], workdir / "clean", DataConfig(validation_fraction=0.0, semantic=off, quality=off, toxicity=off,
