@@ -1,6 +1,8 @@
+import random
+
 import pytest
 
-from r1kit.serve.reasoning import split_reasoning
+from r1kit.serve.reasoning import CONTENT, REASONING, ReasoningStream, split_reasoning
 
 
 @pytest.mark.parametrize(
@@ -17,3 +19,37 @@ from r1kit.serve.reasoning import split_reasoning
 )
 def test_split_reasoning(text, reasoning, answer):
     assert split_reasoning(text) == (reasoning, answer)
+
+
+STREAMED = [
+    "<think>\n16 - 3 - 4 = 9, 9 * 2 = 18\n</think>\n\nShe makes $18.",
+    "Just an answer.  ",
+    "<think>\nLet me count the eggs\n",
+    "<think></think>42",
+    "  <think> a < b and b </ c, so </thinking is not the tag </think>\n\\boxed{x < y}\n",
+    "<think>\n多少 个 鸡蛋?\n</think>\n\n答案是 18。",
+]
+
+
+@pytest.mark.parametrize("text", STREAMED)
+@pytest.mark.parametrize("seed", range(5))
+def test_streamed_deltas_join_to_the_whole_split(text, seed):
+    rng = random.Random(seed)
+    cuts = sorted(rng.sample(range(1, len(text)), k=min(len(text) - 1, rng.randint(1, 12))))
+    pieces = [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)])]
+    stream, deltas = ReasoningStream(), []
+    for piece in pieces:
+        deltas += stream.feed(piece)
+    deltas += stream.finish()
+    reasoning = "".join(t for field, t in deltas if field == REASONING)
+    answer = "".join(t for field, t in deltas if field == CONTENT)
+    expected_reasoning, expected_answer = split_reasoning(text)
+    assert (reasoning if stream.saw_think else None, answer) == (expected_reasoning, expected_answer)
+    fields = [field for field, _ in deltas]
+    assert fields == sorted(fields, key=lambda f: f != REASONING)  # all reasoning comes before any answer
+
+
+def test_stream_of_a_prompt_that_opened_the_think_block():
+    stream = ReasoningStream(opened=True)
+    deltas = stream.feed("9 eggs left\n</thi") + stream.feed("nk>\n\n\\boxed{18}") + stream.finish()
+    assert deltas == [(REASONING, "9 eggs left"), (CONTENT, "\\boxed{18}")]

@@ -331,6 +331,57 @@ def generate_cmd(
         _print_completion(completion)
 
 
+# ----------------------------------------------------------------------------------------------- export
+
+
+@app.command("export")
+def export_cmd(
+    model: Annotated[Path, typer.Option(help="Model folder, checkpoint folder or LoRA adapter folder.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="New folder for the exported model.")],
+    merge_lora: Annotated[bool, typer.Option(help="Merge a LoRA adapter into its base weights.")] = True,
+    quantize: Annotated[str, typer.Option(help="none, int8-dynamic (CPU), int8 or int4 (torchao), nf4 (GPU).")] = "none",
+    trust_remote_code: Annotated[bool, typer.Option(help="Run code shipped in the model folder.")] = False,
+) -> None:
+    """Merge, quantise and write a model folder to serve, with its size and speed before and after."""
+    from r1kit.export import export
+
+    result = export(model, out_dir, merge_lora=merge_lora, quantize=quantize, trust_remote_code=trust_remote_code)
+    b, a = result.before, result.after
+    out.print(f"size   {b.size_mib:8.1f} MiB -> {a.size_mib:8.1f} MiB ({a.size_mib / b.size_mib:.2f}x)")
+    out.print(f"speed  {b.tokens_per_second:8.1f} tok/s -> {a.tokens_per_second:8.1f} tok/s "
+              f"({a.tokens_per_second / b.tokens_per_second:.2f}x, greedy, one prompt)")
+    for pattern, why in result.not_quantized.items():
+        out.print(f"[yellow]not quantised[/yellow] {escape(pattern)}: {why}", soft_wrap=True)
+    out.print(f"wrote {escape(str(result.out_dir))} (report: export.json)")
+
+
+# ------------------------------------------------------------------------------------------------ serve
+
+
+@app.command("serve")
+def serve_cmd(
+    model: Annotated[Path, typer.Option(help="Local Hugging Face model folder.")],
+    recipe: Annotated[Optional[Path], typer.Option(help="Recipe whose `serve` section to use.")] = None,
+    host: Annotated[Optional[str], typer.Option(help="Address to bind (default 127.0.0.1: this machine only).")] = None,
+    port: Annotated[Optional[int], typer.Option(help="TCP port (default 8000; 0 picks a free one).")] = None,
+    api_key: Annotated[Optional[str], typer.Option(envvar="R1KIT_API_KEY",
+                                                   help="Require `Authorization: Bearer KEY` (env R1KIT_API_KEY).")] = None,
+    engine: Annotated[Optional[str], typer.Option(help="transformers (default) or vllm (CUDA GPUs).")] = None,
+    max_batch_size: Annotated[Optional[int], typer.Option(help="Most requests decoded together.")] = None,
+    model_name: Annotated[Optional[str], typer.Option(help="Name clients ask for (default: the folder's).")] = None,
+    trust_remote_code: Annotated[bool, typer.Option(help="Run code shipped in the model folder.")] = False,
+    overrides: SetOption = None,
+) -> None:
+    """Serve a model: OpenAI-compatible API with reasoning_content, /generate, WebSocket, /metrics, chat page."""
+    from r1kit.serve.server import serve
+
+    flags = {"host": host, "port": port, "engine": engine, "max_batch_size": max_batch_size}
+    config = load_recipe_for(recipe, overrides, [f"serve.{k}={v}" for k, v in flags.items() if v is not None]).serve
+    if api_key:
+        config = config.model_copy(update={"api_key": api_key})
+    serve(model, config, model_name=model_name, trust_remote_code=trust_remote_code)
+
+
 # ------------------------------------------------------------------------------------------------- demo
 
 

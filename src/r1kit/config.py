@@ -383,8 +383,8 @@ class ExportConfig(Section):
 class ServeConfig(Section):
     host: str = "127.0.0.1"
     """Address to bind. The default is reachable from this machine only; 0.0.0.0 exposes it to the network."""
-    port: int = Field(8000, ge=1, le=65535)
-    """TCP port."""
+    port: int = Field(8000, ge=0, le=65535)
+    """TCP port; 0 picks a free one (the server prints which)."""
     api_key: str | None = None
     """Require `Authorization: Bearer <key>` on API routes; unset leaves the API open."""
     engine: Literal["transformers", "vllm"] = "transformers"
@@ -393,6 +393,12 @@ class ServeConfig(Section):
     """Most requests decoded together by the transformers engine."""
     max_tokens_limit: int = Field(4096, ge=1)
     """Largest `max_tokens` a request may ask for."""
+    max_queue_size: int = Field(256, ge=1)
+    """Requests that may wait for a place in the batch; more get 503 (retry later) instead of piling up."""
+    strict: bool = True
+    """Reject requests with fields the API does not know (400); false ignores them."""
+    shutdown_timeout: float = Field(120.0, gt=0)
+    """Seconds a shutdown (SIGTERM/SIGINT) waits for in-flight requests to finish."""
 
 
 class Recipe(Section):

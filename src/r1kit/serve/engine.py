@@ -1,0 +1,348 @@
+"""Generation backends behind the server: continuous batching on transformers, and vLLM on CUDA GPUs.
+
+The transformers engine schedules at the level of single decode steps (Orca-style continuous batching): one
+worker thread holds the active batch and its key/value cache; before each step it admits waiting requests
+(prefilled together, then joined to the batch), and after each step it retires finished rows. A request that
+arrives mid-generation therefore waits one step, not one whole generation, and the batch stays full.
+
+Rows of different lengths share one cache by left padding: a row's cache is padded with zeros on the left and
+its attention mask marks the padding, with position ids counted from the first real token, so each row sees
+exactly what it would see alone. Only full-attention caches (`DynamicLayer`) can be joined that way; models
+with sliding-window or other cache layers are batched in waves (a new batch starts when the last one ends),
+which the engine says at start-up.
+
+Both engines take a `GenerationRequest` and report to its `sink`, from the worker thread: `Token` events with
+the new text, then one `Finish` (or `Failure`). The server turns these into HTTP responses.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Union
+
+log = logging.getLogger("r1kit.serve")
+
+
+@dataclass
+class Token:
+    text: str
+    """New text since the last event (may be empty when a token only completes a multi-byte character)."""
+
+
+@dataclass
+class Finish:
+    reason: str
+    """`stop` (end of sequence or a stop string), `length` (max_tokens reached)."""
+    num_prompt_tokens: int
+    num_completion_tokens: int
+
+
+@dataclass
+class Failure:
+    message: str
+
+
+Event = Union[Token, Finish, Failure]
+
+
+@dataclass
+class GenerationRequest:
+    prompt_ids: list[int]
+    max_new_tokens: int
+    temperature: float = 0.6
+    top_p: float = 0.95
+    seed: int | None = None
+    stop: list[str] = field(default_factory=list)
+    sink: Callable[[Event], None] = lambda event: None
+    """Called from the engine's thread; must not block."""
+    cancelled: bool = False
+    """Set by the server when the client goes away; the engine drops the row at its next step."""
+    arrived: float = field(default_factory=time.perf_counter)
+
+
+class EngineOverloaded(Exception):
+    """The waiting queue is full, or the engine is shutting down."""
+
+
+class _Row:
+    """One request being decoded: its tokens, the text already sent, its random generator."""
+
+    def __init__(self, request: GenerationRequest, tokenizer, eos_ids: set[int]):
+        import torch
+
+        self.request, self.tokenizer, self.eos_ids = request, tokenizer, eos_ids
+        self.ids: list[int] = []
+        self.text = ""  # decoded so far
+        self._prefix, self._read = 0, 0  # incremental decoding window: ids[prefix:read] are already in text
+        self.num_sent_chars = 0
+        self.generator = torch.Generator().manual_seed(
+            request.seed if request.seed is not None else random.getrandbits(63))
+        self.finished = False
+
+    def accept(self, token_id: int) -> None:
+        """Take the sampled token: send the new text, finish on end of sequence, a stop string or max_tokens."""
+        request = self.request
+        if token_id in self.eos_ids:
+            return self._finish("stop")
+        self.ids.append(token_id)
+        self._decode_new()
+        for stop in request.stop:
+            at = self.text.find(stop, max(0, self.num_sent_chars - len(stop)))
+            if at >= 0:
+                self._send(self.text[:at])
+                return self._finish("stop")
+        self._send(self.text[: len(self.text) - _held_back(self.text, request.stop)])
+        if len(self.ids) >= request.max_new_tokens:
+            self.text = self.tokenizer.decode(self.ids, skip_special_tokens=True)  # an unfinished character too
+            self._send(self.text)
+            self._finish("length")
+
+    def _decode_new(self) -> None:
+        """Extend `text` by decoding a short window of tokens, not the whole sequence each step: a window that
+        starts a few tokens back decodes word boundaries (a leading space, a merged byte) as the full text
+        would, and text that ends mid-character waits for the next token."""
+        decode = self.tokenizer.decode
+        before = decode(self.ids[self._prefix:self._read], skip_special_tokens=True)
+        after = decode(self.ids[self._prefix:], skip_special_tokens=True)
+        if len(after) > len(before) and not after.endswith("\ufffd"):
+            self.text += after[len(before):]
+            self._prefix, self._read = self._read, len(self.ids)
+
+    def _send(self, text: str) -> None:
+        if len(text) > self.num_sent_chars:
+            self.request.sink(Token(text[self.num_sent_chars:]))
+            self.num_sent_chars = len(text)
+
+    def _finish(self, reason: str) -> None:
+        self.finished = True
+        self.request.sink(Finish(reason, len(self.request.prompt_ids), len(self.ids)))
+
+
+def _held_back(text: str, stops: list[str]) -> int:
+    """How many trailing characters to hold back: the start of a stop string the next tokens may complete."""
+    held = 0
+    for stop in stops:
+        for size in range(min(len(stop) - 1, len(text)), held, -1):
+            if text.endswith(stop[:size]):
+                held = size
+                break
+    return held
+
+
+def sample(logits, temperatures: list[float], top_ps: list[float], generators) -> list[int]:
+    """One token per row of `logits` (B, V): greedy where the temperature is 0, else nucleus sampling with the
+    row's own generator (so a request's seed reproduces its output whatever else is in the batch)."""
+    import torch
+
+    chosen = logits.argmax(dim=-1).tolist()
+    for i, (temperature, top_p, generator) in enumerate(zip(temperatures, top_ps, generators)):
+        if temperature == 0:
+            continue
+        probs = torch.softmax(logits[i].float() / temperature, dim=-1)  # (V,)
+        if top_p < 1.0:
+            sorted_probs, order = probs.sort(descending=True)
+            outside = sorted_probs.cumsum(0) - sorted_probs >= top_p  # keeps the token that crosses top_p
+            sorted_probs[outside] = 0.0
+            probs = torch.zeros_like(probs).scatter_(0, order, sorted_probs)
+        chosen[i] = int(torch.multinomial(probs, 1, generator=generator))
+    return chosen
+
+
+class TransformersEngine:
+    """Continuous batching over a transformers causal LM on one device (see the module docstring)."""
+
+    name = "transformers"
+
+    def __init__(self, model, tokenizer, *, max_batch_size: int = 8, max_queue_size: int = 256):
+        import torch
+        from transformers import DynamicCache
+        from transformers.cache_utils import DynamicLayer
+
+        self.model, self.tokenizer = model.eval(), tokenizer
+        self.max_batch_size, self.max_queue_size = max_batch_size, max_queue_size
+        eos = model.generation_config.eos_token_id
+        self.eos_ids = {*(eos if isinstance(eos, list) else [eos] if eos is not None else []),
+                        *([tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else [])}
+        self.context_length = getattr(model.config, "max_position_embeddings", None)
+        probe = DynamicCache(config=model.config)
+        self.joins_mid_batch = all(type(layer) is DynamicLayer for layer in probe.layers)
+        if not self.joins_mid_batch:
+            log.warning("this model's cache has sliding-window or other non-full layers: requests are batched in "
+                        "waves (a new batch starts when the current one ends), not joined mid-generation")
+        self._torch = torch
+        self._waiting: collections.deque[GenerationRequest] = collections.deque()
+        self._rows: list[_Row] = []
+        self._cache = None
+        self._mask = None  # (B, T) 1 for real tokens, 0 for left padding
+        self._next_ids: list[int] = []
+        self._lock = threading.Condition()
+        self._accepting, self._running = True, True
+        self._recent: collections.deque[tuple[float, int]] = collections.deque()
+        self.num_generated_tokens = 0
+        self._thread = threading.Thread(target=self._loop, name="r1kit-engine", daemon=True)
+        self._thread.start()
+
+    # ---- the server's side
+    def submit(self, request: GenerationRequest) -> None:
+        with self._lock:
+            if not self._accepting:
+                raise EngineOverloaded("the server is shutting down")
+            if len(self._waiting) >= self.max_queue_size:
+                raise EngineOverloaded(f"{len(self._waiting)} requests are already waiting; try again shortly")
+            self._waiting.append(request)
+            self._lock.notify()
+
+    def stats(self) -> dict[str, float]:
+        now = time.perf_counter()
+        with self._lock:
+            while self._recent and now - self._recent[0][0] > 10.0:
+                self._recent.popleft()
+            recent = sum(n for _, n in self._recent)
+            span = now - self._recent[0][0] if self._recent else 0.0
+            return {"queue_depth": len(self._waiting), "batch_size": len(self._rows),
+                    "tokens_per_second": recent / span if span > 0.5 else 0.0,
+                    "generated_tokens": self.num_generated_tokens}
+
+    def shutdown(self, timeout: float = 300.0) -> None:
+        """Stop taking requests, finish the ones already taken (waiting or running), then stop the thread."""
+        with self._lock:
+            self._accepting = False
+            self._lock.notify()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if not self._waiting and not self._rows:
+                    break
+            time.sleep(0.05)
+        with self._lock:
+            self._running = False
+            self._lock.notify()
+        self._thread.join(timeout=10)
+
+    # ---- the worker thread
+    def _loop(self) -> None:
+        while True:
+            with self._lock:
+                while self._running and not self._waiting and not self._rows:
+                    self._lock.wait()
+                if not self._running:
+                    return
+                admitted = self._take_waiting()
+            try:
+                with self._torch.inference_mode():
+                    if admitted:
+                        self._prefill(admitted)
+                    if self._rows:
+                        self._decode_step()
+            except Exception as error:  # a failed forward (out of memory, say) fails its requests, not the server
+                log.exception("generation step failed")
+                for row in self._rows:
+                    row.request.sink(Failure(f"generation failed: {error}"))
+                for request in admitted:
+                    if not any(row.request is request for row in self._rows):
+                        request.sink(Failure(f"generation failed: {error}"))
+                self._rows, self._cache, self._mask, self._next_ids = [], None, None, []
+
+    def _take_waiting(self) -> list[GenerationRequest]:
+        if self._rows and not self.joins_mid_batch:
+            return []
+        taken = []
+        while self._waiting and len(self._rows) + len(taken) < self.max_batch_size:
+            request = self._waiting.popleft()
+            if not request.cancelled:
+                taken.append(request)
+        return taken
+
+    def _prefill(self, requests: list[GenerationRequest]) -> None:
+        """Run the new prompts together (left-padded), sample their first tokens, join them to the batch."""
+        torch = self._torch
+        from transformers import DynamicCache
+
+        length = max(len(r.prompt_ids) for r in requests)
+        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        input_ids = torch.tensor([[pad_id] * (length - len(r.prompt_ids)) + r.prompt_ids for r in requests])
+        mask = torch.tensor([[0] * (length - len(r.prompt_ids)) + [1] * len(r.prompt_ids) for r in requests])
+        cache = DynamicCache(config=self.model.config)
+        logits = self._forward(input_ids, mask, cache)  # (n, V)
+        rows = [_Row(r, self.tokenizer, self.eos_ids) for r in requests]
+        self._join(rows, cache, mask)
+        self._accept(logits, rows)
+
+    def _decode_step(self) -> None:
+        torch = self._torch
+        self._mask = torch.cat([self._mask, torch.ones(len(self._rows), 1, dtype=self._mask.dtype)], dim=1)
+        logits = self._forward(torch.tensor(self._next_ids)[:, None], self._mask, self._cache)
+        self._accept(logits, list(self._rows))
+
+    def _forward(self, input_ids, mask, cache):
+        """Logits of the last position, (B, V); position ids count real tokens only."""
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, -input_ids.shape[1]:]
+        output = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
+                            past_key_values=cache, use_cache=True, logits_to_keep=1)
+        return output.logits[:, -1]
+
+    def _accept(self, logits, rows: list[_Row]) -> None:
+        """Sample a token for each of `rows` (the last len(rows) rows of the batch), send it, retire rows that
+        finished or whose client left."""
+        offset = len(self._rows) - len(rows)
+        tokens = sample(logits, [r.request.temperature for r in rows], [r.request.top_p for r in rows],
+                        [r.generator for r in rows])
+        for i, (row, token) in enumerate(zip(rows, tokens)):
+            if not row.request.cancelled:
+                row.accept(token)
+            self._next_ids[offset + i] = token
+        count = len(rows)
+        with self._lock:
+            self.num_generated_tokens += count
+            self._recent.append((time.perf_counter(), count))
+        keep = [i for i, row in enumerate(self._rows) if not (row.finished or row.request.cancelled)]
+        if len(keep) < len(self._rows):
+            self._select(keep)
+
+    def _join(self, rows: list[_Row], cache, mask) -> None:
+        """Append `rows` with their cache (n, H, T2, D) per layer to the batch's (B, H, T, D), padding the shorter
+        of the two on the left to a common length."""
+        torch = self._torch
+        if not self._rows:
+            self._rows, self._cache, self._mask = rows, cache, mask
+            self._next_ids = [0] * len(rows)
+            return
+        length = max(self._mask.shape[1], mask.shape[1])
+        for old, new in zip(self._cache.layers, cache.layers):
+            old.keys = torch.cat([_pad_left(old.keys, length), _pad_left(new.keys, length)], dim=0)
+            old.values = torch.cat([_pad_left(old.values, length), _pad_left(new.values, length)], dim=0)
+        self._mask = torch.cat([_pad_left(self._mask, length, dim=1), _pad_left(mask, length, dim=1)], dim=0)
+        self._rows = self._rows + rows
+        self._next_ids = self._next_ids + [0] * len(rows)
+
+    def _select(self, keep: list[int]) -> None:
+        """Keep only the rows at `keep`, and drop the left-padding columns no remaining row needs."""
+        if not keep:
+            self._rows, self._cache, self._mask, self._next_ids = [], None, None, []
+            return
+        index = self._torch.tensor(keep)
+        mask = self._mask[index]
+        start = int((mask.sum(0) == 0).int().cumprod(0).sum())  # leading all-padding columns
+        for layer in self._cache.layers:
+            layer.keys = layer.keys[index, :, start:]
+            layer.values = layer.values[index, :, start:]
+        self._mask = mask[:, start:]
+        self._rows = [self._rows[i] for i in keep]
+        self._next_ids = [self._next_ids[i] for i in keep]
+
+
+def _pad_left(tensor, length: int, dim: int = 2):
+    """`tensor` with zeros prepended along `dim` up to `length`."""
+    import torch
+
+    missing = length - tensor.shape[dim]
+    if missing == 0:
+        return tensor
+    shape = list(tensor.shape)
+    shape[dim] = missing
+    return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)

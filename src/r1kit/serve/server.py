@@ -1,0 +1,86 @@
+"""`r1kit serve`: load a model folder, start its engine, and serve the API with uvicorn until SIGTERM/SIGINT.
+
+On a signal, uvicorn stops accepting connections and lets in-flight requests (streams included) finish, up to
+`serve.shutdown_timeout`; then the engine's thread stops. The server binds 127.0.0.1 unless told otherwise.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import sys
+from pathlib import Path
+
+from r1kit.config import ServeConfig
+from r1kit.errors import UserError
+from r1kit.hardware import cuda_available, require_cuda, require_module
+from r1kit.models.load import load_model, load_tokenizer, resolve_model_dir
+
+
+def build_engine(model_dir: Path, config: ServeConfig, *, trust_remote_code: bool = False):
+    """(engine, tokenizer, context length) for `config.engine`; vLLM is refused where it cannot run."""
+    tokenizer = load_tokenizer(model_dir, trust_remote_code=trust_remote_code)
+    if config.engine == "vllm":
+        require_cuda("serve.engine: vllm")
+        require_module("vllm", "gpu", "serve.engine: vllm")
+        from r1kit.serve.vllm_engine import VllmEngine
+
+        engine = VllmEngine(model_dir, max_batch_size=config.max_batch_size, trust_remote_code=trust_remote_code)
+        return engine, tokenizer, engine.context_length
+    from r1kit.serve.engine import TransformersEngine
+
+    model = load_model(model_dir, trust_remote_code=trust_remote_code)
+    if cuda_available():
+        model = model.to("cuda")
+    engine = TransformersEngine(model, tokenizer, max_batch_size=config.max_batch_size,
+                                max_queue_size=config.max_queue_size)
+    return engine, tokenizer, engine.context_length
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket (port 0 picks a free one), so the address printed is the one bound."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as error:
+        raise UserError(f"cannot listen on {host}:{port}: {error.strerror}") from None
+    sock.listen(2048)
+    return sock
+
+
+def serve(model_dir: str | Path, config: ServeConfig, *, model_name: str | None = None,
+          trust_remote_code: bool = False) -> None:
+    import uvicorn
+    from sse_starlette.sse import AppStatus
+
+    from r1kit.serve.app import create_app
+
+    if (Path(model_dir) / "adapter_config.json").is_file():
+        raise UserError(f"{model_dir} is a LoRA adapter: merge it into its base first "
+                        f"(r1kit export --model {model_dir} --out DIR), then serve DIR")
+    model_dir = resolve_model_dir(model_dir)
+    engine, tokenizer, context_length = build_engine(model_dir, config, trust_remote_code=trust_remote_code)
+    name = model_name or model_dir.resolve().name
+    app = create_app(engine, tokenizer, model_name=name, max_tokens_limit=config.max_tokens_limit,
+                     context_length=context_length, api_key=config.api_key, strict=config.strict)
+    sock = bind(config.host, config.port)
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    print(f"r1kit serve: http://{shown}:{port} (model {name!r}, {engine.name} engine, "
+          f"{'API key required' if config.api_key else 'no API key'})", flush=True)
+    if config.host not in ("127.0.0.1", "localhost", "::1") and not config.api_key:
+        print("warning: listening beyond this machine without an API key (--api-key or R1KIT_API_KEY)",
+              file=sys.stderr, flush=True)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=config.shutdown_timeout,
+                                           ws="websockets-sansio"))
+    # sse-starlette ends every open stream as soon as uvicorn is told to exit; r1kit's streams end on their own
+    # (max_tokens bounds them) and uvicorn's graceful timeout bounds the wait, so let them finish instead.
+    AppStatus.disable_automatic_graceful_drain()
+    # uvicorn handles SIGTERM/SIGINT (drain, then stop) and afterwards re-raises the signal to whatever handler
+    # was there before it: with these no-op handlers a drained server exits 0 instead of dying by the signal.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: None)
+    server.run(sockets=[sock])
+    print("r1kit serve: stopped after finishing in-flight requests", flush=True)

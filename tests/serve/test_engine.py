@@ -1,0 +1,136 @@
+"""The continuous-batching engine in process: requests that join and leave a running batch get exactly what
+they would get alone, seeds hold whatever shares the batch, stop strings and cancellation work."""
+
+import threading
+import time
+
+import pytest
+import torch
+
+from r1kit.serve.engine import Finish, GenerationRequest, Token, TransformersEngine
+
+PROMPTS = ["What is 2+2?", "Janet's ducks lay 16 eggs per day. She eats three for breakfast.", "hi",
+           "Tell me about the weather today, in a long sentence please.", "A robe takes 2 bolts of blue fiber."]
+
+
+@pytest.fixture(scope="module", params=["tiny-qwen2", "tiny-deepseek-v3"])
+def model_and_tokenizer(request, tmp_path_factory, tokenizer_dir):
+    from r1kit.models.create import init_model
+    from r1kit.models.load import load_model, load_tokenizer
+
+    out_dir = tmp_path_factory.mktemp(request.param)
+    init_model(request.param, tokenizer_dir, out_dir, seed=1)
+    model = load_model(out_dir, dtype="float32").eval()
+    if model.config.tie_word_embeddings:  # an untrained tied head repeats the last token forever: untie it
+        model.config.tie_word_embeddings = False
+        torch.manual_seed(1)
+        model.lm_head.weight = torch.nn.Parameter(torch.randn_like(model.lm_head.weight) * 0.5)
+    return model, load_tokenizer(out_dir)
+
+
+def prompt_ids(tokenizer, text):
+    return tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
+                                         tokenize=True, return_dict=True)["input_ids"]
+
+
+class Collector:
+    def __init__(self):
+        self.events, self.done = [], threading.Event()
+
+    def __call__(self, event):
+        self.events.append(event)
+        if isinstance(event, Finish):
+            self.done.set()
+
+    @property
+    def text(self):
+        return "".join(e.text for e in self.events if isinstance(e, Token))
+
+
+def run(engine, requests, gap=0.0):
+    collectors = []
+    for request in requests:
+        request.sink = collector = Collector()
+        collectors.append(collector)
+        engine.submit(request)
+        time.sleep(gap)
+    for collector in collectors:
+        assert collector.done.wait(120)
+    return collectors
+
+
+def test_joined_batches_decode_as_each_request_alone(model_and_tokenizer):
+    model, tokenizer = model_and_tokenizer
+    budgets = [12 + 7 * i for i in range(len(PROMPTS))]  # different lengths: rows leave at different steps
+    alone = []
+    for text, budget in zip(PROMPTS, budgets):
+        ids = torch.tensor([prompt_ids(tokenizer, text)])
+        output = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=budget, do_sample=False,
+                                pad_token_id=tokenizer.pad_token_id)
+        alone.append(output[0, ids.shape[1]:].tolist())
+    engine = TransformersEngine(model, tokenizer, max_batch_size=3)  # 5 requests, 3 places: some wait, then join
+    try:
+        requests = [GenerationRequest(prompt_ids(tokenizer, t), b, temperature=0.0) for t, b in zip(PROMPTS, budgets)]
+        collectors = run(engine, requests, gap=0.02)
+    finally:
+        engine.shutdown()
+    assert sum(len(c.text) for c in collectors) > 50, "the model should write text, not only special tokens"
+    for collector, expected in zip(collectors, alone):
+        eos = tokenizer.eos_token_id
+        expected = expected[: expected.index(eos)] if eos in expected else expected
+        assert collector.text == tokenizer.decode(expected, skip_special_tokens=True)
+        assert collector.events[-1].num_completion_tokens == len(expected)
+
+
+def test_a_seed_gives_the_same_sample_whatever_shares_the_batch(model_and_tokenizer):
+    model, tokenizer = model_and_tokenizer
+    engine = TransformersEngine(model, tokenizer, max_batch_size=4)
+    try:
+        def seeded():
+            return GenerationRequest(prompt_ids(tokenizer, PROMPTS[0]), 20, temperature=1.0, top_p=0.9, seed=5)
+
+        alone = run(engine, [seeded()])[0].text
+        crowded = run(engine, [GenerationRequest(prompt_ids(tokenizer, p), 20, temperature=1.0) for p in PROMPTS[1:]]
+                      + [seeded()])[-1].text
+        other_seed = run(engine, [GenerationRequest(prompt_ids(tokenizer, PROMPTS[0]), 20, temperature=1.0,
+                                                    top_p=0.9, seed=6)])[0].text
+    finally:
+        engine.shutdown()
+    assert alone == crowded
+    assert alone != other_seed
+
+
+def test_stop_strings_end_the_text_before_them(model_and_tokenizer):
+    model, tokenizer = model_and_tokenizer
+    engine = TransformersEngine(model, tokenizer)
+    try:
+        fulls = [c.text for c in run(engine, [GenerationRequest(prompt_ids(tokenizer, p), 30, temperature=0.0)
+                                              for p in PROMPTS])]
+        full, prompt = max(zip(fulls, PROMPTS), key=lambda pair: len(pair[0]))  # an untrained model may stop at once
+        stop = full[len(full) // 2: len(full) // 2 + 3]
+        cut = run(engine, [GenerationRequest(prompt_ids(tokenizer, prompt), 30, temperature=0.0, stop=[stop])])[0]
+    finally:
+        engine.shutdown()
+    assert len(stop) == 3 and cut.text == full[: full.index(stop)]
+    assert cut.events[-1].reason == "stop"
+
+
+def test_a_cancelled_request_leaves_the_batch(model_and_tokenizer):
+    model, tokenizer = model_and_tokenizer
+    engine = TransformersEngine(model, tokenizer, max_batch_size=2)
+    try:
+        long = GenerationRequest(prompt_ids(tokenizer, PROMPTS[0]), 100_000, temperature=1.0)
+        long.sink = Collector()
+        engine.submit(long)
+        while not long.sink.events:
+            time.sleep(0.01)
+        long.cancelled = True
+        short = run(engine, [GenerationRequest(prompt_ids(tokenizer, p), 5, temperature=0.0) for p in PROMPTS[:2]])
+        deadline = time.time() + 10
+        while engine.stats()["batch_size"] and time.time() < deadline:
+            time.sleep(0.01)
+        assert engine.stats()["batch_size"] == 0, "the cancelled request is still being decoded"
+    finally:
+        engine.shutdown(timeout=5)
+    assert all(c.events[-1].num_completion_tokens <= 5 for c in short)
+    assert not any(isinstance(e, Finish) for e in long.sink.events)

@@ -1,0 +1,88 @@
+"""`r1kit export`: LoRA merged into a folder plain transformers loads with the adapter's outputs; int8 dynamic
+quantisation on CPU, smaller and close to the original; GPU-only methods and bad folders refused clearly."""
+
+import json
+
+import pytest
+import torch
+
+from r1kit.export import export
+
+
+@pytest.fixture(scope="module")
+def base_dir(tmp_path_factory, tokenizer_dir):
+    from r1kit.models.create import init_model
+
+    out_dir = tmp_path_factory.mktemp("export") / "base"
+    init_model("tiny-qwen2", tokenizer_dir, out_dir, seed=3)
+    return out_dir
+
+
+def logits_of(model, tokens):
+    with torch.inference_mode():
+        return model(input_ids=tokens).logits.float()
+
+
+TOKENS = torch.tensor([[5, 17, 99, 230, 41, 7, 300, 12]])
+
+
+def test_lora_adapter_merges_into_a_plain_model(base_dir, tmp_path):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from r1kit.models.load import load_tokenizer
+
+    peft_model = get_peft_model(AutoModelForCausalLM.from_pretrained(base_dir),
+                                LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(std=0.5)  # a trained adapter: B is no longer zero
+    adapter_dir = tmp_path / "adapter"
+    peft_model.save_pretrained(adapter_dir)
+    load_tokenizer(base_dir).save_pretrained(adapter_dir)
+    expected = logits_of(peft_model.eval(), TOKENS)
+    assert not torch.allclose(expected, logits_of(AutoModelForCausalLM.from_pretrained(base_dir), TOKENS))
+
+    result = export(adapter_dir, tmp_path / "merged")
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged")
+    torch.testing.assert_close(logits_of(merged, TOKENS), expected, rtol=1e-4, atol=1e-4)
+    assert result.merged_lora and not any("lora" in name for name, _ in merged.named_parameters())
+    assert (tmp_path / "merged" / "tokenizer.json").is_file()
+    assert json.loads((tmp_path / "merged" / "export.json").read_text())["merged_lora"] is True
+
+
+def test_int8_dynamic_is_smaller_and_close(base_dir, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    result = export(base_dir, tmp_path / "int8", quantize="int8-dynamic")
+    assert result.after.size_mib < 0.8 * result.before.size_mib
+    assert result.before.tokens_per_second > 0 and result.after.tokens_per_second > 0
+    assert any("embed" in pattern for pattern in result.not_quantized)
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "int8")  # plain transformers, from safetensors
+    q_proj = reloaded.model.layers[0].self_attn.q_proj.weight
+    assert type(q_proj).__name__ != "Parameter" or type(q_proj.data) is not torch.Tensor
+    original = logits_of(AutoModelForCausalLM.from_pretrained(base_dir), TOKENS)
+    quantized = logits_of(reloaded, TOKENS)
+    cosine = torch.nn.functional.cosine_similarity(original.flatten(), quantized.flatten(), dim=0)
+    assert cosine > 0.99
+    assert not list(tmp_path.glob("*.partial"))
+
+
+def test_refusals(base_dir, tmp_path, cli):
+    done = cli("export", "--model", str(base_dir), "--out", str(tmp_path / "nf4"), "--quantize", "nf4")
+    assert done.returncode == 2 and "CUDA GPU" in done.stderr
+    done = cli("export", "--model", str(base_dir), "--out", str(tmp_path / "x"), "--quantize", "fp3")
+    assert done.returncode == 2 and "int8-dynamic" in done.stderr
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "keep.txt").write_text("mine")
+    done = cli("export", "--model", str(base_dir), "--out", str(tmp_path / "full"))
+    assert done.returncode == 2 and "not empty" in done.stderr
+    done = cli("export", "--model", str(tmp_path / "missing"), "--out", str(tmp_path / "y"))
+    assert done.returncode == 2 and "not found" in done.stderr
+
+
+def test_cli_prints_before_and_after(base_dir, tmp_path, cli):
+    done = cli("export", "--model", str(base_dir), "--out", str(tmp_path / "out"), "--quantize", "int8-dynamic",
+               check=True)
+    assert "MiB ->" in done.stdout and "tok/s ->" in done.stdout and "not quantised" in done.stdout
