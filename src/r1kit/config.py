@@ -359,18 +359,43 @@ class GrpoConfig(Section):
 
 
 class EvalConfig(Section):
-    suites: list[str] = ["gsm8k"]
-    """Evaluation suites to run, e.g. gsm8k, math500, perplexity, bleu_rouge, speed."""
+    suites: list[Literal["gsm8k", "math500", "heldout", "perplexity", "speed"]] = ["gsm8k"]
+    """What to evaluate: `gsm8k`, `math500` (math accuracy; BLEU-4/ROUGE-L against the reference solutions),
+    `heldout` (the problems with gold answers in the validation split of `eval.dataset`), `perplexity` (on
+    `eval.dataset`'s validation texts, else GSM8K solutions; local models only), `speed` (one request at a
+    time: time to first token, inter-token latency, tokens/s)."""
     num_samples: int = Field(1, ge=1)
-    """Samples per problem; accuracy is pass@1 averaged over them."""
+    """Samples per problem; accuracy is pass@1 averaged over them, with its standard error."""
+    pass_k: list[int] = [1]
+    """Report unbiased pass@k for each k (each at most num_samples)."""
     temperature: float = Field(0.6, ge=0.0, le=2.0)
-    """Sampling temperature (0.6 is DeepSeek's recommendation for R1 models)."""
+    """Sampling temperature (0.6 is DeepSeek's recommendation for R1 models; 0 decodes greedily)."""
     top_p: float = Field(0.95, gt=0.0, le=1.0)
     """Nucleus sampling threshold (0.95 is DeepSeek's recommendation for R1 models)."""
     max_new_tokens: int = Field(1024, ge=1)
     """Longest generated answer in tokens."""
     limit: int | None = Field(None, ge=1)
-    """Evaluate only the first N problems of each suite."""
+    """Evaluate only the first N problems (or texts) of each suite."""
+    dataset: str | None = None
+    """A `data clean` output folder for `heldout` and `perplexity`; defaults to `train.dataset`."""
+    instruction: str = "Please reason step by step, and put your final answer within \\boxed{}."
+    """Appended to GSM8K and MATH-500 questions (DeepSeek's recommended prompt for math)."""
+    concurrency: int = Field(8, ge=1)
+    """Requests in flight against an endpoint."""
+    speed_requests: int = Field(8, ge=2)
+    """Requests the `speed` suite sends, one at a time."""
+    during_training: bool = False
+    """At every validation of a training run (train.eval_steps), also answer validation problems greedily and
+    log `eval_accuracy`; `train.metric_for_best_model: eval_accuracy` then keeps checkpoints and stops early
+    by it."""
+    during_training_problems: int = Field(32, ge=1)
+    """How many validation problems (with gold answers) that in-training evaluation answers."""
+
+    @model_validator(mode="after")
+    def _pass_k_within_samples(self):
+        if any(k < 1 or k > self.num_samples for k in self.pass_k):
+            raise ValueError(f"pass_k {self.pass_k}: each k must be between 1 and num_samples ({self.num_samples})")
+        return self
 
 
 class ExportConfig(Section):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from r1kit.config import Recipe, build_recipe
 from r1kit.data.clean import CleanResult, clean
-from r1kit.data.ingest import last_boxed
+from r1kit.eval.answers import last_boxed
 from r1kit.data.synth import synthesize
 from r1kit.data.tokenize import load_split
 from r1kit.dist import print0

@@ -14,8 +14,8 @@ import tempfile
 import time
 import urllib.request
 
-SCRIPT = "<think>Count the eggs she sold</think>Nine dollars"  # no token twice
-REASONING, ANSWER = "Count the eggs she sold", "Nine dollars"
+SCRIPT = "<think>Count the eggs she sold</think>Nine dollars: \\boxed{18}"  # no token twice
+REASONING, ANSWER = "Count the eggs she sold", "Nine dollars: \\boxed{18}"  # right for GSM8K's first problem
 API_KEY = "test-key"
 MAX_TOKENS_LIMIT = 512
 

@@ -249,3 +249,15 @@ def test_pretrain_trains_on_every_token(recipe_for, tmp_path):
     sft_tokens = records(sft_dir, "run")[0]["train_tokens"]
     assert sft_tokens["num_tokens"] == tokens["num_tokens"]
     assert sft_tokens["num_trainable_tokens"] < sft_tokens["num_tokens"]  # prompts are not trained on
+
+
+def test_accuracy_at_each_validation_drives_the_best_checkpoint(recipe_for, tmp_path):
+    run_dir = tmp_path / "run"
+    train_sft(recipe_for("train.max_steps=12", "eval.during_training=true", "eval.during_training_problems=6",
+                         "eval.max_new_tokens=24", "train.metric_for_best_model=eval_accuracy", "train.keep_best=1",
+                         "train.final_model=best"), run_dir)
+    evals = records(run_dir, "eval")
+    assert [r["step"] for r in evals] == [6, 12]
+    assert all(0.0 <= r["accuracy"] <= 1.0 for r in evals)
+    state = json.loads((run_dir / "checkpoints" / "12" / "trainer_state.json").read_text())
+    assert state["best_metric"] == max(r["accuracy"] for r in evals)

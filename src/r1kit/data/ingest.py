@@ -27,6 +27,7 @@ from typing import Any
 
 from r1kit.data.records import message, new_record, rejected_record
 from r1kit.errors import UserError
+from r1kit.eval.answers import last_boxed
 from r1kit.serve.reasoning import split_reasoning
 
 FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".parquet": "parquet", ".csv": "csv",
@@ -51,25 +52,6 @@ class Malformed(Exception):
 
 
 # ---------------------------------------------------------------------------------------------- answers
-
-
-def last_boxed(text: str) -> str | None:
-    """Content of the last \\boxed{...} (or \\fbox{...}) in `text`, with nested braces; None if absent."""
-    start = max(text.rfind("\\boxed"), text.rfind("\\fbox"))
-    if start < 0:
-        return None
-    brace = text.find("{", start)
-    if brace < 0:
-        return None
-    depth = 0
-    for i in range(brace, len(text)):
-        if text[i] == "{":
-            depth += 1
-        elif text[i] == "}":
-            depth -= 1
-            if depth == 0:
-                return text[brace + 1 : i].strip()
-    return None
 
 
 def split_gsm8k(answer: str) -> tuple[str, str] | None:

@@ -63,6 +63,15 @@ class TokenizerResult:
 # --------------------------------------------------------------------------------------------- input text
 
 
+def render_chat(tokenizer, messages: list[dict]) -> tuple[list[int], bool]:
+    """(prompt token ids, whether the prompt leaves a `<think>` block open) for a chat to be answered. The
+    text is rendered first and encoded without added special tokens: the template writes BOS itself."""
+    if tokenizer.chat_template is None:
+        raise UserError("the tokenizer has no chat template")
+    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    return tokenizer(text, add_special_tokens=False)["input_ids"], text.rstrip().endswith(THINK_OPEN)
+
+
 def _strings_in(value) -> Iterator[str]:
     """Every string inside a JSON value (record fields, message lists, nested objects)."""
     if isinstance(value, str):

@@ -24,7 +24,8 @@ from pydantic import ValidationError
 from sse_starlette.sse import EventSourceResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from r1kit.models.tokenizer import THINK_OPEN
+from r1kit.errors import UserError
+from r1kit.models.tokenizer import render_chat
 from r1kit.serve.engine import EngineOverloaded, Event, Failure, Finish, GenerationRequest, Token
 from r1kit.serve.metrics import ServeMetrics, StatusRecorder
 from r1kit.serve.protocol import describe_errors, request_models
@@ -77,11 +78,11 @@ class Service:
                            code="model_not_found")
 
     def chat_prompt(self, messages: list[dict], limit: int | None) -> Prompt:
-        if self.tokenizer.chat_template is None:
-            raise ApiError(400, "this model's tokenizer has no chat template: use /v1/completions")
-        text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        return Prompt(ids, self.budget(len(ids), limit), text.rstrip().endswith(THINK_OPEN))
+        try:
+            ids, opened = render_chat(self.tokenizer, messages)
+        except UserError as error:
+            raise ApiError(400, f"{error}: use /v1/completions") from None
+        return Prompt(ids, self.budget(len(ids), limit), opened)
 
     def text_prompt(self, text: str, limit: int | None) -> Prompt:
         ids = self.tokenizer(text)["input_ids"]

@@ -152,10 +152,15 @@ def lora_config(recipe: Recipe):
                       target_modules=lora.target_modules)
 
 
+def data_dir_of(recipe: Recipe, run_dir: Path) -> Path:
+    """The `data clean` folder the run trains on: `train.dataset`, else <run>/data (cleaned from data.inputs)."""
+    return Path(recipe.train.dataset) if recipe.train.dataset else run_dir / "data"
+
+
 def prepare_data(recipe: Recipe, run_dir: Path, tokenizer, mode: Mode, max_seq_length: int):
     """Tokenized train and validation sets (validation None when the split is empty), with counts."""
     train = recipe.train
-    data_dir = Path(train.dataset) if train.dataset else run_dir / "data"
+    data_dir = data_dir_of(recipe, run_dir)
     if not train.dataset and not (data_dir / "report.json").is_file():
         if not recipe.data.inputs:
             raise UserError("no training data: set train.dataset (a `r1kit data clean` folder) or data.inputs")
@@ -334,6 +339,13 @@ def train_sft(recipe: Recipe, run_dir: str | Path | None = None, *, resume: str 
             # First, so that perplexity and tokens/s are in the logs before TensorBoard's callback sees them.
             trainer.callback_handler.callbacks.insert(0, metrics_logger)
             guard = NonFiniteGuard(trainer, recipe.train.max_nonfinite_steps)
+            if recipe.eval.during_training and eval_ds is not None:
+                from r1kit.eval.during_training import AccuracyAtValidation
+                from r1kit.eval.suites import heldout
+
+                AccuracyAtValidation(trainer, tokenizer, heldout(data_dir_of(recipe, run_dir),
+                                                                 recipe.eval.during_training_problems),
+                                     recipe.eval.max_new_tokens)
             try:
                 output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
             except torch.OutOfMemoryError:

@@ -1,0 +1,169 @@
+"""Where completions come from: a local model folder (through the server's continuous-batching engine, in
+process) or any OpenAI-compatible endpoint (r1kit's server, vLLM, a hosted API). Both return the same
+`Sample`s with timings, so accuracy and speed are measured alike.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from r1kit.errors import UserError
+from r1kit.serve.reasoning import CONTENT, REASONING, ReasoningStream
+
+
+@dataclass
+class Sample:
+    reasoning: str | None
+    answer: str
+    """The response after the reasoning (what answers are extracted from)."""
+    num_tokens: int
+    seconds: float
+    """Request to last token."""
+    ttft: float | None
+    """Request to first token."""
+    itl: float | None
+    """Mean time between tokens after the first."""
+    finish_reason: str
+
+
+@dataclass
+class Settings:
+    temperature: float
+    top_p: float
+    max_new_tokens: int
+    seed: int
+
+
+def _sample_from(deltas: list[tuple[str, str]], saw_think: bool, token_times: list[float], sent: float,
+                 num_tokens: int, finish_reason: str) -> Sample:
+    reasoning = "".join(t for f, t in deltas if f == REASONING) if saw_think else None
+    answer = "".join(t for f, t in deltas if f == CONTENT)
+    ttft = token_times[0] - sent if token_times else None
+    itl = (token_times[-1] - token_times[0]) / (len(token_times) - 1) if len(token_times) > 1 else None
+    end = token_times[-1] if token_times else time.perf_counter()
+    return Sample(reasoning, answer, num_tokens, end - sent, ttft, itl, finish_reason)
+
+
+class LocalBackend:
+    """A model folder, decoded by `serve.engine.TransformersEngine` (all requests batched together)."""
+
+    def __init__(self, model_dir, *, max_batch_size: int = 16, trust_remote_code: bool = False):
+        from r1kit.hardware import cuda_available
+        from r1kit.models.load import load_model, load_tokenizer
+        from r1kit.serve.engine import TransformersEngine
+
+        self.tokenizer = load_tokenizer(model_dir, trust_remote_code=trust_remote_code)
+        self.model = load_model(model_dir, trust_remote_code=trust_remote_code).eval()
+        if cuda_available():
+            self.model = self.model.to("cuda")
+        self.engine = TransformersEngine(self.model, self.tokenizer, max_batch_size=max_batch_size,
+                                         max_queue_size=1_000_000)
+        self.name = str(model_dir)
+
+    def complete(self, chats: list[list[dict]], settings: Settings, seeds: list[int]) -> list[Sample]:
+        """One sample per chat, in order."""
+        from r1kit.models.tokenizer import render_chat
+        from r1kit.serve.engine import Failure, Finish, GenerationRequest, Token
+
+        results: list[Sample | None] = [None] * len(chats)
+        done = threading.Semaphore(0)
+        errors: list[str] = []
+
+        def submit(index: int, messages: list[dict], seed: int):
+            ids, opened = render_chat(self.tokenizer, messages)
+            stream, deltas, token_times, sent = ReasoningStream(opened), [], [], time.perf_counter()
+
+            def sink(event):
+                if isinstance(event, Token):
+                    token_times.append(time.perf_counter())
+                    deltas.extend(stream.feed(event.text))
+                elif isinstance(event, Finish):
+                    deltas.extend(stream.finish())
+                    results[index] = _sample_from(deltas, stream.saw_think, token_times, sent,
+                                                  event.num_completion_tokens, event.reason)
+                    done.release()
+                elif isinstance(event, Failure):
+                    errors.append(event.message)
+                    done.release()
+
+            budget = settings.max_new_tokens
+            if self.engine.context_length is not None:
+                budget = min(budget, self.engine.context_length - len(ids))
+            if budget < 1:
+                raise UserError(f"a prompt of {len(ids)} tokens leaves no room in the model's context")
+            self.engine.submit(GenerationRequest(ids, budget, temperature=settings.temperature,
+                                                 top_p=settings.top_p, seed=seed, sink=sink))
+
+        for index, (messages, seed) in enumerate(zip(chats, seeds)):
+            submit(index, messages, seed)
+        for _ in chats:
+            done.acquire()
+        if errors:
+            raise RuntimeError(f"generation failed: {errors[0]}")
+        return results
+
+    def close(self) -> None:
+        self.engine.shutdown()
+
+
+class EndpointBackend:
+    """An OpenAI-compatible chat endpoint, streamed so that time to first token is measured; `concurrency`
+    requests in flight. Reasoning comes from `reasoning_content` when the server separates it, else from a
+    `<think>` block in `content`."""
+
+    def __init__(self, base_url: str, *, model: str | None = None, api_key: str | None = None,
+                 concurrency: int = 8):
+        from openai import OpenAI
+
+        self.client = OpenAI(base_url=base_url.rstrip("/"), api_key=api_key or "none", max_retries=2, timeout=600)
+        try:
+            models = [m.id for m in self.client.models.list().data]
+        except Exception as error:  # unreachable server, bad key: say which, before any evaluation starts
+            raise UserError(f"endpoint {base_url}: cannot list models ({error})") from None
+        if model is None:
+            if not models:
+                raise UserError(f"endpoint {base_url} serves no model")
+            model = models[0]
+        elif models and model not in models:
+            raise UserError(f"endpoint {base_url} has no model {model!r}; it serves {', '.join(models)}")
+        self.model, self.concurrency, self.name = model, concurrency, f"{base_url} ({model})"
+
+    def _one(self, messages: list[dict], settings: Settings, seed: int) -> Sample:
+        sent = time.perf_counter()
+        stream = self.client.chat.completions.create(
+            model=self.model, messages=messages, stream=True, stream_options={"include_usage": True},
+            temperature=settings.temperature, top_p=settings.top_p, max_tokens=settings.max_new_tokens, seed=seed)
+        splitter, deltas, token_times, num_tokens, finish = ReasoningStream(), [], [], 0, "stop"
+        separate_reasoning = False
+        for chunk in stream:
+            if chunk.usage:
+                num_tokens = chunk.usage.completion_tokens
+            if not chunk.choices:
+                continue
+            choice = chunk.choices[0]
+            finish = choice.finish_reason or finish
+            reasoning = getattr(choice.delta, "reasoning_content", None)
+            if reasoning or choice.delta.content:
+                token_times.append(time.perf_counter())
+            if reasoning:
+                separate_reasoning = True
+                deltas.append((REASONING, reasoning))
+            if choice.delta.content:
+                deltas.extend([(CONTENT, choice.delta.content)] if separate_reasoning
+                              else splitter.feed(choice.delta.content))
+        if not separate_reasoning:
+            deltas.extend(splitter.finish())
+        sample = _sample_from(deltas, separate_reasoning or splitter.saw_think, token_times, sent,
+                              num_tokens or len(token_times), finish)
+        sample.answer = sample.answer.strip()
+        return sample
+
+    def complete(self, chats: list[list[dict]], settings: Settings, seeds: list[int]) -> list[Sample]:
+        with ThreadPoolExecutor(self.concurrency) as pool:
+            return list(pool.map(lambda pair: self._one(pair[0], settings, pair[1]), zip(chats, seeds)))
+
+    def close(self) -> None:
+        self.client.close()

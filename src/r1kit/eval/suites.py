@@ -1,0 +1,86 @@
+"""The problems and texts each suite evaluates on. Every suite reads local files only: GSM8K and MATH-500 from
+the shared reference data, `heldout` and `perplexity` from a `data clean` folder."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from r1kit.errors import UserError
+from r1kit.paths import shared_data_dir
+
+_CALCULATOR_NOTE = re.compile(r"<<[^>]*>>")
+
+
+@dataclass
+class Problem:
+    id: str
+    messages: list[dict]
+    gold: str
+    reference: str | None = None
+    """A reference solution (for BLEU-4/ROUGE-L), when the suite has one."""
+    tags: dict[str, str] = field(default_factory=dict)
+    """Groups to break accuracy down by (MATH-500: subject, level)."""
+
+
+def _jsonl(path: Path) -> list[dict]:
+    if not path.is_file():
+        raise UserError(f"{path} not found (r1kit reads reference data from ../shared/data or $R1KIT_SHARED_DATA)")
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def gsm8k(instruction: str, limit: int | None = None) -> list[Problem]:
+    rows = _jsonl(shared_data_dir() / "gsm8k" / "test.jsonl")[:limit]
+    problems = []
+    for i, row in enumerate(rows):
+        solution, _, gold = row["answer"].rpartition("####")
+        problems.append(Problem(f"gsm8k-{i}", [{"role": "user", "content": f"{row['question']}\n{instruction}"}],
+                                gold.strip(), _CALCULATOR_NOTE.sub("", solution).strip()))
+    return problems
+
+
+def math500(instruction: str, limit: int | None = None) -> list[Problem]:
+    rows = _jsonl(shared_data_dir() / "math500" / "test.jsonl")[:limit]
+    return [Problem(row["unique_id"], [{"role": "user", "content": f"{row['problem']}\n{instruction}"}],
+                    row["answer"], row["solution"], {"subject": row["subject"], "level": str(row["level"])})
+            for row in rows]
+
+
+def heldout(data_dir: str | Path | None, limit: int | None = None) -> list[Problem]:
+    """The validation records with a gold answer: the conversation up to its last user turn is the prompt."""
+    from r1kit.data.tokenize import chat_messages, load_split
+
+    if data_dir is None:
+        raise UserError("the heldout suite needs eval.dataset (or train.dataset): a `data clean` output folder")
+    problems = []
+    for i, row in enumerate(load_split(data_dir, "validation")):
+        if not row["answer"]:
+            continue
+        messages = chat_messages(row["messages"])
+        last_user = max(j for j, m in enumerate(messages) if m["role"] == "user")
+        reference = messages[last_user + 1]["content"] if last_user + 1 < len(messages) else None
+        problems.append(Problem(f"heldout-{i}", messages[: last_user + 1], row["answer"], reference))
+        if limit and len(problems) >= limit:
+            break
+    if not problems:
+        raise UserError(f"{data_dir}: the validation split has no problems with a gold answer")
+    return problems
+
+
+def perplexity_texts(data_dir: str | Path | None, tokenizer, limit: int | None = None) -> tuple[list[str], str]:
+    """(texts, where they came from): the validation split rendered as the model sees it in training, else
+    GSM8K questions with their worked solutions."""
+    if data_dir is not None:
+        from r1kit.data.tokenize import chat_messages, load_split
+
+        texts = []
+        for row in load_split(data_dir, "validation"):
+            if row["text"]:
+                texts.append(row["text"])
+            elif row["messages"]:
+                texts.append(tokenizer.apply_chat_template(chat_messages(row["messages"]), tokenize=False))
+        return texts[:limit], f"{data_dir} (validation split)"
+    rows = _jsonl(shared_data_dir() / "gsm8k" / "test.jsonl")[:limit or 200]
+    return [f"{r['question']}\n{_CALCULATOR_NOTE.sub('', r['answer'])}" for r in rows], "GSM8K test (question + solution)"
