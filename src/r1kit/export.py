@@ -24,7 +24,7 @@ from pathlib import Path
 
 from r1kit.errors import UserError
 from r1kit.hardware import require_cuda, require_module
-from r1kit.models.load import load_tokenizer, resolve_model_dir
+from r1kit.models.load import load_model, load_tokenizer
 
 METHODS = ("none", "int8-dynamic", "int8", "int4", "nf4")
 SPEED_PROMPT = "Janet's ducks lay 16 eggs per day. How many does she sell?"
@@ -99,19 +99,15 @@ def check_quantizer(method: str) -> None:
 
 def load_full_model(model_dir: Path, is_adapter: bool, trust_remote_code: bool):
     """(model, folder its weights came from); an adapter is loaded onto its base and merged."""
-    from transformers import AutoModelForCausalLM
-
     if not is_adapter:
-        resolve_model_dir(model_dir)
-        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype="auto", trust_remote_code=trust_remote_code)
-        return model, model_dir
+        return load_model(model_dir, trust_remote_code=trust_remote_code), model_dir
     from peft import PeftModel
 
     base = json.loads((model_dir / "adapter_config.json").read_text()).get("base_model_name_or_path")
     if not base or not Path(base).is_dir():
         raise UserError(f"{model_dir}/adapter_config.json names base model {base!r}, which is not a local folder; "
                         "r1kit loads local folders only")
-    model = AutoModelForCausalLM.from_pretrained(base, dtype="auto", trust_remote_code=trust_remote_code)
+    model = load_model(base, trust_remote_code=trust_remote_code)
     return PeftModel.from_pretrained(model, model_dir).merge_and_unload(), Path(base)
 
 

@@ -69,3 +69,15 @@ def test_bad_invocations(tiny_model, tmp_path, cli):
     assert done.returncode == 2 and "usage" in done.stderr
     done = cli("eval", "compare", str(tmp_path), str(tmp_path))
     assert done.returncode == 2 and "no report.json" in done.stderr
+
+
+def test_a_lora_adapter_is_evaluated_on_its_base(tiny_model, tmp_path, cli):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model),
+                           LoraConfig(r=2, target_modules=["q_a_proj", "kv_a_proj_with_mqa"]))
+    model.save_pretrained(tmp_path / "adapter")  # no tokenizer here: the base's is used
+    cli("eval", "--model", str(tmp_path / "adapter"), "--suite", "gsm8k", "--limit", "2",
+        "--set", "eval.max_new_tokens=8", "--out", str(tmp_path / "e"), check=True)
+    assert json.loads((tmp_path / "e" / "report.json").read_text())["suites"]["gsm8k"]["problems"] == 2

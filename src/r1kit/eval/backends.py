@@ -48,15 +48,23 @@ def _sample_from(deltas: list[tuple[str, str]], saw_think: bool, token_times: li
 
 
 class LocalBackend:
-    """A model folder, decoded by `serve.engine.TransformersEngine` (all requests batched together)."""
+    """A model folder, or a LoRA adapter folder (merged into its base in memory), decoded by
+    `serve.engine.TransformersEngine` (all requests batched together)."""
 
     def __init__(self, model_dir, *, max_batch_size: int = 16, trust_remote_code: bool = False):
+        from pathlib import Path
+
+        from r1kit.export import load_full_model
         from r1kit.hardware import cuda_available
-        from r1kit.models.load import load_model, load_tokenizer
+        from r1kit.models.load import load_tokenizer
         from r1kit.serve.engine import TransformersEngine
 
-        self.tokenizer = load_tokenizer(model_dir, trust_remote_code=trust_remote_code)
-        self.model = load_model(model_dir, trust_remote_code=trust_remote_code).eval()
+        model_dir = Path(model_dir)
+        is_adapter = (model_dir / "adapter_config.json").is_file()
+        self.model, base_dir = load_full_model(model_dir, is_adapter, trust_remote_code)
+        self.model.eval()
+        has_tokenizer = any((model_dir / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json"))
+        self.tokenizer = load_tokenizer(model_dir if has_tokenizer else base_dir, trust_remote_code=trust_remote_code)
         if cuda_available():
             self.model = self.model.to("cuda")
         self.engine = TransformersEngine(self.model, self.tokenizer, max_batch_size=max_batch_size,
