@@ -29,7 +29,7 @@ model_app = typer.Typer(help="Create and inspect models.", no_args_is_help=True)
 tokenizer_app = typer.Typer(help="Train tokenizers.", no_args_is_help=True)
 recipe_app = typer.Typer(help="Check recipes and read what their fields mean.", no_args_is_help=True)
 data_app = typer.Typer(help="Ingest, clean, inspect and synthesise data.", no_args_is_help=True)
-train_app = typer.Typer(help="Train models: SFT, LoRA/QLoRA, pretraining.", no_args_is_help=True)
+train_app = typer.Typer(help="Train models: SFT, LoRA/QLoRA, pretraining, GRPO.", no_args_is_help=True)
 app.add_typer(model_app, name="model")
 app.add_typer(tokenizer_app, name="tokenizer")
 app.add_typer(recipe_app, name="recipe")
@@ -266,9 +266,14 @@ ResumeOption = Annotated[
 
 
 def _train(recipe: Path, out_dir: Optional[Path], resume: Optional[str], overrides, mode: str) -> None:
-    from r1kit.train.sft import train_sft
+    if mode == "grpo":
+        from r1kit.train.grpo import train_grpo
 
-    result = train_sft(load_recipe_for(recipe, overrides), out_dir, resume=resume, mode=mode)
+        result = train_grpo(load_recipe_for(recipe, overrides), out_dir, resume=resume)
+    else:
+        from r1kit.train.sft import train_sft
+
+        result = train_sft(load_recipe_for(recipe, overrides), out_dir, resume=resume, mode=mode)
     if result.skipped_nonfinite_steps:
         err.print(f"[yellow]{result.skipped_nonfinite_steps} steps skipped for a non-finite loss[/yellow]")
     if result.stopped_by:
@@ -294,6 +299,13 @@ def train_pretrain_cmd(recipe: RecipeArgument, out_dir: OutOption = None, resume
                        overrides: SetOption = None) -> None:
     """Causal-LM training on every token (plain text from `r1kit data clean`)."""
     _train(recipe, out_dir, resume, overrides, "pretrain")
+
+
+@train_app.command("grpo")
+def train_grpo_cmd(recipe: RecipeArgument, out_dir: OutOption = None, resume: ResumeOption = None,
+                   overrides: SetOption = None) -> None:
+    """GRPO reinforcement learning with verifiable rewards on problems with gold answers (the R1 recipe)."""
+    _train(recipe, out_dir, resume, overrides, "grpo")
 
 
 # --------------------------------------------------------------------------------------------- generate
@@ -329,6 +341,26 @@ def generate_cmd(
         top_p=top_p, seed=seed, trust_remote_code=trust_remote_code,
     ):
         _print_completion(completion)
+
+
+@app.command("sample")
+def sample_cmd(
+    recipe: Annotated[Optional[Path], typer.Argument(help="Recipe YAML (its `sample` section).")] = None,
+    model: Annotated[Path, typer.Option(help="Model folder to sample from.")] = ...,
+    out_dir: Annotated[Path, typer.Option("--out", help="New folder for samples.jsonl, data/ and report.json.")] = ...,
+    overrides: SetOption = None,
+) -> None:
+    """Rejection sampling: keep verified-correct completions as a new SFT dataset (recipe section `sample`)."""
+    from r1kit.train.sample import rejection_sample
+
+    report = rejection_sample(load_recipe_for(recipe, overrides), model, out_dir)
+    out.print(f"{report.problems} problems x {report.samples // max(1, report.problems)} samples: "
+              f"{report.correct_samples} correct, {report.solved_problems} problems solved, {report.truncated} cut "
+              f"at the length limit; kept {report.kept} ({report.keep})")
+    if report.kept:
+        out.print(f"SFT data: {escape(str(out_dir / 'data'))} (train.dataset)")
+    else:
+        err.print("[yellow]no correct sample: nothing to train on[/yellow]")
 
 
 # ------------------------------------------------------------------------------------------------- eval

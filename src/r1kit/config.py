@@ -327,6 +327,19 @@ class TrainConfig(Section):
         return self
 
 
+class RLAlertConfig(Section):
+    min_entropy: float = Field(0.05, ge=0.0)
+    """Alert `entropy_collapse` when the policy's mean token entropy falls below this."""
+    max_zero_variance: float = Field(0.5, ge=0.0, le=1.0)
+    """Alert `zero_variance` when more than this share of groups score all alike (no learning signal)."""
+    max_truncation: float = Field(0.2, ge=0.0, le=1.0)
+    """Alert `truncation` when more than this share of completions is cut at max_completion_length."""
+    hacking_rise: float = Field(0.2, gt=0.0)
+    """Alert `reward_hacking` when the format reward rises this much over `window` logs and accuracy does not."""
+    window: int = Field(10, ge=1)
+    """Logged steps compared (the last `window` against the `window` before)."""
+
+
 class GrpoConfig(Section):
     num_generations: int = Field(8, ge=2)
     """Completions sampled per prompt (the GRPO group); advantages are computed within each group."""
@@ -335,7 +348,7 @@ class GrpoConfig(Section):
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     """Nucleus sampling threshold of the rollouts."""
     max_prompt_length: int = Field(512, ge=8)
-    """Prompts longer than this many tokens are truncated from the left (and counted)."""
+    """Problems whose prompt is longer than this many tokens are left out (and counted)."""
     max_completion_length: int = Field(1024, ge=8)
     """Longest completion in tokens; longer ones are cut and count as truncated."""
     beta: float = Field(0.0, ge=0.0)
@@ -354,8 +367,29 @@ class GrpoConfig(Section):
     """Reward functions by name (or import path) with their weights."""
     rollout_engine: Literal["transformers", "vllm_colocate", "vllm_server"] = "transformers"
     """Who samples rollouts: transformers generation (CPU or GPU) or vLLM (needs the `gpu` extra)."""
+    alerts: RLAlertConfig = RLAlertConfig()
+    """Thresholds of the RL health alerts."""
     extra: dict[str, Any] = {}
     """Settings passed unchanged to TRL's GRPO config."""
+
+
+class SampleConfig(Section):
+    num_samples: int = Field(8, ge=1)
+    """Completions drawn per problem."""
+    keep: Literal["best", "shortest", "all"] = "shortest"
+    """Which verified-correct completions become SFT examples: the first correct one (best-of-n), the
+    shortest correct one, or all of them."""
+    temperature: float = Field(0.6, ge=0.0, le=2.0)
+    """Sampling temperature."""
+    top_p: float = Field(0.95, gt=0.0, le=1.0)
+    """Nucleus sampling threshold."""
+    max_new_tokens: int = Field(1024, ge=1)
+    """Longest completion in tokens; cut ones are not kept."""
+    dataset: str | None = None
+    """A `data clean` folder whose problems (records with a gold answer, train split) are sampled; defaults to
+    `train.dataset`."""
+    limit: int | None = Field(None, ge=1)
+    """Sample only the first N problems."""
 
 
 class EvalConfig(Section):
@@ -443,6 +477,8 @@ class Recipe(Section):
     """Supervised fine-tuning, LoRA/QLoRA and pretraining."""
     grpo: GrpoConfig = GrpoConfig()
     """Reinforcement learning with verifiable rewards."""
+    sample: SampleConfig = SampleConfig()
+    """Rejection sampling (`r1kit sample`): verified-correct completions as a new SFT set."""
     eval: EvalConfig = EvalConfig()
     """Evaluation."""
     export: ExportConfig = ExportConfig()

@@ -48,14 +48,14 @@ def math500(instruction: str, limit: int | None = None) -> list[Problem]:
             for row in rows]
 
 
-def heldout(data_dir: str | Path | None, limit: int | None = None) -> list[Problem]:
-    """The validation records with a gold answer: the conversation up to its last user turn is the prompt."""
+def heldout(data_dir: str | Path | None, limit: int | None = None, split: str = "validation") -> list[Problem]:
+    """The records of `split` with a gold answer: the conversation up to its last user turn is the prompt."""
     from r1kit.data.tokenize import chat_messages, load_split
 
     if data_dir is None:
         raise UserError("the heldout suite needs eval.dataset (or train.dataset): a `data clean` output folder")
     problems = []
-    for i, row in enumerate(load_split(data_dir, "validation")):
+    for i, row in enumerate(load_split(data_dir, split)):
         if not row["answer"]:
             continue
         messages = chat_messages(row["messages"])
@@ -65,7 +65,7 @@ def heldout(data_dir: str | Path | None, limit: int | None = None) -> list[Probl
         if limit and len(problems) >= limit:
             break
     if not problems:
-        raise UserError(f"{data_dir}: the validation split has no problems with a gold answer")
+        raise UserError(f"{data_dir}: the {split} split has no problems with a gold answer")
     return problems
 
 

@@ -183,6 +183,11 @@ def prepare_data(recipe: Recipe, run_dir: Path, tokenizer, mode: Mode, max_seq_l
     return train_ds, eval_ds, train_stats, eval_stats
 
 
+def checkpoint_staging(run_dir: Path) -> Path:
+    """Where the trainer writes checkpoints; CheckpointPublisher moves each, once complete, into checkpoints/."""
+    return checkpoint.checkpoint_dir(run_dir) / checkpoint.STAGING
+
+
 def trainer_config(recipe: Recipe, run_dir: Path, precision: str, max_seq_length: int, *, has_eval: bool,
                    ignore_data_skip: bool):
     """TRL's config from the recipe. `ignore_data_skip`: a stage that starts on new data (the first, or the next
@@ -192,7 +197,7 @@ def trainer_config(recipe: Recipe, run_dir: Path, precision: str, max_seq_length
     t = recipe.train
     greater_is_better = not t.metric_for_best_model.endswith(("loss", "perplexity"))
     return SFTConfig(
-        output_dir=str(checkpoint.checkpoint_dir(run_dir) / checkpoint.STAGING),
+        output_dir=str(checkpoint_staging(run_dir)),
         seed=recipe.seed,
         learning_rate=t.learning_rate,
         lr_scheduler_type=t.lr_scheduler,

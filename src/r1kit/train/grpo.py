@@ -1,0 +1,201 @@
+"""`r1kit train grpo`: reinforcement learning with verifiable rewards (GRPO, the R1 recipe) on TRL's GRPOTrainer.
+
+recipe → tokenizer → model (usually an SFT checkpoint: `model.path`) → problems (records with a gold answer
+from a `data clean` folder) → reward functions (train/rewards.py) → GRPO config → trainer with r1kit's
+callbacks and RL health (train/rl_health.py) → train → final model.
+
+What r1kit adds to TRL and why:
+- the loss variant is chosen once by name (`grpo.loss_type`: grpo, dr_grpo, dapo); DAPO's per-token
+  normalisation is the default, with clip-higher available through `grpo.epsilon_high`;
+- prompts longer than `grpo.max_prompt_length` tokens are dropped and counted (TRL no longer truncates
+  prompts, and a question cut in half has no right answer);
+- `grpo.beta: 0` loads no reference model; rollouts use transformers generation unless the recipe asks for
+  vLLM, which is refused where it cannot run;
+- the run folder, checkpoints, resume, signals, metrics.jsonl, TensorBoard and the Prometheus endpoint are the
+  SFT stage's (train/sft.py); RL health adds its figures and alerts to the same logs. With no validation
+  split in GRPO, retention keeps the latest checkpoint.
+"""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+
+from r1kit.config import Recipe
+from r1kit.dist import print0
+from r1kit.errors import UserError
+from r1kit.hardware import choose_precision, cuda_available, package_version, require_cuda, require_module
+from r1kit.models.load import load_tokenizer
+from r1kit.train.callbacks import MetricsLogger
+from r1kit.train.lm_head import size_tiles_for_cpu
+from r1kit.train.rewards import resolve
+from r1kit.train.rl_health import RLHealth
+from r1kit.train.sft import (OOM_ADVICE, TrainResult, build_callbacks, checkpoint_staging, configure_wandb,
+                             data_dir_of, load_model, lora_config, resolve_resume, save_final)
+
+
+def problem_dataset(recipe: Recipe, run_dir: Path, tokenizer):
+    """(dataset of {prompt: chat messages, answer}, number of problems dropped for a prompt over the limit)."""
+    from datasets import Dataset
+
+    from r1kit.data.tokenize import chat_messages, load_split
+    from r1kit.models.tokenizer import render_chat
+
+    data_dir = data_dir_of(recipe, run_dir)
+    rows, too_long = [], 0
+    for record in load_split(data_dir, "train"):
+        if not record["answer"] or not record["messages"]:
+            continue
+        messages = chat_messages(record["messages"])
+        last_user = max((i for i, m in enumerate(messages) if m["role"] == "user"), default=None)
+        if last_user is None:
+            continue
+        prompt = messages[: last_user + 1]
+        if len(render_chat(tokenizer, prompt)[0]) > recipe.grpo.max_prompt_length:
+            too_long += 1
+            continue
+        rows.append({"prompt": prompt, "answer": record["answer"]})
+    if not rows:
+        raise UserError(f"{data_dir}: no training problem with a gold answer (and a prompt within "
+                        f"grpo.max_prompt_length = {recipe.grpo.max_prompt_length} tokens; {too_long} were longer)")
+    if too_long:
+        print0(f"[yellow]{too_long} problems dropped: prompt over grpo.max_prompt_length "
+               f"({recipe.grpo.max_prompt_length} tokens)[/yellow]")
+    return Dataset.from_list(rows), too_long
+
+
+def check_rollout_engine(engine: str) -> None:
+    if engine != "transformers":
+        require_cuda(f"grpo.rollout_engine: {engine}")
+        require_module("vllm", "gpu", f"grpo.rollout_engine: {engine}")
+
+
+def grpo_config(recipe: Recipe, run_dir: Path, precision: str):
+    from trl import GRPOConfig
+
+    t, g = recipe.train, recipe.grpo
+    from r1kit.dist import world_size
+
+    completions_per_step = t.per_device_batch_size * t.gradient_accumulation_steps * world_size()
+    if completions_per_step % g.num_generations:
+        raise UserError(f"train.per_device_batch_size x gradient_accumulation_steps x processes "
+                        f"({completions_per_step}) counts completions per step in GRPO and must be a multiple of "
+                        f"grpo.num_generations ({g.num_generations})")
+    vllm = g.rollout_engine.startswith("vllm")
+    return GRPOConfig(
+        output_dir=str(checkpoint_staging(run_dir)),
+        seed=recipe.seed,
+        learning_rate=g.learning_rate,
+        lr_scheduler_type=t.lr_scheduler,
+        warmup_steps=t.warmup_ratio,
+        weight_decay=t.weight_decay,
+        adam_beta1=t.adam_beta1,
+        adam_beta2=t.adam_beta2,
+        adam_epsilon=t.adam_epsilon,
+        max_grad_norm=t.max_grad_norm if t.max_grad_norm > 0 else None,
+        per_device_train_batch_size=t.per_device_batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        num_train_epochs=t.num_epochs,
+        max_steps=t.max_steps or -1,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        use_cpu=not cuda_available(),
+        activation_checkpointing=t.gradient_checkpointing,
+        num_generations=g.num_generations,
+        temperature=g.temperature,
+        top_p=g.top_p,
+        max_completion_length=g.max_completion_length,
+        beta=g.beta,
+        epsilon=g.epsilon,
+        epsilon_high=g.epsilon_high if g.epsilon_high is not None else g.epsilon,
+        loss_type=g.loss_type,
+        num_iterations=g.num_iterations,
+        reward_weights=list(g.rewards.values()),
+        use_vllm=vllm,
+        vllm_mode=g.rollout_engine.removeprefix("vllm_") if vllm else "colocate",
+        logging_steps=t.logging_steps,
+        logging_first_step=True,
+        save_strategy="steps",
+        save_steps=t.save_steps,
+        save_total_limit=None,
+        eval_strategy="no",
+        report_to=["wandb"] if t.wandb_project else [],
+        dataloader_num_workers=0,
+        **g.extra,
+    )
+
+
+def keep_reference(model, reference_dir: Path) -> None:
+    """TRL loads the KL reference (the starting policy) from the path the policy came from; a model built from a
+    preset came from none, so its starting weights are written to <run>/reference and named as its origin."""
+    import shutil
+    import time
+
+    from r1kit.dist import is_main_process
+
+    if is_main_process() and not reference_dir.is_dir():
+        staging = reference_dir.with_name(reference_dir.name + ".partial")
+        shutil.rmtree(staging, ignore_errors=True)
+        model.save_pretrained(staging)
+        staging.rename(reference_dir)  # whole or absent: the other processes wait for it below
+    deadline = time.monotonic() + 600
+    while not reference_dir.is_dir():
+        if time.monotonic() > deadline:
+            raise UserError(f"{reference_dir} did not appear: the main process failed to write the reference model")
+        time.sleep(0.5)
+    model.config._name_or_path = str(reference_dir)
+
+
+def train_grpo(recipe: Recipe, run_dir: str | Path | None = None, *, resume: str | None = None) -> TrainResult:
+    import torch
+    from transformers import set_seed
+    from trl import GRPOTrainer
+
+    run_dir = Path(run_dir) if run_dir else recipe.run_dir
+    check_rollout_engine(recipe.grpo.rollout_engine)
+    resume_from = resolve_resume(run_dir, resume)
+    precision = choose_precision(recipe.train.precision)
+    if not cuda_available():
+        size_tiles_for_cpu()
+    recipe.save(run_dir)
+    set_seed(recipe.seed)
+
+    tokenizer_dir = recipe.model.tokenizer or recipe.model.path
+    if tokenizer_dir is None:
+        raise UserError("model.tokenizer is needed with model.preset (a folder from `r1kit tokenizer train`)")
+    tokenizer = load_tokenizer(tokenizer_dir, trust_remote_code=recipe.model.trust_remote_code)
+    rewards = [resolve(name, max_completion_length=recipe.grpo.max_completion_length) for name in recipe.grpo.rewards]
+    dataset, dropped = problem_dataset(recipe, run_dir, tokenizer)
+    model, base_dir = load_model(recipe, tokenizer, precision, run_dir)
+    if recipe.grpo.beta > 0 and recipe.train.method == "full" and recipe.model.preset is not None:
+        keep_reference(model, run_dir / "reference")
+    if recipe.train.wandb_project:
+        configure_wandb(recipe, run_dir)
+    args = grpo_config(recipe, run_dir, precision)
+
+    versions = {name: package_version(name) for name in ("torch", "transformers", "trl", "peft", "r1kit")}
+    metrics_logger = MetricsLogger(run_dir / "metrics.jsonl", {
+        "mode": "grpo", "seed": recipe.seed, "precision": precision, "python": platform.python_version(),
+        "versions": versions, "problems": len(dataset), "dropped_long_prompts": dropped,
+        "rewards": recipe.grpo.rewards})
+    callbacks, stopper, exporter = build_callbacks(recipe, run_dir, True, False, model)
+    health = RLHealth(recipe.grpo.alerts, exporter.registry if exporter else None)
+    try:
+        trainer = GRPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                              reward_funcs=rewards, callbacks=callbacks,
+                              peft_config=lora_config(recipe) if recipe.train.method != "full" else None)
+        trainer.callback_handler.callbacks[0:0] = [health, metrics_logger]  # alerts in the logs before they are written
+        health.time_rollouts(trainer)
+        metrics_logger.first_record["metrics_port"] = exporter.port if exporter else None
+        try:
+            output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+        except torch.OutOfMemoryError:
+            raise UserError(OOM_ADVICE) from None
+    finally:
+        if exporter is not None:
+            exporter.stop()
+    step = trainer.state.global_step
+    if stopper.received:
+        return TrainResult(run_dir, None, step, stopper.received, 0, None, None, output.metrics)
+    final_dir = save_final(trainer, recipe, run_dir, tokenizer, base_dir)
+    return TrainResult(run_dir, final_dir, step, None, 0, None, None, output.metrics)

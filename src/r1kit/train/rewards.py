@@ -1,0 +1,115 @@
+"""Verifiable rewards for GRPO: pure functions `(prompts, completions, **columns) -> list[float]`, chosen by name
+with weights in the recipe (`grpo.rewards: {accuracy: 1.0}`), or by import path (`my_pkg.rewards:score`).
+
+TRL calls each with the batch's prompts and completions (strings, or message lists for chat data), the
+dataset's other columns by name (`answer`), `completion_ids`, and `log_metric` for extra figures. Every
+function here accepts and ignores what it does not use.
+
+- accuracy: 1 when the final answer (after `</think>`; `\\boxed{}`, `####`, "the answer is", last number)
+  equals the gold `answer` by math-verify; a gold that cannot be parsed gives 0, is counted and logged as
+  `rewards/unparseable_golds`, never 1.
+- format: 1 when the completion is one `<think>...</think>` block followed by a non-empty answer.
+- tag_count: 0.5 for exactly one `<think>` and 0.5 for exactly one `</think>` (partial credit while the
+  format is being learned).
+- length: DAPO's soft overlong punishment: 0 up to `max_length - buffer` tokens, then falling linearly to -1
+  at `max_length` (completions cut at the limit get -1).
+- repetition: minus the share of repeated word 3-grams (0 for none, towards -1 for a loop).
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from typing import Callable
+
+from r1kit.errors import UserError
+from r1kit.eval.answers import GoldProblems, is_correct
+from r1kit.models.tokenizer import THINK_CLOSE, THINK_OPEN
+
+RewardFunction = Callable[..., list[float]]
+
+
+def completion_text(completion) -> str:
+    """A completion as text: TRL passes chat completions as `[{"role": "assistant", "content": ...}]`."""
+    if isinstance(completion, str):
+        return completion
+    return "".join(m.get("content") or "" for m in completion)
+
+
+def accuracy(prompts, completions, answer, log_metric=None, **_) -> list[float]:
+    problems = GoldProblems()
+    rewards = [float(is_correct(completion_text(c), gold, problems)) for c, gold in zip(completions, answer)]
+    if log_metric is not None:
+        log_metric("rewards/unparseable_golds", float(problems.count))
+    if problems.count:
+        import warnings
+
+        warnings.warn(f"{problems.count} gold answers could not be parsed and scored 0, e.g. {problems.examples[0]!r}",
+                      stacklevel=2)
+    return rewards
+
+
+_FORMAT = re.compile(rf"^\s*(?:{re.escape(THINK_OPEN)})?(?:(?!{re.escape(THINK_OPEN)}).)*?{re.escape(THINK_CLOSE)}"
+                     r"\s*\S", re.DOTALL)
+
+
+def format(prompts, completions, **_) -> list[float]:  # noqa: A001 (the reward's name in recipes)
+    rewards = []
+    for c in completions:
+        text = completion_text(c)
+        ok = (text.lstrip().startswith(THINK_OPEN) and text.count(THINK_OPEN) == 1 and text.count(THINK_CLOSE) == 1
+              and bool(_FORMAT.match(text)))
+        rewards.append(float(ok))
+    return rewards
+
+
+def tag_count(prompts, completions, **_) -> list[float]:
+    return [0.5 * (completion_text(c).count(THINK_OPEN) == 1) + 0.5 * (completion_text(c).count(THINK_CLOSE) == 1)
+            for c in completions]
+
+
+def length(prompts, completions, completion_ids=None, *, max_length: int = 1024, buffer: int | None = None,
+           **_) -> list[float]:
+    """`max_length` is the rollouts' max_completion_length (the recipe sets it); `buffer` defaults to a quarter."""
+    buffer = buffer if buffer is not None else max(1, max_length // 4)
+    sizes = [len(ids) for ids in completion_ids] if completion_ids is not None else [
+        len(completion_text(c).split()) for c in completions]
+    return [0.0 if n <= max_length - buffer else max(-1.0, (max_length - buffer - n) / buffer) for n in sizes]
+
+
+def repetition(prompts, completions, *, ngram: int = 3, **_) -> list[float]:
+    rewards = []
+    for c in completions:
+        words = completion_text(c).lower().split()
+        grams = [tuple(words[i:i + ngram]) for i in range(len(words) - ngram + 1)]
+        rewards.append(-(1.0 - len(set(grams)) / len(grams)) if grams else 0.0)
+    return rewards
+
+
+BUILT_IN: dict[str, RewardFunction] = {"accuracy": accuracy, "format": format, "tag_count": tag_count,
+                                       "length": length, "repetition": repetition}
+
+
+def resolve(name: str, *, max_completion_length: int) -> RewardFunction:
+    """The reward function called `name`: a built-in, or `module.path:function` (imported, so it runs in this
+    process: only name code you trust)."""
+    if name in BUILT_IN:
+        function = BUILT_IN[name]
+        if function is length:
+            def length_reward(prompts, completions, completion_ids=None, **kwargs):
+                return length(prompts, completions, completion_ids, max_length=max_completion_length, **kwargs)
+
+            length_reward.__name__ = "length"
+            return length_reward
+        return function
+    module_name, _, attribute = name.partition(":")
+    if not attribute:
+        raise UserError(f"grpo.rewards: unknown reward {name!r}; built-in: {', '.join(BUILT_IN)}, "
+                        "or give an import path as module:function")
+    try:
+        function = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as error:
+        raise UserError(f"grpo.rewards: cannot import {name!r}: {error}") from None
+    if not callable(function):
+        raise UserError(f"grpo.rewards: {name!r} is not a function")
+    return function
