@@ -209,16 +209,18 @@ def data_clean(
 
 @data_app.command("synth")
 def data_synth(
-    task: Annotated[str, typer.Option(help="arithmetic or countdown.")],
+    task: Annotated[str, typer.Option(help="arithmetic, addition or countdown.")],
     n: Annotated[int, typer.Option("--n", help="Number of problems.")],
     out_path: Annotated[Path, typer.Option("--out", help="JSONL file to write.")],
     difficulty: Annotated[str, typer.Option(help="easy, medium or hard.")] = "medium",
     seed: Annotated[int, typer.Option(help="Generation seed.")] = 42,
+    reasoning_share: Annotated[float, typer.Option(help="Share of solutions with the worked reasoning; the rest "
+                                                        "answer after an empty think block.")] = 1.0,
 ) -> None:
     """Generate verifiable problems with gold answers and worked <think> solutions."""
     from r1kit.data.synth import synthesize
 
-    path = synthesize(task, n, out_path, difficulty=difficulty, seed=seed)
+    path = synthesize(task, n, out_path, difficulty=difficulty, seed=seed, reasoning_share=reasoning_share)
     out.print(f"wrote {n} {difficulty} {task} problems to {escape(str(path))}")
 
 
@@ -361,6 +363,16 @@ def sample_cmd(
         out.print(f"SFT data: {escape(str(out_dir / 'data'))} (train.dataset)")
     else:
         err.print("[yellow]no correct sample: nothing to train on[/yellow]")
+
+
+@app.command("pipeline")
+def pipeline_cmd(recipe: RecipeArgument, out_dir: OutOption = None, overrides: SetOption = None) -> None:
+    """Run the recipe's stages in order (pipeline.stages), skipping finished ones and resuming unfinished ones."""
+    from r1kit.pipeline import run_pipeline
+
+    for record in run_pipeline(load_recipe_for(recipe, overrides), out_dir):
+        state = "skipped (finished earlier)" if record["skipped"] else "done"
+        out.print(f"{escape(Path(record['dir']).name):12} {state}; model {escape(str(record['model']))}", soft_wrap=True)
 
 
 # ------------------------------------------------------------------------------------------------- eval

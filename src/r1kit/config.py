@@ -460,6 +460,26 @@ class ServeConfig(Section):
     """Seconds a shutdown (SIGTERM/SIGINT) waits for in-flight requests to finish."""
 
 
+class PipelineStage(Section):
+    stage: Literal["data", "sft", "grpo", "sample", "eval", "export"]
+    """What the stage does; each takes the model and data the stages before it produced."""
+    set: list[str] = []
+    """Recipe overrides for this stage only, e.g. [train.max_steps=200, grpo.learning_rate=1e-5]."""
+
+
+class PipelineConfig(Section):
+    stages: list[PipelineStage] = []
+    """Stages in order (a name, or {stage: NAME, set: [...]}), e.g. [data, sft, grpo, sample, sft, grpo, eval,
+    export]: the R1 recipe."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _names_as_stages(cls, data):
+        if isinstance(data, dict) and isinstance(data.get("stages"), list):
+            data = {**data, "stages": [{"stage": s} if isinstance(s, str) else s for s in data["stages"]]}
+        return data
+
+
 class Recipe(Section):
     name: str = Field("r1kit-run", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     """Run name (letters, digits, `.`, `_`, `-`); names the default output folder."""
@@ -479,6 +499,8 @@ class Recipe(Section):
     """Reinforcement learning with verifiable rewards."""
     sample: SampleConfig = SampleConfig()
     """Rejection sampling (`r1kit sample`): verified-correct completions as a new SFT set."""
+    pipeline: PipelineConfig = PipelineConfig()
+    """The stages `r1kit pipeline` runs, in order."""
     eval: EvalConfig = EvalConfig()
     """Evaluation."""
     export: ExportConfig = ExportConfig()

@@ -84,3 +84,22 @@ def test_cli_synth(cli, tmp_path):
     done = cli("data", "synth", "--task", "arithmetic", "--n", "7", "--out", str(tmp_path / "a.jsonl"), check=True)
     assert "wrote 7 medium arithmetic problems" in done.stdout
     assert len(load(tmp_path / "a.jsonl")) == 7
+
+
+def test_addition_with_a_mixed_cold_start(tmp_path):
+    import json
+
+    from r1kit.data.ingest import ingest
+    from r1kit.data.synth import synthesize
+
+    path = synthesize("addition", 400, tmp_path / "add.jsonl", difficulty="medium", seed=3, reasoning_share=0.4)
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    worked = [r for r in rows if "reasoning" in r]
+    assert 0.3 < len(worked) / len(rows) < 0.5
+    for r in rows:
+        a, b = (int(x) for x in r["question"].removeprefix("What is ").removesuffix("?").split(" + "))
+        assert r["answer"] == str(a + b) and 10 <= a <= 9999 and 10 <= b <= 9999
+    assert worked[0]["reasoning"].splitlines()[0].count("=") == 1
+    # An empty think block survives ingestion as "" (answered without thinking), not as no block at all.
+    assistants = [rec["messages"][-1] for rec in ingest([path])]
+    assert sum(m["reasoning"] == "" for m in assistants) == len(rows) - len(worked)

@@ -78,8 +78,8 @@ def _text(value: Any, field: str) -> str:
 def _assistant(content: str, reasoning: str | None) -> dict:
     """An assistant message; a `<think>` block inside the content becomes its reasoning."""
     if reasoning is None and ("<think>" in content or "</think>" in content):
-        reasoning, content = split_reasoning(content)
-    return message("assistant", content, reasoning or None)
+        reasoning, content = split_reasoning(content)  # an empty think block stays "" (answered without thinking)
+    return message("assistant", content, reasoning)
 
 
 def _reasoning_of(obj: dict) -> str | None:

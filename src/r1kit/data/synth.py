@@ -2,6 +2,8 @@
 
 - arithmetic: multi-digit addition, subtraction and multiplication, solved the way a person does it on
   paper (column addition with carries, place-value subtraction, partial products).
+- addition: two 2-4-digit numbers added column by column in a compact form (`7+6=13`, `5+8+1=14`), for
+  small models (the GRPO learning benchmark).
 - countdown: reach a target with some of the given numbers and + - × ÷ (each number at most once), the task
   of the R1-Zero reproductions; any expression that evaluates to the target is correct.
 
@@ -19,10 +21,12 @@ from fractions import Fraction
 from pathlib import Path
 
 from r1kit.errors import UserError
+from r1kit.models.tokenizer import THINK_CLOSE, THINK_OPEN
 
 
 @dataclass(frozen=True)
 class Difficulty:
+    name: str
     digits: int
     ops: str
     numbers: int
@@ -30,9 +34,9 @@ class Difficulty:
 
 
 DIFFICULTIES = {
-    "easy": Difficulty(digits=2, ops="+-", numbers=3, max_number=20),
-    "medium": Difficulty(digits=3, ops="+-*", numbers=4, max_number=50),
-    "hard": Difficulty(digits=5, ops="+-*", numbers=5, max_number=100),
+    "easy": Difficulty("easy", digits=2, ops="+-", numbers=3, max_number=20),
+    "medium": Difficulty("medium", digits=3, ops="+-*", numbers=4, max_number=50),
+    "hard": Difficulty("hard", digits=5, ops="+-*", numbers=5, max_number=100),
 }
 
 
@@ -102,6 +106,31 @@ def arithmetic_problem(rng: random.Random, level: Difficulty) -> dict:
     }
 
 
+ADDITION_DIGITS = {"easy": (2, 2), "medium": (2, 4), "hard": (3, 6)}
+
+
+def addition_problem(rng: random.Random, level: Difficulty) -> dict:
+    """Addition of two 2-4-digit numbers (by difficulty) with a compact column-by-column solution, short
+    enough for a small model to learn to write and to sample quickly in RL."""
+    low_digits, high_digits = ADDITION_DIGITS[level.name]
+    a, b = (rng.randint(10 ** (d - 1), 10**d - 1) for d in (rng.randint(low_digits, high_digits),
+                                                             rng.randint(low_digits, high_digits)))
+    lines, carry = [], 0
+    da, db = str(a)[::-1], str(b)[::-1]
+    for i in range(max(len(da), len(db))):
+        x, y = int(da[i]) if i < len(da) else 0, int(db[i]) if i < len(db) else 0
+        total = x + y + carry
+        lines.append(f"{x}+{y}" + (f"+{carry}" if carry else "") + f"={total}")
+        carry = total // 10
+    return {
+        "question": f"What is {a} + {b}?",
+        "answer": str(a + b),
+        "reasoning": "\n".join(lines),
+        "solution": f"\\boxed{{{a + b}}}",
+        "task": "addition",
+    }
+
+
 # -------------------------------------------------------------------------------------------- countdown
 
 
@@ -150,17 +179,22 @@ def countdown_problem(rng: random.Random, level: Difficulty) -> dict:
     }
 
 
-TASKS = {"arithmetic": arithmetic_problem, "countdown": countdown_problem}
+TASKS = {"arithmetic": arithmetic_problem, "addition": addition_problem, "countdown": countdown_problem}
 
 
-def synthesize(task: str, n: int, out_path: str | Path, *, difficulty: str = "medium", seed: int = 42) -> Path:
-    """Write `n` problems of `task` to a JSONL file."""
+def synthesize(task: str, n: int, out_path: str | Path, *, difficulty: str = "medium", seed: int = 42,
+               reasoning_share: float = 1.0) -> Path:
+    """Write `n` problems of `task` to a JSONL file. `reasoning_share`: the fraction whose solution keeps the
+    worked reasoning; the others answer after an empty think block (a *mixed* cold-start set, as in R1, so that
+    RL can teach the model when reasoning pays)."""
     if task not in TASKS:
         raise UserError(f"unknown task {task!r}; available: {', '.join(TASKS)}")
     if difficulty not in DIFFICULTIES:
         raise UserError(f"unknown difficulty {difficulty!r}; available: {', '.join(DIFFICULTIES)}")
     if n < 1:
         raise UserError(f"--n must be at least 1, got {n}")
+    if not 0.0 <= reasoning_share <= 1.0:
+        raise UserError(f"--reasoning-share must be within [0, 1], got {reasoning_share}")
     rng = random.Random(seed)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -168,6 +202,9 @@ def synthesize(task: str, n: int, out_path: str | Path, *, difficulty: str = "me
         for _ in range(n):
             record = TASKS[task](rng, DIFFICULTIES[difficulty])
             record["difficulty"] = difficulty
+            if reasoning_share < 1.0 and rng.random() >= reasoning_share:
+                del record["reasoning"]
+                record["solution"] = f"{THINK_OPEN}\n\n{THINK_CLOSE}\n\n" + record["solution"]
             f.write(json.dumps(record, ensure_ascii=False) + "\n")
     return out_path
 

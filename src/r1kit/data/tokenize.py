@@ -44,7 +44,7 @@ def chat_messages(messages: list[dict]) -> list[dict]:
     out = []
     for m in messages:
         message = {"role": m["role"], "content": m["content"]}
-        if m.get("reasoning"):
+        if m.get("reasoning") is not None:  # "" is an empty think block, not a missing one
             message["reasoning_content"] = m["reasoning"]
         out.append(message)
     return out

@@ -91,6 +91,21 @@ PRESETS: dict[str, Preset] = {
             ),
         ),
         Preset(
+            "mini-qwen2",
+            "qwen2",
+            "Qwen2, 4 layers, hidden 256 (~3.3M params with a 512 vocabulary): RL that learns on 2 CPU cores",
+            dict(
+                _QWEN2_COMMON,
+                hidden_size=256,
+                intermediate_size=704,
+                num_hidden_layers=4,
+                num_attention_heads=4,
+                num_key_value_heads=2,
+                max_position_embeddings=1024,
+                tie_word_embeddings=True,
+            ),
+        ),
+        Preset(
             "small-qwen2",
             "qwen2",
             "Qwen2, 8 layers, hidden 512, GQA 8/4 heads (~28M params with an 8k vocabulary): the CPU demo",

@@ -1,0 +1,41 @@
+"""`r1kit pipeline`: stages chained end to end, finished ones skipped on a re-run, changed ones refused."""
+
+import json
+
+import pytest
+
+from r1kit.errors import UserError
+from r1kit.pipeline import run_pipeline
+
+GRPO = ("{stage: grpo, set: [train.per_device_batch_size=8, grpo.num_generations=4, grpo.max_completion_length=16,"
+        " train.max_steps=2, train.save_steps=2, train.eval_steps=2]}")
+
+
+def test_sft_then_grpo_then_a_rerun_skips_both(recipe_for, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    recipe = recipe_for("train.max_steps=4", "train.save_steps=2", "train.eval_steps=2",
+                        f"pipeline.stages=[sft, {GRPO}]")
+    records = run_pipeline(recipe, tmp_path / "run")
+    assert [r["stage"] for r in records] == ["sft", "grpo"] and not any(r["skipped"] for r in records)
+    sft_dir, grpo_dir = tmp_path / "run" / "01-sft", tmp_path / "run" / "02-grpo"
+    assert records[0]["model"] == str(sft_dir / "final") and records[1]["model"] == str(grpo_dir / "final")
+    grpo_config = (grpo_dir / "config.yaml").read_text()
+    assert f"path: {sft_dir / 'final'}" in grpo_config  # GRPO started from the SFT model
+    assert AutoModelForCausalLM.from_pretrained(grpo_dir / "final") is not None
+    before = (grpo_dir / "final" / "model.safetensors").stat().st_mtime_ns
+
+    again = run_pipeline(recipe, tmp_path / "run")
+    assert all(r["skipped"] for r in again) and again[1]["model"] == records[1]["model"]
+    assert (grpo_dir / "final" / "model.safetensors").stat().st_mtime_ns == before
+
+    changed = recipe_for("train.max_steps=6", "train.save_steps=2", "train.eval_steps=2",
+                         f"pipeline.stages=[sft, {GRPO}]")
+    with pytest.raises(UserError, match="different recipe"):
+        run_pipeline(changed, tmp_path / "run")
+    assert json.loads((sft_dir / "stage.json").read_text())["stage"] == "sft"
+
+
+def test_an_empty_pipeline_is_refused(recipe_for, tmp_path):
+    with pytest.raises(UserError, match="pipeline.stages is empty"):
+        run_pipeline(recipe_for(), tmp_path / "run")
