@@ -56,6 +56,7 @@ def main() -> None:
     parser.add_argument("--grpo-learning-rate", type=float, default=1e-5)
     parser.add_argument("--sft-learning-rate", type=float, default=2e-3)
     parser.add_argument("--sft-patience", type=int, default=6)
+    parser.add_argument("--sft-eval-steps", type=int, default=100)
     parser.add_argument("--sft-only", action="store_true", help="stop after SFT (for tuning it)")
     parser.add_argument("--keep", type=Path, help="keep the run folder here")
     args = parser.parse_args()
@@ -88,7 +89,7 @@ def main() -> None:
         "name=sft", "model.preset=mini-qwen2", "train.max_seq_length=512", "train.per_device_batch_size=1",
         "train.gradient_accumulation_steps=1", f"train.learning_rate={args.sft_learning_rate}", "train.lr_scheduler=cosine",
         "train.warmup_ratio=0.02", f"train.max_steps={args.sft_max_steps}", "train.num_epochs=20",
-        "train.eval_steps=50", "train.save_steps=50", "train.metric_for_best_model=eval_accuracy",
+        f"train.eval_steps={args.sft_eval_steps}", f"train.save_steps={args.sft_eval_steps}", "train.metric_for_best_model=eval_accuracy",
         f"train.early_stopping_patience={args.sft_patience}", "train.keep_best=1", "train.final_model=best",
         "eval.during_training=true", "eval.during_training_problems=100", "eval.max_new_tokens=48"])
     sft_result = train_sft(sft, work / "sft")

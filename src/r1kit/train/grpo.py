@@ -22,7 +22,7 @@ import platform
 from pathlib import Path
 
 from r1kit.config import Recipe
-from r1kit.dist import print0
+from r1kit.dist import print0, world_size
 from r1kit.errors import UserError
 from r1kit.hardware import choose_precision, cuda_available, package_version, require_cuda, require_module
 from r1kit.models.load import load_tokenizer
@@ -74,8 +74,6 @@ def grpo_config(recipe: Recipe, run_dir: Path, precision: str):
     from trl import GRPOConfig
 
     t, g = recipe.train, recipe.grpo
-    from r1kit.dist import world_size
-
     completions_per_step = t.per_device_batch_size * t.gradient_accumulation_steps * world_size()
     if completions_per_step % g.num_generations:
         raise UserError(f"train.per_device_batch_size x gradient_accumulation_steps x processes "
@@ -176,7 +174,7 @@ def train_grpo(recipe: Recipe, run_dir: str | Path | None = None, *, resume: str
     versions = {name: package_version(name) for name in ("torch", "transformers", "trl", "peft", "r1kit")}
     metrics_logger = MetricsLogger(run_dir / "metrics.jsonl", {
         "mode": "grpo", "seed": recipe.seed, "precision": precision, "python": platform.python_version(),
-        "versions": versions, "problems": len(dataset), "dropped_long_prompts": dropped,
+        "versions": versions, "processes": world_size(), "problems": len(dataset), "dropped_long_prompts": dropped,
         "rewards": recipe.grpo.rewards})
     callbacks, stopper, exporter = build_callbacks(recipe, run_dir, True, False, model)
     health = RLHealth(recipe.grpo.alerts, exporter.registry if exporter else None)
