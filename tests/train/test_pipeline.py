@@ -39,3 +39,17 @@ def test_sft_then_grpo_then_a_rerun_skips_both(recipe_for, tmp_path):
 def test_an_empty_pipeline_is_refused(recipe_for, tmp_path):
     with pytest.raises(UserError, match="pipeline.stages is empty"):
         run_pipeline(recipe_for(), tmp_path / "run")
+
+
+def test_an_interrupted_training_stage_resumes(recipe_for, tmp_path):
+    from r1kit.train.sft import train_sft
+
+    stage_dir = tmp_path / "run" / "01-sft"
+    train_sft(recipe_for("train.max_steps=2", "train.save_steps=2", "train.eval_steps=2"), stage_dir)
+    (stage_dir / "final").rename(stage_dir / "interrupted-final")  # as if killed after its checkpoint
+    records = run_pipeline(recipe_for("train.max_steps=4", "train.save_steps=2", "train.eval_steps=2",
+                                      "pipeline.stages=[sft]"), tmp_path / "run")
+    steps = [json.loads(line)["step"] for line in (stage_dir / "metrics.jsonl").read_text().splitlines()
+             if json.loads(line)["split"] == "train" and "loss" in json.loads(line)]
+    assert steps == [1, 2, 3, 4]  # steps 1-2 from the first run, 3-4 resumed, none repeated
+    assert records[0]["model"] == str(stage_dir / "final")
