@@ -59,10 +59,9 @@ def extract_answer(text: str) -> str | None:
     if "####" in text:
         tail = text.rsplit("####", 1)[1].strip()
         return clean_number(tail.splitlines()[0]) if tail else None
-    match = None
-    for match in _ANSWER_IS.finditer(text):
-        pass
-    if match:
+    matches = list(_ANSWER_IS.finditer(text))
+    if matches:
+        match = matches[-1]
         tail = match.group(1).strip()
         numbers = _NUMBER.findall(tail.split("\n")[0])
         return clean_number(numbers[0]) if numbers else tail.split("\n")[0].rstrip(".").strip() or None

@@ -115,7 +115,7 @@ def _markdown(report: dict, plots: list[Path], out_dir: Path) -> str:
         if suite["unparseable_golds"]:
             lines.append(f"\n{suite['unparseable_golds']} gold answers of {name} could not be parsed and "
                          f"scored 0: {suite['unparseable_gold_examples']}\n")
-    for name, suite in report["suites"].items():
+    for suite in report["suites"].values():
         if "perplexity" in suite:
             lines += ["", f"Perplexity: **{suite['perplexity']:.3f}** on {suite['texts']} texts from {suite['source']}."]
     speed_rows = [(name, suite.get("speed") or suite) for name, suite in report["suites"].items()

@@ -48,7 +48,10 @@ def check_alerts(history: list[dict], thresholds: RLAlertConfig) -> list[str]:
     window = [h for h in history if fmt in h and acc in h][-2 * thresholds.window:]
     if len(window) >= 2 * thresholds.window:
         half = thresholds.window
-        rise = lambda key: sum(h[key] for h in window[half:]) / half - sum(h[key] for h in window[:half]) / half
+
+        def rise(key: str) -> float:
+            return sum(h[key] for h in window[half:]) / half - sum(h[key] for h in window[:half]) / half
+
         if rise(fmt) >= thresholds.hacking_rise and rise(acc) < thresholds.hacking_rise / 10:
             alerts.append("reward_hacking")
     return alerts
