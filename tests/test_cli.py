@@ -107,3 +107,8 @@ def test_demo_runs_end_to_end(cli, tmp_path):
     assert (out_dir / "sft" / "final" / "model.safetensors").is_file()
     assert (out_dir / "data" / "report.json").is_file()
     assert "preset: tiny-qwen2" in (out_dir / "config.yaml").read_text()
+    assert re.search(r"eval: held-out accuracy [\d.]+% ± [\d.]+ \(\d+ problems, greedy\)", done.stdout)
+    assert (out_dir / "eval" / "report.md").is_file() and (out_dir / "eval" / "plots" / "training_curves.png").is_file()
+    assert re.search(r"export int8-dynamic: [\d.]+ -> [\d.]+ MiB", done.stdout)
+    assert (out_dir / "model-int8" / "export.json").is_file()
+    assert "served at http://127.0.0.1:" in done.stdout and "content" in done.stdout

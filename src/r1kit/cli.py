@@ -509,6 +509,19 @@ def demo(
         _print_completion(completion)
         verdict = "[green]correct[/green]" if is_correct(completion, gold) else "[yellow]not yet correct[/yellow]"
         out.print(f"gold      {escape(gold)}: {verdict}")
+    heldout = result.evaluation["suites"]["heldout"]
+    speed = result.evaluation["suites"]["speed"]
+    ttft = "–" if speed["ttft_p50"] is None else f"{1000 * speed['ttft_p50']:.0f} ms"  # None: no text came out
+    out.print(f"eval: held-out accuracy {100 * heldout['accuracy']:.1f}% ± {100 * heldout['accuracy_stderr']:.1f} "
+              f"({heldout['problems']} problems, greedy); {speed['tokens_per_second']:.0f} tokens/s, time to first "
+              f"token {ttft} -> {escape(str(out_dir / 'eval' / 'report.md'))}")
+    b, a = result.export.before, result.export.after
+    out.print(f"export {result.export.quantize}: {b.size_mib:.1f} -> {a.size_mib:.1f} MiB, {b.tokens_per_second:.0f} -> "
+              f"{a.tokens_per_second:.0f} tokens/s -> {escape(str(result.export.out_dir))}")
+    served = result.served
+    out.print(f"served at {served['url']}: asked {escape(served['question'])!r}", highlight=False)
+    out.print(f"[dim]reasoning_content[/dim] {escape(str(served['reasoning']))}", highlight=False)
+    out.print(f"[bold]content[/bold]           {escape(str(served['answer']))}", highlight=False)
     out.print(f"resolved recipe: {escape(str(result.recipe.run_dir / 'config.yaml'))}")
 
 
