@@ -18,20 +18,17 @@ What r1kit adds to TRL and why:
 
 from __future__ import annotations
 
-import platform
 from pathlib import Path
 
 from r1kit.config import Recipe
 from r1kit.dist import print0, world_size
 from r1kit.errors import UserError
-from r1kit.hardware import choose_precision, cuda_available, package_version, require_cuda, require_module
-from r1kit.models.load import load_tokenizer
+from r1kit.hardware import require_cuda, require_module
 from r1kit.train.callbacks import MetricsLogger
-from r1kit.train.lm_head import size_tiles_for_cpu
 from r1kit.train.rewards import resolve
 from r1kit.train.rl_health import RLHealth
-from r1kit.train.sft import (OOM_ADVICE, TrainResult, build_callbacks, checkpoint_staging, configure_wandb,
-                             data_dir_of, load_model, lora_config, resolve_resume, save_final)
+from r1kit.train.sft import (OOM_ADVICE, TrainResult, build_callbacks, configure_wandb, data_dir_of, load_model,
+                             lora_config, run_record, save_final, shared_trainer_args, start_run)
 
 
 def problem_dataset(recipe: Recipe, run_dir: Path, tokenizer):
@@ -81,24 +78,8 @@ def grpo_config(recipe: Recipe, run_dir: Path, precision: str):
                         f"grpo.num_generations ({g.num_generations})")
     vllm = g.rollout_engine.startswith("vllm")
     return GRPOConfig(
-        output_dir=str(checkpoint_staging(run_dir)),
-        seed=recipe.seed,
+        **shared_trainer_args(recipe, run_dir, precision),
         learning_rate=g.learning_rate,
-        lr_scheduler_type=t.lr_scheduler,
-        warmup_steps=t.warmup_ratio,
-        weight_decay=t.weight_decay,
-        adam_beta1=t.adam_beta1,
-        adam_beta2=t.adam_beta2,
-        adam_epsilon=t.adam_epsilon,
-        max_grad_norm=t.max_grad_norm if t.max_grad_norm > 0 else None,
-        per_device_train_batch_size=t.per_device_batch_size,
-        gradient_accumulation_steps=t.gradient_accumulation_steps,
-        num_train_epochs=t.num_epochs,
-        max_steps=t.max_steps or -1,
-        bf16=precision == "bf16",
-        fp16=precision == "fp16",
-        use_cpu=not cuda_available(),
-        activation_checkpointing=t.gradient_checkpointing,
         num_generations=g.num_generations,
         temperature=g.temperature,
         top_p=g.top_p,
@@ -111,14 +92,7 @@ def grpo_config(recipe: Recipe, run_dir: Path, precision: str):
         reward_weights=list(g.rewards.values()),
         use_vllm=vllm,
         vllm_mode=g.rollout_engine.removeprefix("vllm_") if vllm else "colocate",
-        logging_steps=t.logging_steps,
-        logging_first_step=True,
-        save_strategy="steps",
-        save_steps=t.save_steps,
-        save_total_limit=None,
         eval_strategy="no",
-        report_to=["wandb"] if t.wandb_project else [],
-        dataloader_num_workers=0,
         **g.extra,
     )
 
@@ -146,22 +120,11 @@ def keep_reference(model, reference_dir: Path) -> None:
 
 def train_grpo(recipe: Recipe, run_dir: str | Path | None = None, *, resume: str | None = None) -> TrainResult:
     import torch
-    from transformers import set_seed
     from trl import GRPOTrainer
 
     run_dir = Path(run_dir) if run_dir else recipe.run_dir
     check_rollout_engine(recipe.grpo.rollout_engine)
-    resume_from = resolve_resume(run_dir, resume)
-    precision = choose_precision(recipe.train.precision)
-    if not cuda_available():
-        size_tiles_for_cpu()
-    recipe.save(run_dir)
-    set_seed(recipe.seed)
-
-    tokenizer_dir = recipe.model.tokenizer or recipe.model.path
-    if tokenizer_dir is None:
-        raise UserError("model.tokenizer is needed with model.preset (a folder from `r1kit tokenizer train`)")
-    tokenizer = load_tokenizer(tokenizer_dir, trust_remote_code=recipe.model.trust_remote_code)
+    resume_from, precision, tokenizer = start_run(recipe, run_dir, resume)
     rewards = [resolve(name, max_completion_length=recipe.grpo.max_completion_length) for name in recipe.grpo.rewards]
     dataset, dropped = problem_dataset(recipe, run_dir, tokenizer)
     model, base_dir = load_model(recipe, tokenizer, precision, run_dir)
@@ -171,11 +134,9 @@ def train_grpo(recipe: Recipe, run_dir: str | Path | None = None, *, resume: str
         configure_wandb(recipe, run_dir)
     args = grpo_config(recipe, run_dir, precision)
 
-    versions = {name: package_version(name) for name in ("torch", "transformers", "trl", "peft", "r1kit")}
-    metrics_logger = MetricsLogger(run_dir / "metrics.jsonl", {
-        "mode": "grpo", "seed": recipe.seed, "precision": precision, "python": platform.python_version(),
-        "versions": versions, "processes": world_size(), "problems": len(dataset), "dropped_long_prompts": dropped,
-        "rewards": recipe.grpo.rewards})
+    metrics_logger = MetricsLogger(run_dir / "metrics.jsonl", run_record(
+        "grpo", recipe, precision, processes=world_size(), problems=len(dataset), dropped_long_prompts=dropped,
+        rewards=recipe.grpo.rewards))
     callbacks, stopper, exporter = build_callbacks(recipe, run_dir, True, False, model)
     health = RLHealth(recipe.grpo.alerts, exporter.registry if exporter else None)
     try:

@@ -188,6 +188,38 @@ def checkpoint_staging(run_dir: Path) -> Path:
     return checkpoint.checkpoint_dir(run_dir) / checkpoint.STAGING
 
 
+def shared_trainer_args(recipe: Recipe, run_dir: Path, precision: str) -> dict:
+    """The trainer settings SFT and GRPO take alike from `train`: optimizer, schedule, batch, precision,
+    logging and checkpoints (retention is r1kit's: CheckpointPublisher; TensorBoard is a callback)."""
+    t = recipe.train
+    return dict(
+        output_dir=str(checkpoint_staging(run_dir)),
+        seed=recipe.seed,
+        lr_scheduler_type=t.lr_scheduler,
+        warmup_steps=t.warmup_ratio,  # a value below 1 is a fraction of the steps
+        weight_decay=t.weight_decay,
+        adam_beta1=t.adam_beta1,
+        adam_beta2=t.adam_beta2,
+        adam_epsilon=t.adam_epsilon,
+        max_grad_norm=t.max_grad_norm if t.max_grad_norm > 0 else None,
+        per_device_train_batch_size=t.per_device_batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        num_train_epochs=t.num_epochs,
+        max_steps=t.max_steps or -1,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        use_cpu=not cuda_available(),
+        activation_checkpointing=t.gradient_checkpointing,
+        logging_steps=t.logging_steps,
+        logging_first_step=True,
+        save_strategy="steps",
+        save_steps=t.save_steps,
+        save_total_limit=None,
+        report_to=["wandb"] if t.wandb_project else [],
+        dataloader_num_workers=0,
+    )
+
+
 def trainer_config(recipe: Recipe, run_dir: Path, precision: str, max_seq_length: int, *, has_eval: bool,
                    ignore_data_skip: bool):
     """TRL's config from the recipe. `ignore_data_skip`: a stage that starts on new data (the first, or the next
@@ -197,46 +229,23 @@ def trainer_config(recipe: Recipe, run_dir: Path, precision: str, max_seq_length
     t = recipe.train
     greater_is_better = not t.metric_for_best_model.endswith(("loss", "perplexity"))
     return SFTConfig(
-        output_dir=str(checkpoint_staging(run_dir)),
-        seed=recipe.seed,
+        **shared_trainer_args(recipe, run_dir, precision),
         learning_rate=t.learning_rate,
-        lr_scheduler_type=t.lr_scheduler,
-        warmup_steps=t.warmup_ratio,  # a value below 1 is a fraction of the steps
-        weight_decay=t.weight_decay,
-        adam_beta1=t.adam_beta1,
-        adam_beta2=t.adam_beta2,
-        adam_epsilon=t.adam_epsilon,
-        per_device_train_batch_size=t.per_device_batch_size,
         per_device_eval_batch_size=t.per_device_batch_size,
-        gradient_accumulation_steps=t.gradient_accumulation_steps,
-        num_train_epochs=t.num_epochs,
-        max_steps=t.max_steps or -1,
         max_length=max_seq_length,
         ignore_data_skip=ignore_data_skip,
-        bf16=precision == "bf16",
-        fp16=precision == "fp16",
-        use_cpu=not cuda_available(),
-        activation_checkpointing=t.gradient_checkpointing,
-        max_grad_norm=t.max_grad_norm if t.max_grad_norm > 0 else None,
         label_smoothing_factor=t.label_smoothing,
         torch_compile=t.torch_compile,
         packing=t.packing,
         packing_strategy="bfd",
         padding_free=t.packing,
         assistant_only_loss=False,  # the masks were made when tokenizing; TRL applies `assistant_masks` as given
-        logging_steps=t.logging_steps,
-        logging_first_step=True,
         eval_strategy="steps" if has_eval else "no",
         eval_steps=t.eval_steps,
-        save_strategy="steps",
-        save_steps=t.save_steps,
-        save_total_limit=None,  # retention is r1kit's (CheckpointPublisher)
         metric_for_best_model=t.metric_for_best_model if has_eval else None,
         greater_is_better=greater_is_better,
         load_best_model_at_end=False,
         include_num_input_tokens_seen="non_padding",
-        report_to=["wandb"] if t.wandb_project else [],  # TensorBoard is a callback writing to <run>/tb
-        dataloader_num_workers=0,
         **t.extra,
     )
 
@@ -286,33 +295,42 @@ def _step_of(checkpoint_path: Path | None) -> int:
     return json.loads((checkpoint_path / "trainer_state.json").read_text())["global_step"]
 
 
-def train_sft(recipe: Recipe, run_dir: str | Path | None = None, *, resume: str | None = None,
-              mode: Mode = "sft") -> TrainResult:
-    """Train per `recipe.train` into `run_dir` (default runs/<name>), stage by stage of the curriculum."""
-    import torch
+def start_run(recipe: Recipe, run_dir: Path, resume: str | None):
+    """What every training stage does first: (checkpoint to resume from, precision, tokenizer), with the CPU
+    tile sizes set, the resolved recipe saved into the run folder and the seeds set."""
     from transformers import set_seed
-    from trl import SFTTrainer
 
-    run_dir = Path(run_dir) if run_dir else recipe.run_dir
     resume_from = resolve_resume(run_dir, resume)
     precision = choose_precision(recipe.train.precision)
     if not cuda_available():
         size_tiles_for_cpu()
     recipe.save(run_dir)
     set_seed(recipe.seed)
-
     tokenizer_dir = recipe.model.tokenizer or recipe.model.path
     if tokenizer_dir is None:
         raise UserError("model.tokenizer is needed with model.preset (a folder from `r1kit tokenizer train`)")
-    tokenizer = load_tokenizer(tokenizer_dir, trust_remote_code=recipe.model.trust_remote_code)
+    return resume_from, precision, load_tokenizer(tokenizer_dir, trust_remote_code=recipe.model.trust_remote_code)
+
+
+def run_record(mode: str, recipe: Recipe, precision: str, **extra) -> dict:
+    """The first line of metrics.jsonl: what ran, with which seed, precision and library versions."""
+    versions = {name: package_version(name) for name in ("torch", "transformers", "trl", "peft", "r1kit")}
+    return {"mode": mode, "seed": recipe.seed, "precision": precision, "python": platform.python_version(),
+            "versions": versions, **extra}
+
+
+def train_sft(recipe: Recipe, run_dir: str | Path | None = None, *, resume: str | None = None,
+              mode: Mode = "sft") -> TrainResult:
+    """Train per `recipe.train` into `run_dir` (default runs/<name>), stage by stage of the curriculum."""
+    import torch
+    from trl import SFTTrainer
+
+    run_dir = Path(run_dir) if run_dir else recipe.run_dir
+    resume_from, precision, tokenizer = start_run(recipe, run_dir, resume)
     model, base_dir = load_model(recipe, tokenizer, precision, run_dir)
     if recipe.train.wandb_project:
         configure_wandb(recipe, run_dir)
-
-    versions = {name: package_version(name) for name in ("torch", "transformers", "trl", "peft", "r1kit")}
-    metrics_logger = MetricsLogger(run_dir / "metrics.jsonl", {
-        "mode": mode, "seed": recipe.seed, "precision": precision, "python": platform.python_version(),
-        "versions": versions})
+    metrics_logger = MetricsLogger(run_dir / "metrics.jsonl", run_record(mode, recipe, precision))
     callbacks = exporter = None
     trainer = output = None
     start_step, stage_start = _step_of(resume_from), 0
