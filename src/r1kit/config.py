@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from r1kit.dist import is_main_process
 from r1kit.errors import UserError
@@ -439,6 +439,41 @@ class ExportConfig(Section):
     """`int8-dynamic` for CPU inference, `int8`/`int4` weight-only (torchao), `nf4` (bitsandbytes, GPU)."""
 
 
+class PlanConfig(Section):
+    device: str = "H100"
+    """Device to plan for: an accelerator r1kit knows (H200, H100, A100, A100-40GB, L40S, L4, A10, RTX 4090,
+    RTX 3090) or `cpu`; any other name needs `memory_gb` and `peak_tflops`."""
+    memory_gb: float | None = Field(None, gt=0)
+    """Memory per device in GB; unset takes the device's (host RAM for `cpu`)."""
+    peak_tflops: float | None = Field(None, gt=0)
+    """Dense bf16 peak per device in TFLOP/s; unset takes the device's."""
+    gpus_per_node: int = Field(1, ge=1)
+    """Devices per node (one training process each)."""
+    nodes: int = Field(1, ge=1)
+    """Nodes."""
+    fsdp_sharding: Literal["full", "hybrid"] = "full"
+    """`train.strategy: fsdp`: shard over all devices, or within each node and replicate across nodes."""
+    mfu: float = Field(0.35, gt=0.0, le=1.0)
+    """Model FLOPs utilisation assumed for training (0.3-0.5 is typical of well-tuned GPU runs)."""
+    rollout_mfu: float = Field(0.1, gt=0.0, le=1.0)
+    """FLOPs utilisation assumed for GRPO rollouts (decoding is bound by memory bandwidth)."""
+    dataset_tokens: int | None = Field(None, ge=1)
+    """Tokens in one pass over the training data (SFT: times `train.num_epochs`); unset uses `train.max_steps`."""
+    overhead_gb: float | None = Field(None, ge=0)
+    """Fixed memory per device besides the model: unset is 1.5 GB on GPUs (CUDA context, NCCL buffers,
+    allocator slack), and on a CPU the measured size of a process with torch, transformers and TRL loaded."""
+    prices: dict[str, float] = {}
+    """Price per device-hour by kind, e.g. {on_demand: 3.9, reserved: 2.5, preemptible: 1.6}; cost is printed for each."""
+
+    @field_validator("prices")
+    @classmethod
+    def _positive_prices(cls, prices: dict[str, float]) -> dict[str, float]:
+        for kind, price in prices.items():
+            if price < 0:
+                raise ValueError(f"price {kind!r} is negative")
+        return prices
+
+
 class ServeConfig(Section):
     host: str = "127.0.0.1"
     """Address to bind. The default is reachable from this machine only; 0.0.0.0 exposes it to the network."""
@@ -507,6 +542,8 @@ class Recipe(Section):
     """Merging and quantisation."""
     serve: ServeConfig = ServeConfig()
     """The OpenAI-compatible server."""
+    plan: PlanConfig = PlanConfig()
+    """What `r1kit plan` plans for: devices, nodes, utilisation, prices."""
 
     @property
     def run_dir(self) -> Path:
