@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # The CPU build of torch, installed before r1kit on a machine without a CUDA GPU so that pip does not pull a
 # multi-GB CUDA build. Elsewhere point it at a CPU wheel index, e.g. TORCH_CPU="torch --index-url <cpu index>".
 TORCH_CPU ?= torch==2.13.0
-EXTRAS ?= serve,export,embed,test
+EXTRAS ?= serve,export,embed,deepspeed,test
 DEMO_OUT ?= runs/demo
 PYTEST_ARGS ?=
 

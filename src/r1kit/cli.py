@@ -344,6 +344,10 @@ def _train(recipe: Path, out_dir: Optional[Path], resume: Optional[str], overrid
         import signal
 
         raise typer.Exit(128 + signal.Signals[result.stopped_by].value)
+    from r1kit.dist import is_main_process
+
+    if not is_main_process():  # one report per run, not one per process
+        return
     out.print(f"trained {result.global_step} steps; final model: {escape(str(result.final_dir))}; "
               f"metrics: {escape(str(result.run_dir / 'metrics.jsonl'))}")
 

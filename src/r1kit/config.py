@@ -272,6 +272,12 @@ class TrainConfig(Section):
     """DeepSpeed zero2/zero3: keep optimizer states in CPU memory."""
     offload_parameters: bool = False
     """DeepSpeed zero3: keep parameters in CPU memory."""
+    fsdp_sharding: Literal["full", "hybrid"] = "full"
+    """`strategy: fsdp`: shard over every GPU, or within each node and replicate across nodes (multi-node)."""
+    deepspeed_config: str | None = None
+    """Your own DeepSpeed JSON file instead of the one r1kit writes; its ZeRO stage must match `strategy`."""
+    collective_timeout_minutes: int = Field(30, ge=1)
+    """How long a collective (all-reduce, all-gather) may wait for the other processes before the run fails."""
     logging_steps: int = Field(10, ge=1)
     """Log metrics every this many optimizer steps."""
     eval_steps: int = Field(100, ge=1)
@@ -451,8 +457,6 @@ class PlanConfig(Section):
     """Devices per node (one training process each)."""
     nodes: int = Field(1, ge=1)
     """Nodes."""
-    fsdp_sharding: Literal["full", "hybrid"] = "full"
-    """`train.strategy: fsdp`: shard over all devices, or within each node and replicate across nodes."""
     mfu: float = Field(0.35, gt=0.0, le=1.0)
     """Model FLOPs utilisation assumed for training (0.3-0.5 is typical of well-tuned GPU runs)."""
     rollout_mfu: float = Field(0.1, gt=0.0, le=1.0)

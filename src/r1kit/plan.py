@@ -461,7 +461,7 @@ def make_plan(recipe: Recipe, stage: str = "sft") -> Plan:
     setup = Setup(t.method, strategy, _dtype_bytes(recipe, arch.dtype), precision, t.per_device_batch_size,
                   seq, t.gradient_checkpointing, t.offload_optimizer, t.offload_parameters, p.gpus_per_node, p.nodes,
                   t.lora.double_quant)
-    if strategy == "fsdp" and p.fsdp_sharding == "hybrid":
+    if strategy == "fsdp" and t.fsdp_sharding == "hybrid":
         setup = replace(setup, strategy="fsdp_hybrid")
 
     def breakdown(s: Setup):

@@ -18,7 +18,7 @@ def sft_inputs(tmp_path_factory):
     return tokenizer_dir, data_dir
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def recipe_for(sft_inputs):
     """A tiny-qwen2 recipe on the arithmetic data, with overrides."""
     from r1kit.config import load_recipe

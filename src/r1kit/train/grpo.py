@@ -135,7 +135,7 @@ def train_grpo(recipe: Recipe, run_dir: str | Path | None = None, *, resume: str
     args = grpo_config(recipe, run_dir, precision)
 
     metrics_logger = MetricsLogger(run_dir / "metrics.jsonl", run_record(
-        "grpo", recipe, precision, processes=world_size(), problems=len(dataset), dropped_long_prompts=dropped,
+        "grpo", recipe, precision, problems=len(dataset), dropped_long_prompts=dropped,
         rewards=recipe.grpo.rewards))
     callbacks, stopper, exporter = build_callbacks(recipe, run_dir, True, False, model)
     health = RLHealth(recipe.grpo.alerts, exporter.registry if exporter else None)

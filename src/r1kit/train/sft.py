@@ -33,6 +33,7 @@ from r1kit.train import checkpoint
 from r1kit.train.callbacks import (CheckpointPublisher, MetricsLogger, NonFiniteGuard, ReleaseFreedMemory, StopAtStep,
                                    StopOnSignal)
 from r1kit.train.lm_head import size_tiles_for_cpu
+from r1kit.train.strategies import strategy_settings
 
 Mode = Literal["sft", "pretrain"]
 OOM_ADVICE = ("out of memory. Try, in order: a smaller train.per_device_batch_size (raise "
@@ -188,6 +189,22 @@ def checkpoint_staging(run_dir: Path) -> Path:
     return checkpoint.checkpoint_dir(run_dir) / checkpoint.STAGING
 
 
+def decoder_layer_class(recipe: Recipe) -> str | None:
+    """Name of the model's decoder layer class (what FSDP shards by), read from its config without weights."""
+    import transformers
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    from r1kit.models.presets import PRESETS
+
+    cfg = recipe.model
+    model_type = PRESETS[cfg.preset].model_type if cfg.preset else AutoConfig.from_pretrained(
+        resolve_model_dir(cfg.path), trust_remote_code=cfg.trust_remote_code).model_type
+    model_class = getattr(transformers, MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(model_type, ""), None)
+    layers = getattr(model_class, "_no_split_modules", None) or []
+    return layers[0] if layers else None
+
+
 def shared_trainer_args(recipe: Recipe, run_dir: Path, precision: str) -> dict:
     """The trainer settings SFT and GRPO take alike from `train`: optimizer, schedule, batch, precision,
     logging and checkpoints (retention is r1kit's: CheckpointPublisher; TensorBoard is a callback)."""
@@ -217,6 +234,8 @@ def shared_trainer_args(recipe: Recipe, run_dir: Path, precision: str) -> dict:
         save_total_limit=None,
         report_to=["wandb"] if t.wandb_project else [],
         dataloader_num_workers=0,
+        **strategy_settings(recipe, precision, cuda=cuda_available(),
+                            layer_class=decoder_layer_class(recipe) if t.strategy == "fsdp" else None),
     )
 
 
@@ -314,9 +333,13 @@ def start_run(recipe: Recipe, run_dir: Path, resume: str | None):
 
 def run_record(mode: str, recipe: Recipe, precision: str, **extra) -> dict:
     """The first line of metrics.jsonl: what ran, with which seed, precision and library versions."""
-    versions = {name: package_version(name) for name in ("torch", "transformers", "trl", "peft", "r1kit")}
+    from r1kit.dist import world_size
+    from r1kit.train.strategies import effective_strategy
+
+    versions = {name: package_version(name) for name in
+                ("torch", "transformers", "trl", "peft", "deepspeed", "r1kit")}
     return {"mode": mode, "seed": recipe.seed, "precision": precision, "python": platform.python_version(),
-            "versions": versions, **extra}
+            "processes": world_size(), "strategy": effective_strategy(recipe.train), "versions": versions, **extra}
 
 
 def train_sft(recipe: Recipe, run_dir: str | Path | None = None, *, resume: str | None = None,
@@ -402,9 +425,17 @@ def save_final(trainer, recipe: Recipe, run_dir: Path, tokenizer, base_dir: Path
             print0(f"final model: the best checkpoint, {best}")
             # The trainer's own loader: it knows full, sharded, DeepSpeed and PEFT checkpoint layouts.
             trainer._load_from_checkpoint(str(best))
+    lora = recipe.train.method in ("lora", "qlora")
+    sharded = trainer.is_fsdp_enabled or (trainer.is_deepspeed_enabled and recipe.train.strategy == "zero3")
+    if sharded and not lora:
+        # Every process holds a shard: the trainer gathers them (a collective, so all processes call it) and the
+        # main process writes one plain state dict.
+        if trainer.is_fsdp_enabled:
+            trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
+        trainer.save_model(str(final_dir))
     if not is_main_process():
         return final_dir
-    lora = recipe.train.method in ("lora", "qlora")
+    (final_dir / "training_args.bin").unlink(missing_ok=True)  # the trainer's pickle; the run has config.yaml
     if lora:
         if base_dir is not None:
             model.peft_config["default"].base_model_name_or_path = str(base_dir)
@@ -414,7 +445,8 @@ def save_final(trainer, recipe: Recipe, run_dir: Path, tokenizer, base_dir: Path
             model.merge_and_unload().save_pretrained(final_dir)
             tokenizer.save_pretrained(final_dir)
     else:
-        model.save_pretrained(final_dir)
+        if not sharded:
+            model.save_pretrained(final_dir)
         tokenizer.save_pretrained(final_dir)
     if model.generation_config is not None and not lora:
         model.generation_config.save_pretrained(final_dir)

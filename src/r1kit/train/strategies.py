@@ -1,0 +1,116 @@
+"""How training spreads over processes: the trainer settings for DDP, DeepSpeed ZeRO and FSDP2 from the recipe.
+
+r1kit writes the DeepSpeed and FSDP configs itself (or takes the user's DeepSpeed JSON from
+`train.deepspeed_config`) and hands them to the Hugging Face Trainer, which runs them through accelerate. What
+it refuses instead of letting the stack downgrade silently:
+- FSDP without CUDA GPUs: accelerate turns it into plain DDP on CPU, every process holding the whole model;
+- ZeRO without the deepspeed package, QLoRA under ZeRO-3 (its 4-bit weights cannot be partitioned);
+- FSDP hybrid shard on one node (it is full shard there).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from r1kit.config import Recipe, TrainConfig
+from r1kit.errors import UserError
+from r1kit.hardware import require_module
+
+ZERO_STAGES = {"zero1": 1, "zero2": 2, "zero3": 3}
+
+
+def effective_strategy(t: TrainConfig) -> str:
+    """`auto` is DDP (one process is DDP of one)."""
+    return "ddp" if t.strategy == "auto" else t.strategy
+
+
+def check_strategy(recipe: Recipe, *, cuda: bool, nodes: int = 1) -> None:
+    t = recipe.train
+    strategy = effective_strategy(t)
+    if strategy == "fsdp" and not cuda:
+        raise UserError("train.strategy: fsdp needs CUDA GPUs; on CPUs accelerate would silently run plain DDP "
+                        "(every process holding the whole model). Use ddp, or zero2/zero3 (DeepSpeed runs on CPUs)")
+    if strategy == "fsdp" and t.fsdp_sharding == "hybrid" and nodes < 2:
+        raise UserError("train.fsdp_sharding: hybrid shards within a node and replicates across nodes; on one node "
+                        "use full")
+    if strategy in ZERO_STAGES or t.deepspeed_config:
+        require_module("deepspeed", "deepspeed", f"train.strategy: {strategy}")
+        if t.method == "qlora" and strategy == "zero3":
+            raise UserError("train.method: qlora cannot run under zero3 (4-bit weights are not partitioned); "
+                            "use zero2 or ddp")
+    if t.deepspeed_config and strategy not in ZERO_STAGES:
+        raise UserError(f"train.deepspeed_config is given but train.strategy is {t.strategy!r}; set it to the "
+                        "file's ZeRO stage (zero1, zero2 or zero3)")
+
+
+def deepspeed_config(t: TrainConfig, precision: str, *, cuda: bool) -> dict:
+    """A DeepSpeed config for the recipe's ZeRO stage; batch sizes, clipping and the optimizer stay `auto`, so
+    the Trainer fills them from the same recipe fields as without DeepSpeed."""
+    if t.deepspeed_config:
+        path = Path(t.deepspeed_config)
+        try:
+            config = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise UserError(f"train.deepspeed_config: cannot read {path}: {exc}") from None
+        stage = config.get("zero_optimization", {}).get("stage")
+        if stage != ZERO_STAGES[effective_strategy(t)]:
+            raise UserError(f"train.deepspeed_config: {path} sets ZeRO stage {stage}, but train.strategy is "
+                            f"{t.strategy}")
+        return config
+    stage = ZERO_STAGES[effective_strategy(t)]
+    zero: dict = {"stage": stage, "overlap_comm": cuda, "contiguous_gradients": True,
+                  "reduce_bucket_size": "auto"}
+    if stage == 3:
+        # the final save gathers the 16-bit weights into one plain state dict
+        zero.update(stage3_gather_16bit_weights_on_model_save=True, stage3_prefetch_bucket_size="auto",
+                    stage3_param_persistence_threshold="auto")
+    if t.offload_optimizer:
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": cuda}
+    if t.offload_parameters:
+        zero["offload_param"] = {"device": "cpu", "pin_memory": cuda}
+    return {
+        "zero_optimization": zero,
+        "bf16": {"enabled": precision == "bf16"},
+        "fp16": {"enabled": precision == "fp16", "loss_scale": 0},  # 0: dynamic loss scaling
+        "train_micro_batch_size_per_gpu": "auto",
+        "gradient_accumulation_steps": "auto",
+        "train_batch_size": "auto",
+        "gradient_clipping": "auto",
+        "zero_allow_untested_optimizer": True,
+    }
+
+
+def fsdp_settings(recipe: Recipe, layer_class: str) -> dict:
+    """FSDP2 through accelerate: each decoder layer its own shard unit, sharded checkpoints (consolidated by
+    `r1kit export`), hybrid shard as a 2-D mesh (replicate across nodes, shard within one)."""
+    t = recipe.train
+    settings: dict = {"fsdp": True, "fsdp_config": {
+        "version": 2, "auto_wrap_policy": "TRANSFORMER_BASED_WRAP", "transformer_layer_cls_to_wrap": [layer_class],
+        "state_dict_type": "SHARDED_STATE_DICT", "reshard_after_forward": True,
+        "activation_checkpointing": t.gradient_checkpointing, "cpu_ram_efficient_loading": True,
+    }}
+    if t.fsdp_sharding == "hybrid":
+        from accelerate.parallelism_config import ParallelismConfig
+
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        settings["parallelism_config"] = ParallelismConfig(dp_replicate_size=world // local, dp_shard_size=local)
+    return settings
+
+
+def strategy_settings(recipe: Recipe, precision: str, *, cuda: bool, layer_class: str | None = None) -> dict:
+    """Trainer settings for the recipe's strategy (checked first), plus the collective timeout."""
+    t = recipe.train
+    check_strategy(recipe, cuda=cuda, nodes=int(os.environ.get("WORLD_SIZE", "1"))
+                   // max(int(os.environ.get("LOCAL_WORLD_SIZE", "1")), 1))
+    settings: dict = {"ddp_timeout": t.collective_timeout_minutes * 60}
+    strategy = effective_strategy(t)
+    if strategy in ZERO_STAGES:
+        settings["deepspeed"] = deepspeed_config(t, precision, cuda=cuda)
+    elif strategy == "fsdp":
+        if layer_class is None:
+            raise UserError("train.strategy: fsdp could not find the model's decoder layer class to shard by")
+        settings.update(fsdp_settings(recipe, layer_class))
+    return settings
