@@ -60,13 +60,19 @@ def load_recipe_for(recipe: Optional[Path], overrides: Optional[list[str]], extr
 def doctor(
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list of {name, status, detail, fix}.")] = False,
     path: Annotated[Path, typer.Option(help="Where data and checkpoints will go (for the disk check).")] = Path("."),
+    distributed: Annotated[bool, typer.Option("--distributed", help=(
+        "Also check NCCL, network interfaces and all-reduce latency/bandwidth (across the processes of "
+        "`r1kit launch ... -- r1kit doctor --distributed`, else across 2 local processes)."))] = False,
 ) -> None:
     """Check this machine for training: pass/warn/fail with a one-line fix each. Exits 1 when a check fails."""
-    from r1kit.doctor import FAIL, run_checks
+    from r1kit.dist import is_main_process
+    from r1kit.doctor import FAIL, run_checks, run_distributed_checks
 
     if not path.is_dir():
         raise UserError(f"--path {path}: no such directory")
-    checks = run_checks(path)
+    checks = run_checks(path) + (run_distributed_checks() if distributed else [])
+    if not is_main_process():  # under r1kit launch: every process took part in the probe; rank 0 reports
+        return
     if as_json:
         print(json.dumps([c.to_dict() for c in checks], indent=2))
     else:
@@ -256,6 +262,57 @@ def data_stats_cmd(
         out.print(f"  {percentiles}; at max_seq_length {seq_length}: {cut['num_truncated']} truncated, "
                   f"{cut['num_dropped_no_trainable_tokens']} left without trainable tokens; packed into "
                   f"{stats['packed_rows']} rows, {100 * stats['packing_fill']:.0f}% full")
+
+
+# ----------------------------------------------------------------------------------------------- launch
+
+
+@app.command("launch", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def launch_cmd(
+    ctx: typer.Context,
+    nproc_per_node: Annotated[Optional[int], typer.Option(
+        "--nproc-per-node", help="Processes per node (default: the GPUs of this node, else 1).")] = None,
+    nnodes: Annotated[int, typer.Option("--nnodes", help="Nodes taking part.")] = 1,
+    node_rank: Annotated[int, typer.Option("--node-rank", help="This node's rank (0 .. nnodes-1).")] = 0,
+    master_addr: Annotated[Optional[str], typer.Option("--master-addr", help="Address of the rank-0 node.")] = None,
+    master_port: Annotated[int, typer.Option("--master-port", help="Port of the rank-0 node.")] = 29500,
+    nccl_debug: Annotated[Optional[str], typer.Option("--nccl-debug", help="NCCL_DEBUG level (INFO, WARN).")] = None,
+    socket_ifname: Annotated[Optional[str], typer.Option(
+        "--nccl-socket-ifname", help="Network interface(s) for NCCL and gloo (NCCL_SOCKET_IFNAME).")] = None,
+    ib_disable: Annotated[bool, typer.Option("--nccl-ib-disable", help="Do not use InfiniBand.")] = False,
+    slurm: Annotated[bool, typer.Option("--slurm", help="Print a SLURM batch script instead of running.")] = False,
+    job_name: Annotated[str, typer.Option("--job-name", help="SLURM job name.")] = "r1kit",
+    time_limit: Annotated[Optional[str], typer.Option("--time", help="SLURM time limit, e.g. 24:00:00.")] = None,
+    partition: Annotated[Optional[str], typer.Option("--partition", help="SLURM partition.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the torchrun command and exit.")] = False,
+) -> None:
+    """Run an r1kit command as several processes through torchrun: r1kit launch --nproc-per-node 8 -- r1kit train
+    sft recipe.yaml. Multi-node: the same command on every node with --nnodes, --node-rank and --master-addr."""
+    import shlex
+
+    from r1kit.train.launch import LaunchSpec, r1kit_command, run, slurm_script, torchrun_command
+
+    if nproc_per_node is None:
+        from r1kit.hardware import cuda_available
+
+        if cuda_available():
+            import torch
+
+            nproc_per_node = torch.cuda.device_count()
+        else:
+            nproc_per_node = 1
+    spec = LaunchSpec(r1kit_command(list(ctx.args)), nproc_per_node, nnodes, node_rank, master_addr, master_port,
+                      nccl_debug, socket_ifname, ib_disable)
+    if slurm:
+        print(slurm_script(spec, job_name=job_name, time_limit=time_limit, partition=partition), end="")
+        return
+    command = torchrun_command(spec)
+    if dry_run:
+        print(" ".join(shlex.quote(arg) for arg in command))
+        return
+    code = run(spec)
+    if code:
+        raise typer.Exit(code)
 
 
 # ------------------------------------------------------------------------------------------------- plan

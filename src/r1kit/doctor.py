@@ -278,6 +278,87 @@ def check_optional(cuda: bool) -> list[Check]:
     return checks
 
 
+# ------------------------------------------------------------------------------------------- distributed
+
+
+def check_nccl() -> Check:
+    import torch
+
+    if not torch.cuda.is_available():
+        return Check("nccl", PASS, "no CUDA GPU: processes talk over gloo (TCP)")
+    if not torch.distributed.is_nccl_available():
+        return Check("nccl", FAIL, "this torch build has no NCCL", "Install a CUDA build of torch from pytorch.org")
+    version = ".".join(map(str, torch.cuda.nccl.version()))
+    return Check("nccl", PASS, f"NCCL {version}")
+
+
+def _interface_matches(names: list[str], spec: str) -> list[str]:
+    """Interfaces NCCL/gloo would pick for a NCCL_SOCKET_IFNAME value: comma-separated prefixes, `=` for exact
+    names, a leading `^` to exclude."""
+    exclude = spec.startswith("^")
+    patterns = spec.lstrip("^").split(",")
+
+    def hit(name: str) -> bool:
+        return any(name == p[1:] if p.startswith("=") else name.startswith(p) for p in patterns if p)
+
+    return [n for n in names if hit(n) != exclude]
+
+
+def check_network_interfaces() -> Check:
+    import socket
+
+    names = sorted({name for _, name in socket.if_nameindex()})
+    detail = "interfaces: " + ", ".join(names)
+    for variable in ("NCCL_SOCKET_IFNAME", "GLOO_SOCKET_IFNAME"):
+        spec = os.environ.get(variable)
+        if spec and not _interface_matches(names, spec):
+            return Check("interfaces", FAIL, f"{variable}={spec} matches none of {', '.join(names)}",
+                         f"Set {variable} to the interface the nodes reach each other on")
+    if not [n for n in names if n != "lo"]:
+        return Check("interfaces", WARN, detail, "Only loopback: this machine cannot reach other nodes")
+    return Check("interfaces", PASS, detail)
+
+
+def check_allreduce(processes: int = 2) -> Check:
+    """The all-reduce probe across the processes of this launch (under `r1kit launch`), or across `processes`
+    local processes that torchrun starts for it."""
+    import json
+
+    from r1kit.dist import world_size
+
+    if world_size() > 1:
+        from r1kit.train.launch import allreduce_probe
+
+        result = allreduce_probe()
+        if result is None:  # not rank 0: rank 0 reports
+            return Check("allreduce", PASS, "probed (reported by rank 0)")
+    else:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(processes),
+               "-m", "r1kit.train.launch"]
+        try:
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                                  env=dict(os.environ, OMP_NUM_THREADS="1"))
+        except subprocess.TimeoutExpired:
+            return Check("allreduce", FAIL, f"{processes} local processes did not finish an all-reduce in 300 s",
+                         "Check the firewall and NCCL_SOCKET_IFNAME / GLOO_SOCKET_IFNAME")
+        lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+        if done.returncode != 0 or not lines:
+            tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+            return Check("allreduce", FAIL, f"the probe failed: {tail}",
+                         "Run with NCCL_DEBUG=INFO (r1kit launch --nccl-debug INFO) to see why")
+        result = json.loads(lines[-1])
+    detail = (f"{result['processes']} processes over {result['backend']}: latency {result['latency_us']:.0f} us, "
+              f"bus bandwidth {result['bus_bandwidth_gbps']:.2f} GB/s ({result['size_mib']} MiB)")
+    if not result["sum_correct"]:
+        return Check("allreduce", FAIL, detail + "; wrong sums", "The collective returned wrong values: check drivers")
+    return Check("allreduce", PASS, detail)
+
+
+def run_distributed_checks() -> list[Check]:
+    """`doctor --distributed`: NCCL, network interfaces and an all-reduce probe (multi-node readiness)."""
+    return [check_nccl(), check_network_interfaces(), check_allreduce()]
+
+
 def run_checks(path: str | Path = ".") -> list[Check]:
     """Run every check; `path` is where datasets and checkpoints will be written."""
     checks: list[Check] = []

@@ -164,8 +164,11 @@ def quantization_config(method: str):
 
         return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                                   bnb_4bit_compute_dtype=torch.bfloat16)
-    from torchao.quantization import (Int4WeightOnlyConfig, Int8DynamicActivationInt8WeightConfig,
-                                      Int8WeightOnlyConfig)
+    from torchao.quantization import (
+        Int4WeightOnlyConfig,
+        Int8DynamicActivationInt8WeightConfig,
+        Int8WeightOnlyConfig,
+    )
 
     quant_type = {"int8-dynamic": Int8DynamicActivationInt8WeightConfig(), "int8": Int8WeightOnlyConfig(),
                   "int4": Int4WeightOnlyConfig(group_size=128)}[method]

@@ -1,4 +1,4 @@
-"""Training over two processes launched by torchrun (gloo on CPU): DDP and DeepSpeed ZeRO-2/ZeRO-3 follow the
+"""Training over two processes started by `r1kit launch` (torchrun, gloo on CPU): DDP and DeepSpeed ZeRO-2/ZeRO-3 follow the
 same loss curve as one process with the same global batch; a ZeRO-3 checkpoint resumes and exports to a plain
 model folder; FSDP on a CPU is refused instead of silently becoming DDP."""
 
@@ -23,11 +23,10 @@ def losses(run_dir) -> dict[int, float]:
 
 def train(recipe_path, out_dir, *sets, processes=1, resume=False):
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(processes)] \
-        if processes > 1 else [sys.executable]
+    launcher = ["launch", "--nproc-per-node", str(processes), "--", "r1kit"] if processes > 1 else []
     args = [arg for s in sets for arg in ("--set", s)] + (["--resume", "auto"] if resume else [])
-    done = subprocess.run([*launcher, "-m", "r1kit", "train", "sft", str(recipe_path), "--out", str(out_dir), *args],
-                          capture_output=True, text=True, env=env, timeout=900)
+    done = subprocess.run([sys.executable, "-m", "r1kit", *launcher, "train", "sft", str(recipe_path), "--out",
+                           str(out_dir), *args], capture_output=True, text=True, env=env, timeout=900, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     return done
 
