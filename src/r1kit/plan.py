@@ -274,7 +274,8 @@ def activation_bytes_per_token_layer(arch: Architecture) -> int:
 
 
 def memory_breakdown(arch: Architecture, s: Setup, *, grpo=None, on_cpu: bool, overhead_gb: float,
-                     capacity_gb: float, eager_attention: bool = False, lora_dropout: float = 0.0) -> tuple[dict[str, float], float, list[str]]:
+                     capacity_gb: float, eager_attention: bool = False,
+                     lora_dropout: float = 0.0) -> tuple[dict[str, float], float, list[str]]:
     """(per-device memory by part in GB, host memory per node in GB, notes)."""
     notes: list[str] = []
     n, mixed = s.shards, s.strategy in ("zero1", "zero2", "zero3", "fsdp", "fsdp_hybrid")
@@ -304,7 +305,7 @@ def memory_breakdown(arch: Architecture, s: Setup, *, grpo=None, on_cpu: bool, o
              "optimizer states": optim / (n if mixed else 1)}
     host = 0.0
     if s.offload_optimizer:
-        host += parts.pop("optimizer states") * s.gpus_per_node
+        host += parts["optimizer states"] * s.gpus_per_node
         parts["optimizer states"] = 0.0
     if s.offload_parameters:
         host += parts["weights"] * s.gpus_per_node
@@ -312,7 +313,8 @@ def memory_breakdown(arch: Architecture, s: Setup, *, grpo=None, on_cpu: bool, o
     if shard_weights:
         parts["gathered layer"] = 2 * layer_params * 2  # the layer in use and the prefetched next one, bf16
     tokens = s.micro_batch * s.seq_length
-    per_layer = activation_bytes_per_token_layer(arch) * (2 if s.precision == "fp32" else 1)
+    element = 4 if s.precision == "fp32" else 2  # bytes per activation
+    per_layer = activation_bytes_per_token_layer(arch) * element // 2
     # Packed rows attend within each example through a mask. The fused kernels of GPUs keep no scores; PyTorch's
     # CPU kernel for masked attention (and `eager` everywhere) keeps each layer's fp32 softmax, heads x s x s.
     scores = s.micro_batch * arch.heads * s.seq_length ** 2 * 4 if (on_cpu or eager_attention) else 0
@@ -322,9 +324,9 @@ def memory_breakdown(arch: Architecture, s: Setup, *, grpo=None, on_cpu: bool, o
         acts = (tokens * per_layer + scores) * arch.layers
     if s.method != "full":
         # each adapted layer keeps its (dropped-out) input and the rank-r projection for the adapter's backward
+        # (fp32 on CPUs, where PEFT's fp32 adapters run outside autocast)
         adapter = arch.lora_input_width * (2 if lora_dropout > 0 else 0) + arch.lora_rank * arch.lora_modules
-        acts += tokens * adapter * (2 if s.precision == "fp32" or on_cpu else 1) * 2 * \
-            (1 if s.gradient_checkpointing else arch.layers)
+        acts += tokens * adapter * (4 if on_cpu else element) * (1 if s.gradient_checkpointing else arch.layers)
     parts["activations"] = acts
     if on_cpu:
         parts["output head tile"] = min(tokens, 256) * min(arch.vocab, 4096) * 4 * 5
