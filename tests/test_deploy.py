@@ -3,6 +3,8 @@ refer to each other and to metrics r1kit really exports; the images pin torch as
 
 import json
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -178,3 +180,11 @@ def test_images_run_as_a_user_with_a_healthcheck_and_the_pinned_torch(name):
     assert users and users[-1] not in ("root", "0")
     assert re.search(r"^HEALTHCHECK .*\n.*CMD curl -fsS http://127.0.0.1:8000/health", text, re.M)
     assert re.search(r"^FROM \S+:\S+", text, re.M) and ":latest" not in text
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
+def test_kustomize_renders_the_base():
+    done = subprocess.run(["kubectl", "kustomize", str(K8S)], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    rendered = {(d["kind"], d["metadata"]["name"]) for d in yaml.safe_load_all(done.stdout) if d}
+    assert rendered == set(manifests()) | {("ConfigMap", "r1kit-recipe")}
