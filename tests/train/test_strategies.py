@@ -57,3 +57,21 @@ def test_fsdp2_shards_by_decoder_layer_with_sharded_checkpoints():
     config = settings["fsdp_config"]
     assert config["version"] == 2 and config["transformer_layer_cls_to_wrap"] == ["Qwen2DecoderLayer"]
     assert config["state_dict_type"] == "SHARDED_STATE_DICT" and config["activation_checkpointing"] is True
+
+
+def test_ninja_beside_the_interpreter_is_put_on_path(monkeypatch, tmp_path):
+    import os
+    import sys
+
+    from r1kit.train.strategies import find_ninja
+
+    (tmp_path / "ninja").write_text("#!/bin/sh\n")
+    (tmp_path / "ninja").chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "python"))
+    monkeypatch.setenv("PATH", "/nonexistent")
+    find_ninja()
+    assert os.environ["PATH"].split(os.pathsep)[0] == str(tmp_path)
+    (tmp_path / "ninja").unlink()
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(UserError, match="pip install ninja"):
+        find_ninja()

@@ -45,6 +45,21 @@ def check_strategy(recipe: Recipe, *, cuda: bool, nodes: int = 1) -> None:
                         "file's ZeRO stage (zero1, zero2 or zero3)")
 
 
+def find_ninja() -> None:
+    """DeepSpeed compiles its ops on first use with ninja, which torch looks up on PATH. pip installs ninja next to
+    the interpreter, which is not on PATH when r1kit runs from a virtualenv that was not activated: add it."""
+    import shutil
+    import sys
+
+    if shutil.which("ninja"):
+        return
+    beside = Path(sys.executable).parent
+    if (beside / "ninja").is_file():
+        os.environ["PATH"] = f"{beside}{os.pathsep}{os.environ.get('PATH', '')}"
+        return
+    raise UserError("DeepSpeed compiles its ops with ninja, which is not installed: pip install ninja")
+
+
 def deepspeed_config(t: TrainConfig, precision: str, *, cuda: bool) -> dict:
     """A DeepSpeed config for the recipe's ZeRO stage; batch sizes, clipping and the optimizer stay `auto`, so
     the Trainer fills them from the same recipe fields as without DeepSpeed."""
@@ -108,6 +123,7 @@ def strategy_settings(recipe: Recipe, precision: str, *, cuda: bool, layer_class
     settings: dict = {"ddp_timeout": t.collective_timeout_minutes * 60}
     strategy = effective_strategy(t)
     if strategy in ZERO_STAGES:
+        find_ninja()
         settings["deepspeed"] = deepspeed_config(t, precision, cuda=cuda)
     elif strategy == "fsdp":
         if layer_class is None:
