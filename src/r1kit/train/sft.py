@@ -33,7 +33,7 @@ from r1kit.train import checkpoint
 from r1kit.train.callbacks import (CheckpointPublisher, MetricsLogger, NonFiniteGuard, ReleaseFreedMemory, StopAtStep,
                                    StopOnSignal)
 from r1kit.train.lm_head import size_tiles_for_cpu
-from r1kit.train.strategies import strategy_settings
+from r1kit.train.strategies import check_strategy, nodes, strategy_settings
 
 Mode = Literal["sft", "pretrain"]
 OOM_ADVICE = ("out of memory. Try, in order: a smaller train.per_device_batch_size (raise "
@@ -321,6 +321,7 @@ def start_run(recipe: Recipe, run_dir: Path, resume: str | None):
 
     resume_from = resolve_resume(run_dir, resume)
     precision = choose_precision(recipe.train.precision)
+    check_strategy(recipe, cuda=cuda_available(), nodes=nodes())  # before any model is loaded
     if not cuda_available():
         size_tiles_for_cpu()
     recipe.save(run_dir)

@@ -21,6 +21,11 @@ from r1kit.hardware import require_module
 ZERO_STAGES = {"zero1": 1, "zero2": 2, "zero3": 3}
 
 
+def nodes() -> int:
+    """Nodes of the current torchrun launch (1 outside one)."""
+    return max(int(os.environ.get("WORLD_SIZE", "1")) // max(int(os.environ.get("LOCAL_WORLD_SIZE", "1")), 1), 1)
+
+
 def effective_strategy(t: TrainConfig) -> str:
     """`auto` is DDP (one process is DDP of one)."""
     return "ddp" if t.strategy == "auto" else t.strategy
@@ -110,16 +115,14 @@ def fsdp_settings(recipe: Recipe, layer_class: str) -> dict:
         from accelerate.parallelism_config import ParallelismConfig
 
         local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        settings["parallelism_config"] = ParallelismConfig(dp_replicate_size=world // local, dp_shard_size=local)
+        settings["parallelism_config"] = ParallelismConfig(dp_replicate_size=nodes(), dp_shard_size=local)
     return settings
 
 
 def strategy_settings(recipe: Recipe, precision: str, *, cuda: bool, layer_class: str | None = None) -> dict:
     """Trainer settings for the recipe's strategy (checked first), plus the collective timeout."""
     t = recipe.train
-    check_strategy(recipe, cuda=cuda, nodes=int(os.environ.get("WORLD_SIZE", "1"))
-                   // max(int(os.environ.get("LOCAL_WORLD_SIZE", "1")), 1))
+    check_strategy(recipe, cuda=cuda, nodes=nodes())
     settings: dict = {"ddp_timeout": t.collective_timeout_minutes * 60}
     strategy = effective_strategy(t)
     if strategy in ZERO_STAGES:
