@@ -355,12 +355,13 @@ def plan_cmd(
     table.add_column("GB", justify="right")
     for part, gb in plan.memory_gb.items():
         table.add_row(part, ceil_gb(gb))
-    table.add_row("[bold]total[/bold]", f"[bold]{ceil_gb(plan.total_gb)}[/bold] of {plan.capacity_gb:g}")
+    capacity = f"{plan.capacity_gb:.3g}"
+    table.add_row("[bold]total[/bold]", f"[bold]{ceil_gb(plan.total_gb)}[/bold] of {capacity}")
     out.print(table)
     if plan.fits:
-        out.print(f"[green]fits[/green]: {ceil_gb(plan.total_gb)} of {plan.capacity_gb:g} GB per device")
+        out.print(f"[green]fits[/green]: {ceil_gb(plan.total_gb)} of {capacity} GB per device")
     else:
-        out.print(f"[bold red]does not fit[/bold red]: {ceil_gb(plan.total_gb)} of {plan.capacity_gb:g} GB per device")
+        out.print(f"[bold red]does not fit[/bold red]: {ceil_gb(plan.total_gb)} of {capacity} GB per device")
         out.print(f"smallest change that fits: {escape(plan.fix)} ({ceil_gb(plan.fixed_total_gb)} GB)" if plan.fix
                   else "no change r1kit tries makes it fit: use more devices or a smaller model", highlight=False)
     if plan.hours is not None:
@@ -368,7 +369,7 @@ def plan_cmd(
                   f"{100 * resolved.plan.mfu:.0f}% MFU", highlight=False)
         for kind, cost in plan.costs.items():
             out.print(f"cost      {kind}: ${cost:,.0f}", highlight=False)
-    else:
+    elif plan.tokens is None:
         out.print("time      set plan.dataset_tokens or train.max_steps to estimate time and cost")
     for note in plan.notes:
         out.print(f"[yellow]note[/yellow]      {escape(note)}", highlight=False)
