@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 from r1kit.config import load_recipe
-from r1kit.plan import GB, Setup, describe_model, make_plan, memory_breakdown
+from r1kit.models.architecture import describe_model
+from r1kit.plan import GB, Setup, make_plan, memory_breakdown
 
 ROOT = Path(__file__).resolve().parents[1]
 LORA_7B = ROOT / "recipes" / "lora-r1-distill-qwen-7b-24gb.yaml"

@@ -1,8 +1,7 @@
 """`r1kit plan`: will a run fit, what will it take, and what will it cost, before it starts.
 
-The model is built on PyTorch's meta device from its config (a preset, a local folder's config.json, a
-config.json file, or a well-known checkpoint by name), so parameters are counted exactly (for MoE models the
-total and the active per token: routed experts count at top-k / experts) without loading any weights.
+The model's size and shape come from `models/architecture.py`: parameters counted exactly on PyTorch's meta
+device (for MoE, the total and the active per token), without loading any weights.
 
 Per-device memory, in the terms the engines allocate it:
 - weights: the loaded dtype (bf16 2 bytes per parameter, fp32 4); QLoRA's 4-bit NF4 linear weights take
@@ -17,13 +16,16 @@ Per-device memory, in the terms the engines allocate it:
   offload moves optimizer states (and with ZeRO-3 parameters) to host memory;
 - activations of one micro-batch: per token and layer about 18h + 6kv + 8i bytes in bf16 (h hidden size, kv
   key/value width, i MLP width; attention runs in fused kernels that keep no s x s scores). With gradient
-  checkpointing only each layer's input (2h bytes) is kept, plus one layer recomputed at a time;
+  checkpointing only each layer's input (2h bytes) is kept, plus one layer recomputed at a time. On CPUs (and
+  with `eager` attention) the masked attention of packed rows also keeps each layer's fp32 softmax (heads x s x
+  s); LoRA keeps each adapted layer's dropped-out input and its rank-r projection;
 - fp32 weights under bf16 autocast (CPU runs) also hold bf16 copies of the weights while computing;
 - the output head: TRL scores tokens in tiles, so only one tile of logits is alive;
 - GRPO: the reference model when the KL coefficient is not 0, and the rollouts' KV cache (transformers
   generation), or vLLM's reserved share of the GPU when it is colocated;
 - a fixed overhead: CUDA context, NCCL buffers and allocator slack on GPUs (`plan.overhead_gb`); on a CPU,
-  the memory of a Python process with torch, transformers and TRL imported, measured here.
+  the memory of a Python process with the training stack imported, measured here, plus what the runtime adds
+  (`CPU_RUNTIME_GB`, measured).
 
 Time is tokens x FLOPs per token / (devices x peak x MFU): 6 x active parameters per trained token (4 for
 adapters, whose frozen weights need no weight gradients), 2 more with gradient checkpointing, plus causal
@@ -35,10 +37,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 from r1kit.config import Recipe
 from r1kit.errors import UserError
+from r1kit.models.architecture import Architecture, describe_model
 
 GB = 1e9
 
@@ -48,145 +50,6 @@ ACCELERATORS: dict[str, tuple[float, float]] = {
     "L40S": (48, 362e12), "L4": (24, 121e12), "A10": (24, 125e12), "RTX 4090": (24, 165e12),
     "RTX 3090": (24, 71e12),
 }
-
-
-# ------------------------------------------------------------------------------------------ architecture
-
-
-@dataclass(frozen=True)
-class Architecture:
-    name: str
-    source: str
-    total_params: int
-    active_params: int
-    """Parameters used per token: routed experts count at top-k over the number of experts."""
-    embedding_params: int
-    """Input embeddings plus an untied output head (kept in bf16 by QLoRA)."""
-    lora_params: int
-    """Trainable adapter parameters at the recipe's rank and target modules."""
-    lora_rank: int
-    lora_modules: int
-    """Adapted linear layers per decoder layer."""
-    lora_input_width: int
-    """Summed input features of the adapted linear layers of one decoder layer."""
-    layers: int
-    hidden: int
-    kv_width: int
-    """Key (and value) features per token and layer: what the KV cache stores."""
-    mlp_width: int
-    """MLP features per token (for MoE, the active experts' plus the shared ones)."""
-    attn_width: int
-    heads: int
-    vocab: int
-    dtype: str | None = None
-    """The dtype recorded in the config (what `model.dtype: auto` loads)."""
-    experts: int = 0
-    experts_per_token: int = 0
-
-
-def _model_config(recipe: Recipe):
-    """(transformers config, name, source) of the recipe's model, without loading weights."""
-    from transformers import AutoConfig
-
-    from r1kit.models.known import KNOWN_MODELS, known_config
-
-    cfg = recipe.model
-    if cfg.preset is not None:
-        from r1kit.models.create import build_config
-        from r1kit.models.presets import PRESETS
-
-        tokenizer = _preset_tokenizer(recipe)
-        return build_config(cfg.preset, tokenizer), cfg.preset, PRESETS[cfg.preset].summary
-    if cfg.path is None:
-        raise UserError("model: set `path` (a model folder, a config.json, or a known checkpoint name such as "
-                        "DeepSeek-R1-Distill-Qwen-7B) or `preset`")
-    path = Path(cfg.path)
-    if path.is_file() and path.suffix == ".json":
-        return AutoConfig.from_pretrained(path.parent if path.name == "config.json" else path,
-                                          trust_remote_code=cfg.trust_remote_code), path.stem, str(path)
-    if (path / "config.json").is_file():
-        return (AutoConfig.from_pretrained(path, trust_remote_code=cfg.trust_remote_code), path.name,
-                str(path / "config.json"))
-    known = known_config(cfg.path)
-    if known is None:
-        raise UserError(f"model.path: {cfg.path} has no config.json, and its name is not a checkpoint r1kit knows "
-                        f"({', '.join(KNOWN_MODELS)}); point it to a folder or a config.json")
-    return known, path.name, "published config (r1kit's table of known checkpoints)"
-
-
-class _SizedVocabulary:
-    """Stands in for a tokenizer when a preset is planned before its tokenizer exists."""
-
-    bos_token_id, eos_token_id, pad_token_id = 0, 1, 2
-
-    def __init__(self, size: int):
-        self.size = size
-
-    def __len__(self) -> int:
-        return self.size
-
-
-def _preset_tokenizer(recipe: Recipe):
-    folder = recipe.model.tokenizer
-    if folder and Path(folder).is_dir():
-        from transformers import AutoTokenizer
-
-        return AutoTokenizer.from_pretrained(folder)
-    return _SizedVocabulary(recipe.tokenizer.vocab_size)
-
-
-def _count(config, lora_rank: int, lora_targets) -> dict[str, int]:
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config)
-    experts = next((getattr(config, k) for k in ("n_routed_experts", "num_local_experts", "num_experts")
-                    if getattr(config, k, None)), 0)
-    top_k = getattr(config, "num_experts_per_tok", 0) or 0
-    total = routed = 0
-    for name, param in model.named_parameters():
-        total += param.numel()
-        if experts and ".experts." in f"{name}." and "shared" not in name:
-            routed += param.numel()
-    embeddings = model.get_input_embeddings().weight.numel()
-    head = model.get_output_embeddings()
-    if head is not None and head.weight is not model.get_input_embeddings().weight:
-        embeddings += head.weight.numel()
-    lora = modules = inputs = 0
-    for name, module in model.named_modules():
-        if not isinstance(module, torch.nn.Linear) or module is head:
-            continue
-        if lora_targets == "all-linear" or name.rsplit(".", 1)[-1] in lora_targets:
-            lora += lora_rank * (module.in_features + module.out_features)
-            modules, inputs = modules + 1, inputs + module.in_features
-    active = total - routed + (routed * top_k // experts if experts else 0)
-    layers = config.get_text_config().num_hidden_layers
-    return {"total": total, "active": active, "embeddings": embeddings, "lora": lora, "experts": experts,
-            "top_k": top_k, "lora_modules": modules // layers, "lora_inputs": inputs // layers}
-
-
-def describe_model(recipe: Recipe) -> Architecture:
-    config, name, source = _model_config(recipe)
-    text = config.get_text_config()
-    counts = _count(config, recipe.train.lora.r, recipe.train.lora.target_modules)
-    heads = text.num_attention_heads
-    head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
-    kv_heads = getattr(text, "num_key_value_heads", None) or heads
-    if getattr(text, "kv_lora_rank", None):  # multi-head latent attention caches one compressed latent per token
-        kv_width = text.kv_lora_rank + text.qk_rope_head_dim
-        head_dim = getattr(text, "v_head_dim", head_dim)
-    else:
-        kv_width = kv_heads * head_dim
-    mlp = getattr(text, "intermediate_size", None) or getattr(text, "n_inner", None) or 4 * text.hidden_size
-    if counts["experts"]:
-        mlp = text.moe_intermediate_size * (counts["top_k"] + (getattr(text, "n_shared_experts", 0) or 0)) \
-            if getattr(text, "moe_intermediate_size", None) else mlp * counts["top_k"]
-    return Architecture(name, source, counts["total"], counts["active"], counts["embeddings"], counts["lora"],
-                        recipe.train.lora.r, counts["lora_modules"], counts["lora_inputs"],
-                        text.num_hidden_layers, text.hidden_size, kv_width, mlp, heads * head_dim, heads, text.vocab_size,
-                        str(getattr(config, "dtype", None) or getattr(config, "torch_dtype", None) or "") or None,
-                        counts["experts"], counts["top_k"])
 
 
 # ------------------------------------------------------------------------------------------------ setup
