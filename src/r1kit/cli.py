@@ -290,25 +290,16 @@ def launch_cmd(
     sft recipe.yaml. Multi-node: the same command on every node with --nnodes, --node-rank and --master-addr."""
     import shlex
 
-    from r1kit.train.launch import LaunchSpec, r1kit_command, run, slurm_script, torchrun_command
+    from r1kit.train.launch import (LaunchSpec, default_processes, r1kit_command, run, slurm_script,
+                                    torchrun_command)
 
-    if nproc_per_node is None:
-        from r1kit.hardware import cuda_available
-
-        if cuda_available():
-            import torch
-
-            nproc_per_node = torch.cuda.device_count()
-        else:
-            nproc_per_node = 1
-    spec = LaunchSpec(r1kit_command(list(ctx.args)), nproc_per_node, nnodes, node_rank, master_addr, master_port,
-                      nccl_debug, socket_ifname, ib_disable)
+    spec = LaunchSpec(r1kit_command(list(ctx.args)), nproc_per_node or default_processes(), nnodes, node_rank,
+                      master_addr, master_port, nccl_debug, socket_ifname, ib_disable)
     if slurm:
         print(slurm_script(spec, job_name=job_name, time_limit=time_limit, partition=partition), end="")
         return
-    command = torchrun_command(spec)
     if dry_run:
-        print(" ".join(shlex.quote(arg) for arg in command))
+        print(" ".join(shlex.quote(arg) for arg in torchrun_command(spec)))
         return
     code = run(spec)
     if code:

@@ -333,11 +333,12 @@ def check_allreduce(processes: int = 2) -> Check:
         if result is None:  # not rank 0: rank 0 reports
             return Check("allreduce", PASS, "probed (reported by rank 0)")
     else:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(processes),
-               "-m", "r1kit.train.launch"]
+        from r1kit.train.launch import LaunchSpec, launch_env, torchrun_command
+
+        spec = LaunchSpec([], nproc_per_node=processes, env={"OMP_NUM_THREADS": "1"})
         try:
-            done = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
-                                  env=dict(os.environ, OMP_NUM_THREADS="1"))
+            done = subprocess.run(torchrun_command(spec, module="r1kit.train.launch"), capture_output=True,
+                                  text=True, timeout=300, env=launch_env(spec))
         except subprocess.TimeoutExpired:
             return Check("allreduce", FAIL, f"{processes} local processes did not finish an all-reduce in 300 s",
                          "Check the firewall and NCCL_SOCKET_IFNAME / GLOO_SOCKET_IFNAME")

@@ -13,6 +13,15 @@ from pathlib import Path
 
 from r1kit.errors import UserError
 
+# Memory (GB) and dense bf16 peak (FLOP/s) of common accelerators, from the vendors' data sheets. Ordered so
+# that a name that contains another (L40S and L4, A100 and A10) comes first: CUDA device names are matched by
+# substring.
+ACCELERATORS: dict[str, tuple[float, float]] = {
+    "H200": (141, 989e12), "H100": (80, 989e12), "A100": (80, 312e12), "A100-40GB": (40, 312e12),
+    "L40S": (48, 362e12), "L4": (24, 121e12), "A10": (24, 125e12), "RTX 4090": (24, 165e12),
+    "RTX 3090": (24, 71e12),
+}
+
 
 @functools.cache
 def cpu_flags() -> frozenset[str]:

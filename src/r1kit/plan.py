@@ -40,16 +40,11 @@ from dataclasses import dataclass, field, replace
 
 from r1kit.config import Recipe
 from r1kit.errors import UserError
+from r1kit.hardware import ACCELERATORS, cpu_has_native_bf16
 from r1kit.models.architecture import Architecture, describe_model
 
 GB = 1e9
 
-# Memory (GB) and dense bf16 peak (FLOP/s) of common accelerators, from the vendors' data sheets.
-ACCELERATORS: dict[str, tuple[float, float]] = {
-    "H200": (141, 989e12), "H100": (80, 989e12), "A100": (80, 312e12), "A100-40GB": (40, 312e12),
-    "L40S": (48, 362e12), "L4": (24, 121e12), "A10": (24, 125e12), "RTX 4090": (24, 165e12),
-    "RTX 3090": (24, 71e12),
-}
 
 
 # ------------------------------------------------------------------------------------------------ setup
@@ -321,7 +316,7 @@ def make_plan(recipe: Recipe, stage: str = "sft") -> Plan:
         overhead = p.overhead_gb if p.overhead_gb is not None else 1.5
     grpo = stage == "grpo"
     seq = recipe.grpo.max_prompt_length + recipe.grpo.max_completion_length if grpo else t.max_seq_length
-    precision = t.precision if t.precision != "auto" else ("bf16" if not on_cpu or _cpu_bf16() else "fp32")
+    precision = t.precision if t.precision != "auto" else ("bf16" if not on_cpu or cpu_has_native_bf16() else "fp32")
     strategy = t.strategy if t.strategy != "auto" else "ddp"
     setup = Setup(t.method, strategy, _dtype_bytes(recipe, arch.dtype), precision, t.per_device_batch_size,
                   seq, t.gradient_checkpointing, t.offload_optimizer, t.offload_parameters, p.gpus_per_node, p.nodes,
@@ -360,12 +355,6 @@ def make_plan(recipe: Recipe, stage: str = "sft") -> Plan:
     elif plan.tokens and not peak:
         plan.notes.append("time: give plan.peak_tflops for this device")
     return plan
-
-
-def _cpu_bf16() -> bool:
-    from r1kit.hardware import cpu_has_native_bf16
-
-    return cpu_has_native_bf16()
 
 
 def _planned_tokens(recipe: Recipe, s: Setup, grpo: bool) -> int | None:

@@ -58,7 +58,8 @@ def launch_env(spec: LaunchSpec, base: dict[str, str] | None = None) -> dict[str
     return env
 
 
-def torchrun_command(spec: LaunchSpec) -> list[str]:
+def torchrun_command(spec: LaunchSpec, module: str = "r1kit") -> list[str]:
+    """torchrun running `python -m <module> <spec.command>` in every process."""
     if spec.nproc_per_node < 1 or spec.nnodes < 1:
         raise UserError("--nproc-per-node and --nnodes must be at least 1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(spec.nproc_per_node)]
@@ -71,12 +72,23 @@ def torchrun_command(spec: LaunchSpec) -> list[str]:
             raise UserError(f"--node-rank {spec.node_rank} is outside 0..{spec.nnodes - 1}")
         cmd += ["--nnodes", str(spec.nnodes), "--node-rank", str(spec.node_rank), "--master-addr", spec.master_addr,
                 "--master-port", str(spec.master_port)]
-    return [*cmd, "-m", "r1kit", *spec.command]
+    return [*cmd, "-m", module, *spec.command]
 
 
 def run(spec: LaunchSpec) -> int:
     """Run torchrun in the foreground; its exit status (a failed worker fails the launch)."""
-    return subprocess.run(torchrun_command(spec), env=launch_env(spec)).returncode
+    return subprocess.run(torchrun_command(spec), env=launch_env(spec), check=False).returncode
+
+
+def default_processes() -> int:
+    """One process per GPU of this node, else one."""
+    from r1kit.hardware import cuda_available
+
+    if cuda_available():
+        import torch
+
+        return torch.cuda.device_count()
+    return 1
 
 
 def slurm_script(spec: LaunchSpec, *, job_name: str, time_limit: str | None = None,
@@ -92,8 +104,7 @@ def slurm_script(spec: LaunchSpec, *, job_name: str, time_limit: str | None = No
         lines.append(f"#SBATCH --partition={partition}")
     lines += ["set -euo pipefail", 'export MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
               f"export MASTER_PORT={spec.master_port}"]
-    env = {k: v for k, v in launch_env(spec, base={}).items()}
-    lines += [f"export {k}={shlex.quote(v)}" for k, v in sorted(env.items())]
+    lines += [f"export {k}={shlex.quote(v)}" for k, v in sorted(launch_env(spec, base={}).items())]
     command = " ".join(shlex.quote(arg) for arg in spec.command)
     lines.append(f"srun torchrun --nnodes {spec.nnodes} --nproc-per-node {spec.nproc_per_node} "
                  "--rdzv-id $SLURM_JOB_ID --rdzv-backend c10d --rdzv-endpoint $MASTER_ADDR:$MASTER_PORT "

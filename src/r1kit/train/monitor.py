@@ -13,10 +13,7 @@ import time
 from transformers import TrainerCallback
 
 from r1kit.dist import is_main_process, print0
-
-# Dense bf16 peak of common accelerators in FLOP/s (vendor data sheets), for the MFU estimate.
-PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12, "A10": 125e12,
-              "RTX 4090": 165e12, "RTX 3090": 71e12}
+from r1kit.hardware import ACCELERATORS
 
 
 def device_peak_flops(configured_tflops: float | None) -> float | None:
@@ -26,7 +23,7 @@ def device_peak_flops(configured_tflops: float | None) -> float | None:
 
     if torch.cuda.is_available():
         name = torch.cuda.get_device_name(0)
-        for key, flops in PEAK_FLOPS.items():
+        for key, (_, flops) in ACCELERATORS.items():
             if key in name:
                 return flops * torch.cuda.device_count()
     return None

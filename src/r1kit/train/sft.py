@@ -189,22 +189,6 @@ def checkpoint_staging(run_dir: Path) -> Path:
     return checkpoint.checkpoint_dir(run_dir) / checkpoint.STAGING
 
 
-def decoder_layer_class(recipe: Recipe) -> str | None:
-    """Name of the model's decoder layer class (what FSDP shards by), read from its config without weights."""
-    import transformers
-    from transformers import AutoConfig
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
-
-    from r1kit.models.presets import PRESETS
-
-    cfg = recipe.model
-    model_type = PRESETS[cfg.preset].model_type if cfg.preset else AutoConfig.from_pretrained(
-        resolve_model_dir(cfg.path), trust_remote_code=cfg.trust_remote_code).model_type
-    model_class = getattr(transformers, MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(model_type, ""), None)
-    layers = getattr(model_class, "_no_split_modules", None) or []
-    return layers[0] if layers else None
-
-
 def shared_trainer_args(recipe: Recipe, run_dir: Path, precision: str) -> dict:
     """The trainer settings SFT and GRPO take alike from `train`: optimizer, schedule, batch, precision,
     logging and checkpoints (retention is r1kit's: CheckpointPublisher; TensorBoard is a callback)."""
@@ -234,8 +218,7 @@ def shared_trainer_args(recipe: Recipe, run_dir: Path, precision: str) -> dict:
         save_total_limit=None,
         report_to=["wandb"] if t.wandb_project else [],
         dataloader_num_workers=0,
-        **strategy_settings(recipe, precision, cuda=cuda_available(),
-                            layer_class=decoder_layer_class(recipe) if t.strategy == "fsdp" else None),
+        **strategy_settings(recipe, precision, cuda=cuda_available()),
     )
 
 

@@ -102,6 +102,23 @@ def deepspeed_config(t: TrainConfig, precision: str, *, cuda: bool) -> dict:
     }
 
 
+def decoder_layer_class(recipe: Recipe) -> str | None:
+    """Name of the model's decoder layer class (what FSDP shards by), read from its config without weights."""
+    import transformers
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    from r1kit.models.load import resolve_model_dir
+    from r1kit.models.presets import PRESETS
+
+    cfg = recipe.model
+    model_type = PRESETS[cfg.preset].model_type if cfg.preset else AutoConfig.from_pretrained(
+        resolve_model_dir(cfg.path), trust_remote_code=cfg.trust_remote_code).model_type
+    model_class = getattr(transformers, MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(model_type, ""), None)
+    layers = getattr(model_class, "_no_split_modules", None) or []
+    return layers[0] if layers else None
+
+
 def fsdp_settings(recipe: Recipe, layer_class: str) -> dict:
     """FSDP2 through accelerate: each decoder layer its own shard unit, sharded checkpoints (consolidated by
     `r1kit export`), hybrid shard as a 2-D mesh (replicate across nodes, shard within one)."""
@@ -119,16 +136,17 @@ def fsdp_settings(recipe: Recipe, layer_class: str) -> dict:
     return settings
 
 
-def strategy_settings(recipe: Recipe, precision: str, *, cuda: bool, layer_class: str | None = None) -> dict:
-    """Trainer settings for the recipe's strategy (checked first), plus the collective timeout."""
+def strategy_settings(recipe: Recipe, precision: str, *, cuda: bool) -> dict:
+    """Trainer settings for the recipe's strategy (which `check_strategy` has accepted at start-up), plus the
+    collective timeout."""
     t = recipe.train
-    check_strategy(recipe, cuda=cuda, nodes=nodes())
     settings: dict = {"ddp_timeout": t.collective_timeout_minutes * 60}
     strategy = effective_strategy(t)
     if strategy in ZERO_STAGES:
         find_ninja()
         settings["deepspeed"] = deepspeed_config(t, precision, cuda=cuda)
     elif strategy == "fsdp":
+        layer_class = decoder_layer_class(recipe)
         if layer_class is None:
             raise UserError("train.strategy: fsdp could not find the model's decoder layer class to shard by")
         settings.update(fsdp_settings(recipe, layer_class))
