@@ -63,7 +63,7 @@ def baseline(model_dir: Path, questions: list[str], max_tokens: int) -> dict:
         streamer = TextIteratorStreamer(tokenizer, skip_prompt=True)
         first: list[float] = []
 
-        def watch():
+        def watch(streamer=streamer, first=first):
             for _ in streamer:
                 first.append(time.perf_counter())
                 break

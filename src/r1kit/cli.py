@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -40,13 +40,13 @@ out = Console()
 err = Console(stderr=True)
 
 SetOption = Annotated[
-    Optional[list[str]],
+    list[str] | None,
     typer.Option("--set", help="Override a recipe field, e.g. --set train.learning_rate=3e-5 (repeatable)."),
 ]
 STATUS_STYLE = {"pass": "green", "warn": "yellow", "fail": "bold red"}
 
 
-def load_recipe_for(recipe: Optional[Path], overrides: Optional[list[str]], extra: list[str] = ()):
+def load_recipe_for(recipe: Path | None, overrides: list[str] | None, extra: list[str] = ()):
     """The recipe (or the defaults) with the command's --set overrides, then `extra` derived from its flags."""
     from r1kit.config import load_recipe
 
@@ -89,7 +89,7 @@ def doctor(
 
 @recipe_app.command("show")
 def recipe_show(
-    recipe: Annotated[Optional[Path], typer.Argument(help="Recipe YAML; omitted: the defaults.")] = None,
+    recipe: Annotated[Path | None, typer.Argument(help="Recipe YAML; omitted: the defaults.")] = None,
     overrides: SetOption = None,
 ) -> None:
     """Validate a recipe (with overrides) and print it fully resolved, defaults included."""
@@ -98,7 +98,7 @@ def recipe_show(
 
 @recipe_app.command("fields")
 def recipe_fields(
-    section: Annotated[Optional[str], typer.Argument(help="One section, e.g. train; omitted: all.")] = None,
+    section: Annotated[str | None, typer.Argument(help="One section, e.g. train; omitted: all.")] = None,
 ) -> None:
     """List the recipe's fields with their type, default and meaning."""
     from r1kit.config import Recipe, describe_fields
@@ -152,13 +152,13 @@ def model_init(
 def tokenizer_train(
     out_dir: Annotated[Path, typer.Option("--out", help="Folder to write the tokenizer into.")],
     inputs: Annotated[
-        Optional[list[Path]], typer.Option("--input", help="Text, JSONL, JSON, CSV or Parquet file (repeatable).")
+        list[Path] | None, typer.Option("--input", help="Text, JSONL, JSON, CSV or Parquet file (repeatable).")
     ] = None,
-    more_inputs: Annotated[Optional[list[Path]], typer.Argument(help="More input files.", show_default=False)] = None,
-    vocab_size: Annotated[Optional[int], typer.Option(help="Vocabulary size (recipe: tokenizer.vocab_size).")] = None,
-    type: Annotated[Optional[str], typer.Option(help="bpe or unigram (recipe: tokenizer.type).")] = None,
-    character_coverage: Annotated[Optional[float], typer.Option(help="Unigram character coverage.")] = None,
-    recipe: Annotated[Optional[Path], typer.Option(help="Recipe whose `tokenizer` section to use.")] = None,
+    more_inputs: Annotated[list[Path] | None, typer.Argument(help="More input files.", show_default=False)] = None,
+    vocab_size: Annotated[int | None, typer.Option(help="Vocabulary size (recipe: tokenizer.vocab_size).")] = None,
+    type: Annotated[str | None, typer.Option(help="bpe or unigram (recipe: tokenizer.type).")] = None,
+    character_coverage: Annotated[float | None, typer.Option(help="Unigram character coverage.")] = None,
+    recipe: Annotated[Path | None, typer.Option(help="Recipe whose `tokenizer` section to use.")] = None,
     overrides: SetOption = None,
 ) -> None:
     """Train a byte-level BPE (or unigram) tokenizer with the DeepSeek-R1 tokens and chat template."""
@@ -187,9 +187,9 @@ def tokenizer_train(
 @data_app.command("clean")
 def data_clean(
     out_dir: Annotated[Path, typer.Option("--out", help="Output folder (train/, validation/, reports).")],
-    inputs: Annotated[Optional[list[Path]], typer.Option("--input", help="Input file or folder (repeatable).")] = None,
-    more_inputs: Annotated[Optional[list[Path]], typer.Argument(help="More inputs.", show_default=False)] = None,
-    recipe: Annotated[Optional[Path], typer.Option(help="Recipe whose `data` section configures the stages.")] = None,
+    inputs: Annotated[list[Path] | None, typer.Option("--input", help="Input file or folder (repeatable).")] = None,
+    more_inputs: Annotated[list[Path] | None, typer.Argument(help="More inputs.", show_default=False)] = None,
+    recipe: Annotated[Path | None, typer.Option(help="Recipe whose `data` section configures the stages.")] = None,
     strict: Annotated[bool, typer.Option("--strict", help="Stop at the first malformed input.")] = False,
     overrides: SetOption = None,
 ) -> None:
@@ -233,8 +233,8 @@ def data_synth(
 @data_app.command("stats")
 def data_stats_cmd(
     data_dir: Annotated[Path, typer.Argument(help="A `data clean` output folder.")],
-    tokenizer: Annotated[Optional[Path], typer.Option(help="Tokenizer folder; default: the recipe's model.")] = None,
-    recipe: Annotated[Optional[Path], typer.Option(help="Recipe (train.max_seq_length, the model's tokenizer).")] = None,
+    tokenizer: Annotated[Path | None, typer.Option(help="Tokenizer folder; default: the recipe's model.")] = None,
+    recipe: Annotated[Path | None, typer.Option(help="Recipe (train.max_seq_length, the model's tokenizer).")] = None,
     overrides: SetOption = None,
 ) -> None:
     """Token-length histograms of a cleaned data folder, truncation at max_seq_length, and packing fill."""
@@ -270,28 +270,34 @@ def data_stats_cmd(
 @app.command("launch", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def launch_cmd(
     ctx: typer.Context,
-    nproc_per_node: Annotated[Optional[int], typer.Option(
+    nproc_per_node: Annotated[int | None, typer.Option(
         "--nproc-per-node", help="Processes per node (default: the GPUs of this node, else 1).")] = None,
     nnodes: Annotated[int, typer.Option("--nnodes", help="Nodes taking part.")] = 1,
     node_rank: Annotated[int, typer.Option("--node-rank", help="This node's rank (0 .. nnodes-1).")] = 0,
-    master_addr: Annotated[Optional[str], typer.Option("--master-addr", help="Address of the rank-0 node.")] = None,
+    master_addr: Annotated[str | None, typer.Option("--master-addr", help="Address of the rank-0 node.")] = None,
     master_port: Annotated[int, typer.Option("--master-port", help="Port of the rank-0 node.")] = 29500,
-    nccl_debug: Annotated[Optional[str], typer.Option("--nccl-debug", help="NCCL_DEBUG level (INFO, WARN).")] = None,
-    socket_ifname: Annotated[Optional[str], typer.Option(
+    nccl_debug: Annotated[str | None, typer.Option("--nccl-debug", help="NCCL_DEBUG level (INFO, WARN).")] = None,
+    socket_ifname: Annotated[str | None, typer.Option(
         "--nccl-socket-ifname", help="Network interface(s) for NCCL and gloo (NCCL_SOCKET_IFNAME).")] = None,
     ib_disable: Annotated[bool, typer.Option("--nccl-ib-disable", help="Do not use InfiniBand.")] = False,
     slurm: Annotated[bool, typer.Option("--slurm", help="Print a SLURM batch script instead of running.")] = False,
     job_name: Annotated[str, typer.Option("--job-name", help="SLURM job name.")] = "r1kit",
-    time_limit: Annotated[Optional[str], typer.Option("--time", help="SLURM time limit, e.g. 24:00:00.")] = None,
-    partition: Annotated[Optional[str], typer.Option("--partition", help="SLURM partition.")] = None,
+    time_limit: Annotated[str | None, typer.Option("--time", help="SLURM time limit, e.g. 24:00:00.")] = None,
+    partition: Annotated[str | None, typer.Option("--partition", help="SLURM partition.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the torchrun command and exit.")] = False,
 ) -> None:
     """Run an r1kit command as several processes through torchrun: r1kit launch --nproc-per-node 8 -- r1kit train
     sft recipe.yaml. Multi-node: the same command on every node with --nnodes, --node-rank and --master-addr."""
     import shlex
 
-    from r1kit.train.launch import (LaunchSpec, default_processes, r1kit_command, run, slurm_script,
-                                    torchrun_command)
+    from r1kit.train.launch import (
+        LaunchSpec,
+        default_processes,
+        r1kit_command,
+        run,
+        slurm_script,
+        torchrun_command,
+    )
 
     spec = LaunchSpec(r1kit_command(list(ctx.args)), nproc_per_node or default_processes(), nnodes, node_rank,
                       master_addr, master_port, nccl_debug, socket_ifname, ib_disable)
@@ -311,11 +317,11 @@ def launch_cmd(
 
 @app.command("plan")
 def plan_cmd(
-    recipe: Annotated[Optional[Path], typer.Argument(help="Recipe YAML (default: the defaults with --set).")] = None,
+    recipe: Annotated[Path | None, typer.Argument(help="Recipe YAML (default: the defaults with --set).")] = None,
     stage: Annotated[str, typer.Option(help="What to plan: `sft` (also LoRA/QLoRA, pretraining) or `grpo`.")] = "sft",
-    device: Annotated[Optional[str], typer.Option(help="plan.device: H100, A100, RTX 4090, ..., or cpu.")] = None,
-    gpus_per_node: Annotated[Optional[int], typer.Option(help="plan.gpus_per_node.")] = None,
-    nodes: Annotated[Optional[int], typer.Option(help="plan.nodes.")] = None,
+    device: Annotated[str | None, typer.Option(help="plan.device: H100, A100, RTX 4090, ..., or cpu.")] = None,
+    gpus_per_node: Annotated[int | None, typer.Option(help="plan.gpus_per_node.")] = None,
+    nodes: Annotated[int | None, typer.Option(help="plan.nodes.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
     overrides: SetOption = None,
 ) -> None:
@@ -369,13 +375,13 @@ def plan_cmd(
 # ------------------------------------------------------------------------------------------------ train
 
 RecipeArgument = Annotated[Path, typer.Argument(help="Recipe YAML.")]
-OutOption = Annotated[Optional[Path], typer.Option("--out", help="Run folder (default: runs/<recipe name>).")]
+OutOption = Annotated[Path | None, typer.Option("--out", help="Run folder (default: runs/<recipe name>).")]
 ResumeOption = Annotated[
-    Optional[str], typer.Option(help="`auto`: continue from the newest complete checkpoint; or a checkpoint folder.")
+    str | None, typer.Option(help="`auto`: continue from the newest complete checkpoint; or a checkpoint folder.")
 ]
 
 
-def _train(recipe: Path, out_dir: Optional[Path], resume: Optional[str], overrides, mode: str) -> None:
+def _train(recipe: Path, out_dir: Path | None, resume: str | None, overrides, mode: str) -> None:
     if mode == "grpo":
         from r1kit.train.grpo import train_grpo
 
@@ -440,7 +446,7 @@ def _print_completion(completion) -> None:
 def generate_cmd(
     model: Annotated[Path, typer.Option(help="Local Hugging Face model folder.")],
     prompt: Annotated[list[str], typer.Option(help="User message (repeatable).")],
-    system: Annotated[Optional[str], typer.Option(help="System prompt.")] = None,
+    system: Annotated[str | None, typer.Option(help="System prompt.")] = None,
     max_new_tokens: Annotated[int, typer.Option(help="Most tokens to generate.")] = 256,
     temperature: Annotated[float, typer.Option(help="0 decodes greedily.")] = 0.6,
     top_p: Annotated[float, typer.Option(help="Nucleus sampling threshold.")] = 0.95,
@@ -459,7 +465,7 @@ def generate_cmd(
 
 @app.command("sample")
 def sample_cmd(
-    recipe: Annotated[Optional[Path], typer.Argument(help="Recipe YAML (its `sample` section).")] = None,
+    recipe: Annotated[Path | None, typer.Argument(help="Recipe YAML (its `sample` section).")] = None,
     model: Annotated[Path, typer.Option(help="Model folder to sample from.")] = ...,
     out_dir: Annotated[Path, typer.Option("--out", help="New folder for samples.jsonl, data/ and report.json.")] = ...,
     overrides: SetOption = None,
@@ -492,20 +498,20 @@ def pipeline_cmd(recipe: RecipeArgument, out_dir: OutOption = None, overrides: S
 
 @app.command("eval")
 def eval_cmd(
-    args: Annotated[Optional[list[str]], typer.Argument(metavar="[RECIPE | compare RUN_A RUN_B]",
+    args: Annotated[list[str] | None, typer.Argument(metavar="[RECIPE | compare RUN_A RUN_B]",
                                                         help="A recipe (its `eval` section), or `compare` and "
                                                              "two eval output folders.")] = None,
-    model: Annotated[Optional[Path], typer.Option(help="Local model folder to evaluate.")] = None,
-    endpoint: Annotated[Optional[str], typer.Option(help="OpenAI-compatible base URL, e.g. http://host:8000/v1.")] = None,
-    endpoint_model: Annotated[Optional[str], typer.Option(help="Model name at the endpoint (default: its first).")] = None,
-    api_key: Annotated[Optional[str], typer.Option(envvar="R1KIT_EVAL_API_KEY",
+    model: Annotated[Path | None, typer.Option(help="Local model folder to evaluate.")] = None,
+    endpoint: Annotated[str | None, typer.Option(help="OpenAI-compatible base URL, e.g. http://host:8000/v1.")] = None,
+    endpoint_model: Annotated[str | None, typer.Option(help="Model name at the endpoint (default: its first).")] = None,
+    api_key: Annotated[str | None, typer.Option(envvar="R1KIT_EVAL_API_KEY",
                                                    help="Endpoint API key (env R1KIT_EVAL_API_KEY).")] = None,
-    suite: Annotated[Optional[list[str]], typer.Option(help="Suite to run (repeatable): gsm8k, math500, heldout, "
+    suite: Annotated[list[str] | None, typer.Option(help="Suite to run (repeatable): gsm8k, math500, heldout, "
                                                             "perplexity, speed.")] = None,
-    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Report folder (default <run>/eval).")] = None,
-    limit: Annotated[Optional[int], typer.Option(help="Only the first N problems of each suite.")] = None,
-    num_samples: Annotated[Optional[int], typer.Option(help="Samples per problem.")] = None,
-    curves_from: Annotated[Optional[Path], typer.Option(help="Training run folder to plot curves from "
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Report folder (default <run>/eval).")] = None,
+    limit: Annotated[int | None, typer.Option(help="Only the first N problems of each suite.")] = None,
+    num_samples: Annotated[int | None, typer.Option(help="Samples per problem.")] = None,
+    curves_from: Annotated[Path | None, typer.Option(help="Training run folder to plot curves from "
                                                              "(default: the model's run, if any).")] = None,
     overrides: SetOption = None,
 ) -> None:
@@ -569,14 +575,14 @@ def export_cmd(
 @app.command("serve")
 def serve_cmd(
     model: Annotated[Path, typer.Option(help="Local Hugging Face model folder.")],
-    recipe: Annotated[Optional[Path], typer.Option(help="Recipe whose `serve` section to use.")] = None,
-    host: Annotated[Optional[str], typer.Option(help="Address to bind (default 127.0.0.1: this machine only).")] = None,
-    port: Annotated[Optional[int], typer.Option(help="TCP port (default 8000; 0 picks a free one).")] = None,
-    api_key: Annotated[Optional[str], typer.Option(envvar="R1KIT_API_KEY",
+    recipe: Annotated[Path | None, typer.Option(help="Recipe whose `serve` section to use.")] = None,
+    host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1: this machine only).")] = None,
+    port: Annotated[int | None, typer.Option(help="TCP port (default 8000; 0 picks a free one).")] = None,
+    api_key: Annotated[str | None, typer.Option(envvar="R1KIT_API_KEY",
                                                    help="Require `Authorization: Bearer KEY` (env R1KIT_API_KEY).")] = None,
-    engine: Annotated[Optional[str], typer.Option(help="transformers (default) or vllm (CUDA GPUs).")] = None,
-    max_batch_size: Annotated[Optional[int], typer.Option(help="Most requests decoded together.")] = None,
-    model_name: Annotated[Optional[str], typer.Option(help="Name clients ask for (default: the folder's).")] = None,
+    engine: Annotated[str | None, typer.Option(help="transformers (default) or vllm (CUDA GPUs).")] = None,
+    max_batch_size: Annotated[int | None, typer.Option(help="Most requests decoded together.")] = None,
+    model_name: Annotated[str | None, typer.Option(help="Name clients ask for (default: the folder's).")] = None,
     trust_remote_code: Annotated[bool, typer.Option(help="Run code shipped in the model folder.")] = False,
     overrides: SetOption = None,
 ) -> None:

@@ -17,12 +17,12 @@ from pathlib import Path
 
 from r1kit.config import Recipe, build_recipe
 from r1kit.data.clean import CleanResult, clean
-from r1kit.eval.answers import last_boxed
 from r1kit.data.synth import synthesize
 from r1kit.data.tokenize import load_split
 from r1kit.dist import print0
 from r1kit.doctor import FAIL, Check, run_checks
 from r1kit.errors import UserError
+from r1kit.eval.answers import last_boxed
 from r1kit.generate import Completion, generate
 from r1kit.models.tokenizer import TokenizerResult, train_from_config
 from r1kit.train.sft import TrainResult, train_sft

@@ -157,8 +157,6 @@ def check_shm() -> Check:
 
 def check_python() -> Check:
     version = platform.python_version()
-    if sys.version_info < (3, 10):
-        return Check("python", FAIL, version, "r1kit needs Python 3.10 or newer")
     return Check("python", PASS, f"{version} ({sys.executable})")
 
 

@@ -17,7 +17,7 @@ def test_arithmetic_answers_are_right(tmp_path, difficulty):
     assert len(rows) == 300
     for row in rows:
         expression = row["question"].removeprefix("What is ").removesuffix("?").replace("×", "*")
-        assert int(row["answer"]) == eval(expression)  # noqa: S307 - our own generated digits and operator
+        assert int(row["answer"]) == eval(expression)
         assert row["reasoning"].endswith(f"So the result is {row['answer']}.")
         assert row["solution"].endswith(f"\\boxed{{{row['answer']}}}")
     widths = {len(row["question"].split()[2]) for row in rows}

@@ -5,7 +5,14 @@ from transformers import AutoTokenizer
 
 from r1kit.errors import UserError
 from r1kit.models.tokenizer import (
-    ASSISTANT, BOS, EOS, PAD, THINK_CLOSE, THINK_OPEN, USER, train_tokenizer,
+    ASSISTANT,
+    BOS,
+    EOS,
+    PAD,
+    THINK_CLOSE,
+    THINK_OPEN,
+    USER,
+    train_tokenizer,
 )
 
 TEXTS = [
@@ -50,7 +57,7 @@ def test_special_tokens(tokenizer):
 
 def test_digits_are_split(tokenizer):
     tokens = tokenizer.tokenize("12345")
-    assert [t for t in tokens] == list("12345")
+    assert list(tokens) == list("12345")
 
 
 CONVERSATION = [

@@ -1,7 +1,6 @@
 """Fixtures of the server tests: the scripted model (scripted.py) and one running server for the session."""
 
 import pytest
-
 from scripted import API_KEY, make_scripted_model, start_server
 
 

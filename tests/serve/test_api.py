@@ -7,7 +7,6 @@ import urllib.request
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-
 from scripted import ANSWER, API_KEY, MAX_TOKENS_LIMIT, REASONING
 
 QUESTION = [{"role": "user", "content": "What is two plus two?"}]

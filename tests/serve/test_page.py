@@ -4,7 +4,6 @@ its streamed answer, with the reasoning in a collapsible block apart from it."""
 import shutil
 
 import pytest
-
 from scripted import ANSWER, API_KEY, REASONING
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -27,8 +27,9 @@ def test_only_published_checkpoints_are_visible(tmp_path):
 
 
 def test_precision_choice(monkeypatch):
-    import r1kit.hardware as hardware
     import torch
+
+    import r1kit.hardware as hardware
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda: True)
@@ -70,7 +71,7 @@ def test_nonfinite_steps_are_skipped_then_stop():
     guard = NonFiniteGuard(trainer, max_in_a_row=2)
     model = FakeModel()
     results = []
-    for step, micro in [(0, 0), (0, 1), (1, 0), (1, 1), (2, 0), (2, 1)]:
+    for step, _micro in [(0, 0), (0, 1), (1, 0), (1, 1), (2, 0), (2, 1)]:
         trainer.state.global_step = step
         results.append(float(trainer.training_step(model, {})))
     # Step 0: the NaN in its 2nd micro-step skips it; step 1 is clean; step 2 skipped from its 1st micro-step on.

@@ -162,7 +162,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(recipe_for, tmp_path):
     process = subprocess.Popen([sys.executable, "-m", "r1kit", "train", "sft", str(recipe_path), "--out",
                                 str(run_dir)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
-    while time.time() < deadline and not (run_dir / "metrics.jsonl").exists() or \
+    while (time.time() < deadline and not (run_dir / "metrics.jsonl").exists()) or \
             len(records(run_dir, "train")) < 3:
         time.sleep(0.2)
         assert process.poll() is None, process.communicate()

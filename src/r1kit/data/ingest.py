@@ -244,7 +244,7 @@ def _parquet(path: Path) -> Iterator[tuple[str, Any, str | None]]:
 
     try:
         parquet = pq.ParquetFile(path)
-    except Exception as exc:  # pyarrow raises several types for a corrupt file
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a corrupt file
         yield str(path), Malformed("malformed_parquet", f"not a readable Parquet file ({exc})"), None
         return
     index = 0

@@ -129,7 +129,7 @@ class EndpointBackend:
         self.client = OpenAI(base_url=base_url.rstrip("/"), api_key=api_key or "none", max_retries=2, timeout=600)
         try:
             models = [m.id for m in self.client.models.list().data]
-        except Exception as error:  # unreachable server, bad key: say which, before any evaluation starts
+        except Exception as error:  # noqa: BLE001 - unreachable server, bad key: say which, before any evaluation starts
             raise UserError(f"endpoint {base_url}: cannot list models ({error})") from None
         if model is None:
             if not models:

@@ -22,8 +22,8 @@ import logging
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Union
 
 log = logging.getLogger("r1kit.serve")
 
@@ -47,7 +47,7 @@ class Failure:
     message: str
 
 
-Event = Union[Token, Finish, Failure]
+Event = Token | Finish | Failure
 
 
 @dataclass

@@ -7,7 +7,7 @@ accepted at their neutral value (`n: 1`, penalties 0, no logprobs) and refused o
 
 from __future__ import annotations
 
-from typing import Literal, Optional, Union
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -33,9 +33,9 @@ def request_models(strict: bool):
 
     class Message(base):
         role: Literal["system", "developer", "user", "assistant"]
-        content: Union[str, list[TextPart], None] = None
-        name: Optional[str] = None
-        reasoning_content: Optional[str] = None
+        content: str | list[TextPart] | None = None
+        name: str | None = None
+        reasoning_content: str | None = None
         """Earlier reasoning of an assistant turn; R1's template drops it from the prompt."""
 
         def text(self) -> str:
@@ -48,14 +48,14 @@ def request_models(strict: bool):
 
     class Sampling(base):
         model: str
-        max_tokens: Optional[int] = Field(None, ge=1)
+        max_tokens: int | None = Field(None, ge=1)
         temperature: float = Field(DEFAULT_TEMPERATURE, ge=0.0, le=2.0)
         top_p: float = Field(DEFAULT_TOP_P, gt=0.0, le=1.0)
         stream: bool = False
-        stream_options: Optional[StreamOptions] = None
-        stop: Union[str, list[str], None] = None
-        seed: Optional[int] = None
-        user: Optional[str] = None
+        stream_options: StreamOptions | None = None
+        stop: str | list[str] | None = None
+        seed: int | None = None
+        user: str | None = None
         n: Literal[1] = 1
         presence_penalty: Literal[0, 0.0] = 0.0
         frequency_penalty: Literal[0, 0.0] = 0.0
@@ -71,13 +71,13 @@ def request_models(strict: bool):
 
     class ChatRequest(Sampling):
         messages: list[Message] = Field(min_length=1)
-        max_completion_tokens: Optional[int] = Field(None, ge=1)
+        max_completion_tokens: int | None = Field(None, ge=1)
 
-        def limit(self) -> Optional[int]:
+        def limit(self) -> int | None:
             return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
 
     class CompletionRequest(Sampling):
-        prompt: Union[str, list[str]]
+        prompt: str | list[str]
         echo: Literal[False] = False
 
         @field_validator("prompt")
@@ -89,19 +89,19 @@ def request_models(strict: bool):
                 return value[0]
             return value
 
-        def limit(self) -> Optional[int]:
+        def limit(self) -> int | None:
             return self.max_tokens
 
     class GenerateRequest(base):
         prompt: str = Field(min_length=1)
         """A user message; the model's chat template wraps it."""
-        max_new_tokens: Optional[int] = Field(None, ge=1)
+        max_new_tokens: int | None = Field(None, ge=1)
         temperature: float = Field(DEFAULT_TEMPERATURE, ge=0.0, le=2.0)
         top_p: float = Field(DEFAULT_TOP_P, gt=0.0, le=1.0)
-        seed: Optional[int] = None
-        system: Optional[str] = None
+        seed: int | None = None
+        system: str | None = None
 
-        def limit(self) -> Optional[int]:
+        def limit(self) -> int | None:
             return self.max_new_tokens
 
     return ChatRequest, CompletionRequest, GenerateRequest

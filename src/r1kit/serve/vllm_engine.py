@@ -64,7 +64,7 @@ class VllmEngine:
             self._recent.append((time.perf_counter(), count))
             reason = "length" if output is not None and output.finish_reason == "length" else "stop"
             request.sink(Finish(reason, len(request.prompt_ids), count))
-        except Exception as error:  # reported to the request; the engine keeps serving the others
+        except Exception as error:  # noqa: BLE001 - reported to the request; the engine keeps serving the others
             request.sink(Failure(f"generation failed: {error}"))
         finally:
             self._in_flight -= 1

@@ -27,8 +27,19 @@ from r1kit.hardware import require_cuda, require_module
 from r1kit.train.callbacks import MetricsLogger
 from r1kit.train.rewards import resolve
 from r1kit.train.rl_health import RLHealth
-from r1kit.train.sft import (OOM_ADVICE, TrainResult, build_callbacks, configure_wandb, data_dir_of, load_model,
-                             lora_config, run_record, save_final, shared_trainer_args, start_run)
+from r1kit.train.sft import (
+    OOM_ADVICE,
+    TrainResult,
+    build_callbacks,
+    configure_wandb,
+    data_dir_of,
+    load_model,
+    lora_config,
+    run_record,
+    save_final,
+    shared_trainer_args,
+    start_run,
+)
 
 
 def problem_dataset(recipe: Recipe, run_dir: Path, tokenizer):

@@ -9,6 +9,7 @@ binds localhost unless told otherwise, runs in a daemon thread of the main proce
 from __future__ import annotations
 
 import time
+from typing import ClassVar
 
 from transformers import TrainerCallback
 
@@ -30,7 +31,7 @@ def device_peak_flops(configured_tflops: float | None) -> float | None:
 
 
 class PrometheusExporter(TrainerCallback):
-    GAUGES = {
+    GAUGES: ClassVar[dict[str, str]] = {
         "step": "optimizer steps done",
         "loss": "training loss of the last logged step",
         "learning_rate": "learning rate",

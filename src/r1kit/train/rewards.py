@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import importlib
 import re
-from typing import Callable
+from collections.abc import Callable
 
 from r1kit.errors import UserError
 from r1kit.eval.answers import GoldProblems, is_correct
@@ -53,7 +53,7 @@ _FORMAT = re.compile(rf"^\s*(?:{re.escape(THINK_OPEN)})?(?:(?!{re.escape(THINK_O
                      r"\s*\S", re.DOTALL)
 
 
-def format(prompts, completions, **_) -> list[float]:  # noqa: A001 (the reward's name in recipes)
+def format(prompts, completions, **_) -> list[float]:
     rewards = []
     for c in completions:
         text = completion_text(c)

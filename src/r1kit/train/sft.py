@@ -30,8 +30,14 @@ from r1kit.errors import UserError
 from r1kit.hardware import choose_precision, cuda_available, package_version, require_module
 from r1kit.models.load import check_attn_implementation, load_tokenizer, resolve_model_dir
 from r1kit.train import checkpoint
-from r1kit.train.callbacks import (CheckpointPublisher, MetricsLogger, NonFiniteGuard, ReleaseFreedMemory, StopAtStep,
-                                   StopOnSignal)
+from r1kit.train.callbacks import (
+    CheckpointPublisher,
+    MetricsLogger,
+    NonFiniteGuard,
+    ReleaseFreedMemory,
+    StopAtStep,
+    StopOnSignal,
+)
 from r1kit.train.lm_head import size_tiles_for_cpu
 from r1kit.train.strategies import check_strategy, nodes, strategy_settings
 
