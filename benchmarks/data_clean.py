@@ -26,7 +26,95 @@ from pathlib import Path
 import psutil
 
 TARGET_RECORDS_PER_SECOND = 5000
-WORDS = ["the", "a", "of", "to", "and", "in", "is", "was", "for", "on", "that", "with", "as", "by", "at", "from", "it", "an", "be", "this", "are", "which", "or", "have", "one", "train", "river", "number", "apple", "count", "total", "price", "eggs", "sold", "bought", "each", "more", "less", "half", "twice", "three", "four", "seven", "twelve", "market", "farmer", "school", "book", "page", "class", "teacher", "student", "answer", "question", "solve", "add", "minus", "divide", "times", "equal", "left", "right", "after", "before", "morning", "evening", "week", "month", "year", "money", "dollars", "cents", "garden", "flower", "tree", "water", "bottle", "cup", "glass", "plate", "table", "chair", "window", "door", "house", "street", "city"]
+WORDS = [
+    "the",
+    "a",
+    "of",
+    "to",
+    "and",
+    "in",
+    "is",
+    "was",
+    "for",
+    "on",
+    "that",
+    "with",
+    "as",
+    "by",
+    "at",
+    "from",
+    "it",
+    "an",
+    "be",
+    "this",
+    "are",
+    "which",
+    "or",
+    "have",
+    "one",
+    "train",
+    "river",
+    "number",
+    "apple",
+    "count",
+    "total",
+    "price",
+    "eggs",
+    "sold",
+    "bought",
+    "each",
+    "more",
+    "less",
+    "half",
+    "twice",
+    "three",
+    "four",
+    "seven",
+    "twelve",
+    "market",
+    "farmer",
+    "school",
+    "book",
+    "page",
+    "class",
+    "teacher",
+    "student",
+    "answer",
+    "question",
+    "solve",
+    "add",
+    "minus",
+    "divide",
+    "times",
+    "equal",
+    "left",
+    "right",
+    "after",
+    "before",
+    "morning",
+    "evening",
+    "week",
+    "month",
+    "year",
+    "money",
+    "dollars",
+    "cents",
+    "garden",
+    "flower",
+    "tree",
+    "water",
+    "bottle",
+    "cup",
+    "glass",
+    "plate",
+    "table",
+    "chair",
+    "window",
+    "door",
+    "house",
+    "street",
+    "city",
+]
 
 
 def synthesize(path: Path, n: int, seed: int = 0) -> None:
@@ -105,11 +193,18 @@ def run_one(n: int) -> dict:
     # ru_maxrss is in KiB on Linux; worker processes are counted separately.
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    return {"records": n, "seconds": round(seconds, 1), "records_per_second": round(n / seconds),
-            "peak_heap_mib": round(sampler.peak_main_mib), "peak_worker_heap_mib": round(sampler.peak_worker_mib),
-            "peak_rss_mib": round(own),
-            "peak_worker_rss_mib": round(workers), "kept": report["kept"],
-            "rejected": report["rejected"], "stage_seconds": report["stage_seconds"]}
+    return {
+        "records": n,
+        "seconds": round(seconds, 1),
+        "records_per_second": round(n / seconds),
+        "peak_heap_mib": round(sampler.peak_main_mib),
+        "peak_worker_heap_mib": round(sampler.peak_worker_mib),
+        "peak_rss_mib": round(own),
+        "peak_worker_rss_mib": round(workers),
+        "kept": report["kept"],
+        "rejected": report["rejected"],
+        "stage_seconds": report["stage_seconds"],
+    }
 
 
 def main() -> None:
@@ -127,15 +222,21 @@ def main() -> None:
             sys.exit(f"run with {n} records failed:\n{done.stderr}")
         results.append(json.loads(done.stdout.strip().splitlines()[-1]))
         print(json.dumps(results[-1]), file=sys.stderr)
-    print(f"\n{'records':>10} {'seconds':>8} {'records/s':>10} {'vs target':>10} {'heap MiB':>9} "
-          f"{'worker heap':>12} {'RSS MiB':>8} {'worker RSS':>11}")
+    print(
+        f"\n{'records':>10} {'seconds':>8} {'records/s':>10} {'vs target':>10} {'heap MiB':>9} "
+        f"{'worker heap':>12} {'RSS MiB':>8} {'worker RSS':>11}"
+    )
     for r in results:
         ratio = r["records_per_second"] / TARGET_RECORDS_PER_SECOND
-        print(f"{r['records']:>10} {r['seconds']:>8} {r['records_per_second']:>10} {ratio:>9.2f}x "
-              f"{r['peak_heap_mib']:>9} {r['peak_worker_heap_mib']:>12} {r['peak_rss_mib']:>8} "
-              f"{r['peak_worker_rss_mib']:>11}")
-    print(f"target: {TARGET_RECORDS_PER_SECOND} records/s through all non-model stages. heap: RssAnon of the main "
-          "process and of the largest worker; RSS also counts mmapped Arrow file pages (page cache)")
+        print(
+            f"{r['records']:>10} {r['seconds']:>8} {r['records_per_second']:>10} {ratio:>9.2f}x "
+            f"{r['peak_heap_mib']:>9} {r['peak_worker_heap_mib']:>12} {r['peak_rss_mib']:>8} "
+            f"{r['peak_worker_rss_mib']:>11}"
+        )
+    print(
+        f"target: {TARGET_RECORDS_PER_SECOND} records/s through all non-model stages. heap: RssAnon of the main "
+        "process and of the largest worker; RSS also counts mmapped Arrow file pages (page cache)"
+    )
     if len(results) > 1:
         for key in ("peak_heap_mib", "peak_worker_heap_mib", "peak_rss_mib"):
             growth = results[-1][key] / results[0][key]

@@ -31,7 +31,10 @@ def held_out_problems(path: Path):
     from r1kit.eval.suites import Problem
 
     rows = [json.loads(line) for line in path.read_text().splitlines()]
-    return [Problem(f"held-out-{i}", [{"role": "user", "content": r["question"]}], r["answer"]) for i, r in enumerate(rows)]
+    return [
+        Problem(f"held-out-{i}", [{"role": "user", "content": r["question"]}], r["answer"])
+        for i, r in enumerate(rows)
+    ]
 
 
 def greedy_accuracy(model_dir: Path, problems, max_new_tokens: int) -> float:
@@ -71,7 +74,9 @@ def main() -> None:
     work = args.keep or Path(tempfile.mkdtemp(prefix="grpo-proof-"))
     work.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    train_file = synthesize("addition", args.train_problems, work / "train.jsonl", seed=args.seed, reasoning_share=0.4)
+    train_file = synthesize(
+        "addition", args.train_problems, work / "train.jsonl", seed=args.seed, reasoning_share=0.4
+    )
     held = synthesize("addition", 700, work / "held.jsonl", seed=10_000 + args.seed)
     seen = {json.loads(line)["question"] for line in train_file.read_text().splitlines()}
     rows = [line for line in held.read_text().splitlines() if json.loads(line)["question"] not in seen][:500]
@@ -79,48 +84,109 @@ def main() -> None:
     problems = held_out_problems(held)
     train_tokenizer([train_file], work / "tok", vocab_size=512)
     off = {"enabled": False}
-    clean([train_file], work / "data", DataConfig(validation_fraction=0.05, semantic=off, near_dedup=off,
-                                                  quality=off, toxicity=off, decontam=off), seed=args.seed)
+    clean(
+        [train_file],
+        work / "data",
+        DataConfig(
+            validation_fraction=0.05, semantic=off, near_dedup=off, quality=off, toxicity=off, decontam=off
+        ),
+        seed=args.seed,
+    )
     prepared = time.perf_counter()
 
-    common = [f"seed={args.seed}", f"model.tokenizer={work / 'tok'}", f"train.dataset={work / 'data'}",
-              "train.logging_steps=10", "train.tensorboard=false"]
-    sft = load_recipe(None, common + [
-        "name=sft", "model.preset=mini-qwen2", "train.max_seq_length=512", "train.per_device_batch_size=1",
-        "train.gradient_accumulation_steps=1", f"train.learning_rate={args.sft_learning_rate}", "train.lr_scheduler=cosine",
-        "train.warmup_ratio=0.02", f"train.max_steps={args.sft_max_steps}", "train.num_epochs=20",
-        f"train.eval_steps={args.sft_eval_steps}", f"train.save_steps={args.sft_eval_steps}", "train.metric_for_best_model=eval_accuracy",
-        f"train.early_stopping_patience={args.sft_patience}", "train.keep_best=1", "train.final_model=best",
-        "eval.during_training=true", "eval.during_training_problems=100", "eval.max_new_tokens=48"])
+    common = [
+        f"seed={args.seed}",
+        f"model.tokenizer={work / 'tok'}",
+        f"train.dataset={work / 'data'}",
+        "train.logging_steps=10",
+        "train.tensorboard=false",
+    ]
+    sft = load_recipe(
+        None,
+        common
+        + [
+            "name=sft",
+            "model.preset=mini-qwen2",
+            "train.max_seq_length=512",
+            "train.per_device_batch_size=1",
+            "train.gradient_accumulation_steps=1",
+            f"train.learning_rate={args.sft_learning_rate}",
+            "train.lr_scheduler=cosine",
+            "train.warmup_ratio=0.02",
+            f"train.max_steps={args.sft_max_steps}",
+            "train.num_epochs=20",
+            f"train.eval_steps={args.sft_eval_steps}",
+            f"train.save_steps={args.sft_eval_steps}",
+            "train.metric_for_best_model=eval_accuracy",
+            f"train.early_stopping_patience={args.sft_patience}",
+            "train.keep_best=1",
+            "train.final_model=best",
+            "eval.during_training=true",
+            "eval.during_training_problems=100",
+            "eval.max_new_tokens=48",
+        ],
+    )
     sft_result = train_sft(sft, work / "sft")
     sft_done = time.perf_counter()
     sft_accuracy = greedy_accuracy(sft_result.final_dir, problems, 48)
     sft_eval_done = time.perf_counter()
     if args.sft_only:
-        print(f"after SFT ({sft_result.global_step} steps, {sft_done - prepared:.0f} s): {100 * sft_accuracy:.1f}%")
+        print(
+            f"after SFT ({sft_result.global_step} steps, {sft_done - prepared:.0f} s): {100 * sft_accuracy:.1f}%"
+        )
         return
 
-    grpo = load_recipe(None, common + [
-        "name=grpo", f"model.path={sft_result.final_dir}", "train.per_device_batch_size=64",
-        "train.gradient_accumulation_steps=1", f"train.max_steps={args.grpo_steps}", "train.lr_scheduler=constant",
-        "train.warmup_ratio=0", f"train.save_steps={args.grpo_steps}", f"train.eval_steps={args.grpo_steps}",
-        "grpo.num_generations=8", "grpo.temperature=1.0", "grpo.top_p=1.0", "grpo.beta=0", "grpo.loss_type=dapo",
-        f"grpo.learning_rate={args.grpo_learning_rate}", "grpo.max_completion_length=48",
-        "grpo.rewards={accuracy: 1.0}"])
+    grpo = load_recipe(
+        None,
+        common
+        + [
+            "name=grpo",
+            f"model.path={sft_result.final_dir}",
+            "train.per_device_batch_size=64",
+            "train.gradient_accumulation_steps=1",
+            f"train.max_steps={args.grpo_steps}",
+            "train.lr_scheduler=constant",
+            "train.warmup_ratio=0",
+            f"train.save_steps={args.grpo_steps}",
+            f"train.eval_steps={args.grpo_steps}",
+            "grpo.num_generations=8",
+            "grpo.temperature=1.0",
+            "grpo.top_p=1.0",
+            "grpo.beta=0",
+            "grpo.loss_type=dapo",
+            f"grpo.learning_rate={args.grpo_learning_rate}",
+            "grpo.max_completion_length=48",
+            "grpo.rewards={accuracy: 1.0}",
+        ],
+    )
     grpo_result = train_grpo(grpo, work / "grpo")
     grpo_done = time.perf_counter()
     grpo_accuracy = greedy_accuracy(grpo_result.final_dir, problems, 48)
     end = time.perf_counter()
 
     print(f"\nseed {args.seed}: held-out greedy accuracy on {len(problems)} problems")
-    print(f"  after SFT  ({sft_result.global_step} steps, {sft_done - prepared:.0f} s): {100 * sft_accuracy:.1f}%")
-    print(f"  after GRPO ({grpo_result.global_step} steps, {grpo_done - sft_eval_done:.0f} s): "
-          f"{100 * grpo_accuracy:.1f}%  ({100 * (grpo_accuracy - sft_accuracy):+.1f} points)")
-    print(f"  wall time {end - start:.0f} s (data {prepared - start:.0f} s, evaluations "
-          f"{sft_eval_done - sft_done + end - grpo_done:.0f} s); run folder {work}")
-    json.dump({"seed": args.seed, "sft_accuracy": sft_accuracy, "grpo_accuracy": grpo_accuracy,
-               "sft_steps": sft_result.global_step, "grpo_steps": grpo_result.global_step,
-               "seconds": end - start}, sys.stdout)
+    print(
+        f"  after SFT  ({sft_result.global_step} steps, {sft_done - prepared:.0f} s): {100 * sft_accuracy:.1f}%"
+    )
+    print(
+        f"  after GRPO ({grpo_result.global_step} steps, {grpo_done - sft_eval_done:.0f} s): "
+        f"{100 * grpo_accuracy:.1f}%  ({100 * (grpo_accuracy - sft_accuracy):+.1f} points)"
+    )
+    print(
+        f"  wall time {end - start:.0f} s (data {prepared - start:.0f} s, evaluations "
+        f"{sft_eval_done - sft_done + end - grpo_done:.0f} s); run folder {work}"
+    )
+    json.dump(
+        {
+            "seed": args.seed,
+            "sft_accuracy": sft_accuracy,
+            "grpo_accuracy": grpo_accuracy,
+            "sft_steps": sft_result.global_step,
+            "grpo_steps": grpo_result.global_step,
+            "seconds": end - start,
+        },
+        sys.stdout,
+    )
     print()
 
 

@@ -39,23 +39,48 @@ def prepare(workdir: Path) -> None:
     train_tokenizer([data], workdir / "tok", vocab_size=8192)
     (workdir / "recipe.yaml").write_text("name: plan-memory\n")
     off = {"enabled": False}
-    clean([data], workdir / "clean", DataConfig(validation_fraction=0.0, semantic=off, quality=off, toxicity=off,
-                                                 decontam=off, near_dedup=off))
+    clean(
+        [data],
+        workdir / "clean",
+        DataConfig(
+            validation_fraction=0.0, semantic=off, quality=off, toxicity=off, decontam=off, near_dedup=off
+        ),
+    )
 
 
 def settings(workdir: Path, preset: str, method: str, seq: int, batch: int, checkpointing: bool) -> list[str]:
-    sets = [f"model.preset={preset}", f"model.tokenizer={workdir / 'tok'}", f"train.dataset={workdir / 'clean'}",
-            f"train.method={method}", f"train.max_seq_length={seq}", f"train.per_device_batch_size={batch}",
-            f"train.gradient_checkpointing={str(checkpointing).lower()}", "train.gradient_accumulation_steps=1",
-            "train.tensorboard=false", "train.early_stopping_patience=null", "train.save_steps=1000",
-            "train.eval_steps=1000"]
+    sets = [
+        f"model.preset={preset}",
+        f"model.tokenizer={workdir / 'tok'}",
+        f"train.dataset={workdir / 'clean'}",
+        f"train.method={method}",
+        f"train.max_seq_length={seq}",
+        f"train.per_device_batch_size={batch}",
+        f"train.gradient_checkpointing={str(checkpointing).lower()}",
+        "train.gradient_accumulation_steps=1",
+        "train.tensorboard=false",
+        "train.early_stopping_patience=null",
+        "train.save_steps=1000",
+        "train.eval_steps=1000",
+    ]
     return [arg for s in sets for arg in ("--set", s)]
 
 
 def measured_peak_gb(workdir: Path, sets: list[str], steps: int, name: str) -> float:
     """Peak RSS of a fresh training process, from the kernel's accounting of that child alone."""
-    cmd = [sys.executable, "-m", "r1kit", "train", "sft", str(workdir / "recipe.yaml"), "--out", str(workdir / name), *sets,
-           "--set", f"train.max_steps={steps}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "r1kit",
+        "train",
+        "sft",
+        str(workdir / "recipe.yaml"),
+        "--out",
+        str(workdir / name),
+        *sets,
+        "--set",
+        f"train.max_steps={steps}",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     _, status, usage = os.wait4(proc.pid, 0)
     if os.waitstatus_to_exitcode(status) != 0:
@@ -64,9 +89,22 @@ def measured_peak_gb(workdir: Path, sets: list[str], steps: int, name: str) -> f
 
 
 def predicted(workdir: Path, sets: list[str]) -> dict:
-    done = subprocess.run([sys.executable, "-m", "r1kit", "plan", str(workdir / "recipe.yaml"), "--device", "cpu",
-                           "--json", *sets],
-                          capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "r1kit",
+            "plan",
+            str(workdir / "recipe.yaml"),
+            "--device",
+            "cpu",
+            "--json",
+            *sets,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(done.stdout)
 
 
@@ -87,13 +125,18 @@ def main() -> None:
         ratio = plan["total_gb"] / peak
         ratios.append(ratio)
         label = f"{preset} {method} {batch}x{seq}" + (" checkpointing" if checkpointing else "")
-        print(f"{label:<52} {plan['model']['total_params'] / 1e6:>7.1f}M {plan['total_gb']:>9.2f}G {peak:>8.2f}G "
-              f"{ratio:>6.2f}  ({time.perf_counter() - start:.0f} s)", flush=True)
+        print(
+            f"{label:<52} {plan['model']['total_params'] / 1e6:>7.1f}M {plan['total_gb']:>9.2f}G {peak:>8.2f}G "
+            f"{ratio:>6.2f}  ({time.perf_counter() - start:.0f} s)",
+            flush=True,
+        )
         parts = ", ".join(f"{k} {v:.2f}" for k, v in plan["memory_gb"].items())
         print(f"    predicted: {parts}")
     worst = max(ratios, key=lambda r: abs(r - 1))
-    print(f"\nworst ratio {worst:.2f} (target: within 0.75-1.25): "
-          f"{'met' if all(0.75 <= r <= 1.25 for r in ratios) else 'NOT met'}")
+    print(
+        f"\nworst ratio {worst:.2f} (target: within 0.75-1.25): "
+        f"{'met' if all(0.75 <= r <= 1.25 for r in ratios) else 'NOT met'}"
+    )
 
 
 if __name__ == "__main__":

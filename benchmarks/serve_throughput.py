@@ -58,8 +58,12 @@ def baseline(model_dir: Path, questions: list[str], max_tokens: int) -> dict:
     tokenizer, model = load_tokenizer(model_dir), load_model(model_dir).eval()
     ttfts, tokens, start = [], 0, time.perf_counter()
     for question in questions[:16]:
-        ids = tokenizer.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True,
-                                            return_tensors="pt", return_dict=True)["input_ids"]
+        ids = tokenizer.apply_chat_template(
+            [{"role": "user", "content": question}],
+            add_generation_prompt=True,
+            return_tensors="pt",
+            return_dict=True,
+        )["input_ids"]
         streamer = TextIteratorStreamer(tokenizer, skip_prompt=True)
         first: list[float] = []
 
@@ -73,18 +77,31 @@ def baseline(model_dir: Path, questions: list[str], max_tokens: int) -> dict:
         watcher = threading.Thread(target=watch)
         watcher.start()
         with torch.inference_mode():
-            output = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_tokens,
-                                    min_new_tokens=max_tokens, do_sample=True, temperature=0.6, top_p=0.95,
-                                    pad_token_id=tokenizer.pad_token_id, streamer=streamer)
+            output = model.generate(
+                ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=max_tokens,
+                min_new_tokens=max_tokens,
+                do_sample=True,
+                temperature=0.6,
+                top_p=0.95,
+                pad_token_id=tokenizer.pad_token_id,
+                streamer=streamer,
+            )
         watcher.join()
         tokens += output.shape[1] - ids.shape[1]
         ttfts.append(first[0] - start)  # every request arrived at `start`
     seconds = time.perf_counter() - start
-    return {"tokens_per_second": tokens / seconds, "ttft_p50": statistics.median(ttfts),
-            "ttft_p95": percentile(ttfts, 0.95)}
+    return {
+        "tokens_per_second": tokens / seconds,
+        "ttft_p50": statistics.median(ttfts),
+        "ttft_p95": percentile(ttfts, 0.95),
+    }
 
 
-async def load(url: str, questions: list[str], clients: int, requests_per_client: int, max_tokens: int) -> dict:
+async def load(
+    url: str, questions: list[str], clients: int, requests_per_client: int, max_tokens: int
+) -> dict:
     import httpx
 
     ttfts, tokens = [], 0
@@ -93,8 +110,13 @@ async def load(url: str, questions: list[str], clients: int, requests_per_client
         nonlocal tokens
         for n in range(requests_per_client):
             question = questions[(index * requests_per_client + n) % len(questions)]
-            body = {"model": "bench", "messages": [{"role": "user", "content": question}], "stream": True,
-                    "max_tokens": max_tokens, "stream_options": {"include_usage": True}}
+            body = {
+                "model": "bench",
+                "messages": [{"role": "user", "content": question}],
+                "stream": True,
+                "max_tokens": max_tokens,
+                "stream_options": {"include_usage": True},
+            }
             sent, first = time.perf_counter(), None
             async with http.stream("POST", url + "/v1/chat/completions", json=body) as response:
                 response.raise_for_status()
@@ -113,8 +135,11 @@ async def load(url: str, questions: list[str], clients: int, requests_per_client
     async with httpx.AsyncClient(timeout=600) as http:
         await asyncio.gather(*[client(i, http) for i in range(clients)])
     seconds = time.perf_counter() - start
-    return {"tokens_per_second": tokens / seconds, "ttft_p50": statistics.median(ttfts),
-            "ttft_p95": percentile(ttfts, 0.95)}
+    return {
+        "tokens_per_second": tokens / seconds,
+        "ttft_p50": statistics.median(ttfts),
+        "ttft_p95": percentile(ttfts, 0.95),
+    }
 
 
 def main() -> None:
@@ -126,9 +151,25 @@ def main() -> None:
         model_dir, questions = prepare(Path(tmp))
         print("baseline: one model.generate at a time ...", file=sys.stderr)
         base = baseline(model_dir, questions, args.max_tokens)
-        server = subprocess.Popen([sys.executable, "-m", "r1kit", "serve", "--model", str(model_dir), "--port", "0",
-                                   "--model-name", "bench", "--max-batch-size", "16"],
-                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "r1kit",
+                "serve",
+                "--model",
+                str(model_dir),
+                "--port",
+                "0",
+                "--model-name",
+                "bench",
+                "--max-batch-size",
+                "16",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
         try:
             url = server.stdout.readline().split()[2]
             asyncio.run(load(url, questions, 2, 1, 4))  # warm-up
@@ -140,15 +181,21 @@ def main() -> None:
             server.terminate()
             server.wait(timeout=120)
     print(f"\n{'':34} {'tokens/s':>9} {'TTFT p50 s':>11} {'TTFT p95 s':>11}")
-    print(f"{'one-at-a-time generate (16 queued)':34} {base['tokens_per_second']:>9.0f} {base['ttft_p50']:>11.2f} "
-          f"{base['ttft_p95']:>11.2f}")
+    print(
+        f"{'one-at-a-time generate (16 queued)':34} {base['tokens_per_second']:>9.0f} {base['ttft_p50']:>11.2f} "
+        f"{base['ttft_p95']:>11.2f}"
+    )
     for clients, row in rows.items():
-        print(f"{f'r1kit serve, {clients} clients':34} {row['tokens_per_second']:>9.0f} {row['ttft_p50']:>11.2f} "
-              f"{row['ttft_p95']:>11.2f}")
+        print(
+            f"{f'r1kit serve, {clients} clients':34} {row['tokens_per_second']:>9.0f} {row['ttft_p50']:>11.2f} "
+            f"{row['ttft_p95']:>11.2f}"
+        )
     at16 = rows[16]
-    print(f"\nat 16 clients: {at16['tokens_per_second'] / base['tokens_per_second']:.1f}x the tokens/s (target >= 4x), "
-          f"p95 TTFT {at16['ttft_p95'] / base['ttft_p95']:.2f}x the one-at-a-time server's (target <= 0.25x); "
-          f"{args.max_tokens} tokens per request, {args.requests} requests per client")
+    print(
+        f"\nat 16 clients: {at16['tokens_per_second'] / base['tokens_per_second']:.1f}x the tokens/s (target >= 4x), "
+        f"p95 TTFT {at16['ttft_p95'] / base['ttft_p95']:.2f}x the one-at-a-time server's (target <= 0.25x); "
+        f"{args.max_tokens} tokens per request, {args.requests} requests per client"
+    )
 
 
 if __name__ == "__main__":

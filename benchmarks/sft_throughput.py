@@ -33,7 +33,9 @@ vocabulary of a few hundred tokens would hide that part."""
 
 def make_lexicon(size: int, rng: random.Random) -> list[str]:
     """`size` distinct pronounceable words of 2 to 4 syllables."""
-    syllables = [c + v for c in "bcdfghjklmnprstvwz" for v in "aeiou"] + [c + v + "n" for c in "bdkmst" for v in "aeiou"]
+    syllables = [c + v for c in "bcdfghjklmnprstvwz" for v in "aeiou"] + [
+        c + v + "n" for c in "bdkmst" for v in "aeiou"
+    ]
     words: set[str] = set()
     while len(words) < size:
         words.add("".join(rng.choices(syllables, k=rng.randint(2, 4))))
@@ -64,13 +66,26 @@ def prepare(workdir: Path, num_examples: int) -> None:
     lexicon = make_lexicon(VOCAB_SIZE, random.Random(1))
     data = workdir / "data.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in make_records(num_examples, lexicon)))
-    corpus = workdir / "lexicon.txt"  # every word a few times, so that the tokenizer learns most of them whole
+    corpus = (
+        workdir / "lexicon.txt"
+    )  # every word a few times, so that the tokenizer learns most of them whole
     corpus.write_text("".join(" ".join([word] * 3) + "\n" for word in lexicon))
     train_tokenizer([corpus, data], workdir / "tok", vocab_size=VOCAB_SIZE)
     init_model("small-qwen2", workdir / "tok", workdir / "model", seed=0)
     off = {"enabled": False}
-    clean([data], workdir / "clean", DataConfig(validation_fraction=0.0, semantic=off, quality=off, toxicity=off,
-                                                 decontam=off, near_dedup=off, exact_dedup=False))
+    clean(
+        [data],
+        workdir / "clean",
+        DataConfig(
+            validation_fraction=0.0,
+            semantic=off,
+            quality=off,
+            toxicity=off,
+            decontam=off,
+            near_dedup=off,
+            exact_dedup=False,
+        ),
+    )
 
 
 def run_r1kit(workdir: Path, num_examples: int) -> dict:
@@ -79,9 +94,20 @@ def run_r1kit(workdir: Path, num_examples: int) -> dict:
     from r1kit.config import load_recipe
     from r1kit.train.sft import train_sft
 
-    recipe = load_recipe(None, [f"model.path={workdir / 'model'}", f"train.dataset={workdir / 'clean'}",
-                                "train.num_epochs=1", "train.max_seq_length=1024", "train.tensorboard=false", "train.early_stopping_patience=null",
-                                "train.save_steps=100000", "train.eval_steps=100000", "train.logging_steps=1000"])
+    recipe = load_recipe(
+        None,
+        [
+            f"model.path={workdir / 'model'}",
+            f"train.dataset={workdir / 'clean'}",
+            "train.num_epochs=1",
+            "train.max_seq_length=1024",
+            "train.tensorboard=false",
+            "train.early_stopping_patience=null",
+            "train.save_steps=100000",
+            "train.eval_steps=100000",
+            "train.logging_steps=1000",
+        ],
+    )
     result = train_sft(recipe, workdir / f"run-r1kit-{time.time_ns()}")
     return {"tokens": result.train_tokens.num_tokens, "seconds": result.metrics["train_runtime"]}
 
@@ -99,9 +125,15 @@ def run_trl(workdir: Path, num_examples: int) -> dict:
     dataset = Dataset.from_list([{"messages": chat_messages(r["messages"])} for r in rows])
     tokenizer = AutoTokenizer.from_pretrained(workdir / "tok")
     model = AutoModelForCausalLM.from_pretrained(workdir / "model", dtype=torch.float32)
-    args = SFTConfig(output_dir=str(workdir / f"run-trl-{time.time_ns()}"), use_cpu=not torch.cuda.is_available(),
-                     num_train_epochs=1, report_to=[], save_strategy="no", logging_steps=1000,
-                     include_num_input_tokens_seen="non_padding")
+    args = SFTConfig(
+        output_dir=str(workdir / f"run-trl-{time.time_ns()}"),
+        use_cpu=not torch.cuda.is_available(),
+        num_train_epochs=1,
+        report_to=[],
+        save_strategy="no",
+        logging_steps=1000,
+        include_num_input_tokens_seen="non_padding",
+    )
     output = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer).train()
     return {"tokens": output.metrics["num_input_tokens_seen"], "seconds": output.metrics["train_runtime"]}
 
@@ -124,27 +156,50 @@ def main() -> None:
         results: dict[str, list[dict]] = {"trl": [], "r1kit": []}
         for round_index in range(args.rounds):
             for name in ("trl", "r1kit"):
-                done = subprocess.run([sys.executable, __file__, "--one", name, "--workdir", str(workdir),
-                                       "--examples", str(args.examples)], capture_output=True, text=True)
+                done = subprocess.run(
+                    [
+                        sys.executable,
+                        __file__,
+                        "--one",
+                        name,
+                        "--workdir",
+                        str(workdir),
+                        "--examples",
+                        str(args.examples),
+                    ],
+                    capture_output=True,
+                    text=True,
+                )
                 if done.returncode != 0:
                     sys.exit(f"{name} failed:\n{done.stderr[-3000:]}")
                 result = json.loads(done.stdout.strip().splitlines()[-1])
                 result["tokens_per_second"] = result["tokens"] / result["seconds"]
                 results[name].append(result)
-                print(f"round {round_index + 1} {name}: {result['tokens_per_second']:.0f} useful tokens/s, "
-                      f"peak {result['peak_rss_mib']:.0f} MiB", file=sys.stderr)
-    medians = {name: {key: statistics.median(r[key] for r in runs) for key in ("tokens_per_second", "peak_rss_mib")}
-               for name, runs in results.items()}
+                print(
+                    f"round {round_index + 1} {name}: {result['tokens_per_second']:.0f} useful tokens/s, "
+                    f"peak {result['peak_rss_mib']:.0f} MiB",
+                    file=sys.stderr,
+                )
+    medians = {
+        name: {key: statistics.median(r[key] for r in runs) for key in ("tokens_per_second", "peak_rss_mib")}
+        for name, runs in results.items()
+    }
     print(f"\n{'':28} {'useful tokens/s':>16} {'peak RSS MiB':>13}")
-    print(f"{'TRL SFTTrainer defaults':28} {medians['trl']['tokens_per_second']:>16.0f} "
-          f"{medians['trl']['peak_rss_mib']:>13.0f}")
-    print(f"{'r1kit default SFT':28} {medians['r1kit']['tokens_per_second']:>16.0f} "
-          f"{medians['r1kit']['peak_rss_mib']:>13.0f}")
+    print(
+        f"{'TRL SFTTrainer defaults':28} {medians['trl']['tokens_per_second']:>16.0f} "
+        f"{medians['trl']['peak_rss_mib']:>13.0f}"
+    )
+    print(
+        f"{'r1kit default SFT':28} {medians['r1kit']['tokens_per_second']:>16.0f} "
+        f"{medians['r1kit']['peak_rss_mib']:>13.0f}"
+    )
     speed = medians["r1kit"]["tokens_per_second"] / medians["trl"]["tokens_per_second"]
     memory = medians["r1kit"]["peak_rss_mib"] / medians["trl"]["peak_rss_mib"]
     print(f"{'ratio (r1kit / TRL)':28} {speed:>15.2f}x {memory:>12.2f}x")
-    print(f"medians of {args.rounds} interleaved rounds, {args.examples} examples each; "
-          "target: >= 3x the tokens/s at <= 0.5x the memory")
+    print(
+        f"medians of {args.rounds} interleaved rounds, {args.examples} examples each; "
+        "target: >= 3x the tokens/s at <= 0.5x the memory"
+    )
 
 
 if __name__ == "__main__":

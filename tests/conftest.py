@@ -33,7 +33,9 @@ def run_cli(*args: str, cwd: Path | None = None, check: bool = False) -> subproc
         [sys.executable, "-m", "r1kit", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=300
     )
     if check and done.returncode != 0:
-        raise AssertionError(f"r1kit {' '.join(args)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}")
+        raise AssertionError(
+            f"r1kit {' '.join(args)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
+        )
     return done
 
 

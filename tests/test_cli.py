@@ -45,7 +45,9 @@ def test_bad_preset_name(cli, tokenizer_dir, tmp_path):
 
 
 def test_missing_tokenizer_folder(cli, tmp_path):
-    done = cli("model", "init", "tiny-qwen2", "--tokenizer", str(tmp_path / "none"), "--out", str(tmp_path / "m"))
+    done = cli(
+        "model", "init", "tiny-qwen2", "--tokenizer", str(tmp_path / "none"), "--out", str(tmp_path / "m")
+    )
     assert_user_error(done, "tokenizer folder not found")
 
 
@@ -57,7 +59,9 @@ def test_missing_tokenizer_folder(cli, tmp_path):
 def test_bad_tokenizer_input(cli, tmp_path, content, fragment):
     path = tmp_path / "corpus.txt"
     path.write_bytes(content)
-    assert_user_error(cli("tokenizer", "train", "--input", str(path), "--out", str(tmp_path / "tok")), fragment)
+    assert_user_error(
+        cli("tokenizer", "train", "--input", str(path), "--out", str(tmp_path / "tok")), fragment
+    )
 
 
 def test_missing_tokenizer_input(cli, tmp_path):
@@ -66,39 +70,90 @@ def test_missing_tokenizer_input(cli, tmp_path):
 
 
 def test_tokenizer_flags_are_validated_like_recipe_fields(cli, tmp_path, shared_data):
-    done = cli("tokenizer", "train", "--input", str(shared_data / "gsm8k" / "test.jsonl"), "--out",
-               str(tmp_path / "tok"), "--vocab-size", "12")
+    done = cli(
+        "tokenizer",
+        "train",
+        "--input",
+        str(shared_data / "gsm8k" / "test.jsonl"),
+        "--out",
+        str(tmp_path / "tok"),
+        "--vocab-size",
+        "12",
+    )
     assert_user_error(done, "tokenizer.vocab_size", "greater than or equal to 300")
 
 
 def test_tokenizer_model_generate_chain(cli, tmp_path, shared_data):
     gsm8k, math500 = shared_data / "gsm8k" / "test.jsonl", shared_data / "math500" / "test.jsonl"
-    done = cli("tokenizer", "train", "--input", str(gsm8k), str(math500), "--vocab-size", "700",
-               "--out", str(tmp_path / "tok"), check=True)
+    done = cli(
+        "tokenizer",
+        "train",
+        "--input",
+        str(gsm8k),
+        str(math500),
+        "--vocab-size",
+        "700",
+        "--out",
+        str(tmp_path / "tok"),
+        check=True,
+    )
     assert "vocabulary of 700 tokens" in done.stdout
     assert (tmp_path / "tok" / "config.yaml").is_file()  # the resolved settings travel with the output
 
-    done = cli("model", "init", "tiny-deepseek-v3", "--tokenizer", str(tmp_path / "tok"), "--out",
-               str(tmp_path / "model"), check=True)
+    done = cli(
+        "model",
+        "init",
+        "tiny-deepseek-v3",
+        "--tokenizer",
+        str(tmp_path / "tok"),
+        "--out",
+        str(tmp_path / "model"),
+        check=True,
+    )
     assert "tiny-deepseek-v3" in done.stdout
 
-    done = cli("generate", "--model", str(tmp_path / "model"), "--prompt", "What is 6 * 7?",
-               "--max-new-tokens", "5", "--temperature", "0", check=True)
+    done = cli(
+        "generate",
+        "--model",
+        str(tmp_path / "model"),
+        "--prompt",
+        "What is 6 * 7?",
+        "--max-new-tokens",
+        "5",
+        "--temperature",
+        "0",
+        check=True,
+    )
     generated = int(re.search(r"(\d+) tokens in [\d.]+ s", done.stdout).group(1))
     assert 1 <= generated <= 5
     assert "What is 6 * 7?" in done.stdout
 
 
 def test_generate_rejects_bad_values(cli, tmp_path):
-    assert_user_error(cli("generate", "--model", str(tmp_path / "none"), "--prompt", "hi"), "model folder not found")
+    assert_user_error(
+        cli("generate", "--model", str(tmp_path / "none"), "--prompt", "hi"), "model folder not found"
+    )
 
 
 def test_demo_runs_end_to_end(cli, tmp_path):
     # The demo with its model shrunk to the tiny preset; `make demo` runs the same code at small-qwen2 size.
     out_dir = tmp_path / "demo"
-    done = cli("demo", "--out", str(out_dir), "--set", "model.preset=tiny-qwen2", "--set", "train.max_steps=10",
-               "--set", "train.eval_steps=5", "--set", "train.save_steps=10", "--set", "eval.max_new_tokens=8",
-               check=True)
+    done = cli(
+        "demo",
+        "--out",
+        str(out_dir),
+        "--set",
+        "model.preset=tiny-qwen2",
+        "--set",
+        "train.max_steps=10",
+        "--set",
+        "train.eval_steps=5",
+        "--set",
+        "train.save_steps=10",
+        "--set",
+        "eval.max_new_tokens=8",
+        check=True,
+    )
     assert "doctor:" in done.stdout and "0 fail" in done.stdout
     assert "data: 3000 records in" in done.stdout
     assert re.search(r"SFT: 10 steps, validation loss [\d.]+ -> [\d.]+", done.stdout)
@@ -108,7 +163,9 @@ def test_demo_runs_end_to_end(cli, tmp_path):
     assert (out_dir / "data" / "report.json").is_file()
     assert "preset: tiny-qwen2" in (out_dir / "config.yaml").read_text()
     assert re.search(r"eval: held-out accuracy [\d.]+% ± [\d.]+ \(\d+ problems, greedy\)", done.stdout)
-    assert (out_dir / "eval" / "report.md").is_file() and (out_dir / "eval" / "plots" / "training_curves.png").is_file()
+    assert (out_dir / "eval" / "report.md").is_file() and (
+        out_dir / "eval" / "plots" / "training_curves.png"
+    ).is_file()
     assert re.search(r"export int8-dynamic: [\d.]+ -> [\d.]+ MiB", done.stdout)
     assert (out_dir / "model-int8" / "export.json").is_file()
     assert "served at http://127.0.0.1:" in done.stdout and "content" in done.stdout

@@ -42,8 +42,14 @@ def test_overrides_are_parsed_and_validated(tmp_path):
     path = write(tmp_path, "name: base\ntrain:\n  learning_rate: 1.0e-4\n")
     recipe = load_recipe(
         path,
-        ["train.learning_rate=3e-5", "train.lora.r=8", "train.lora.target_modules=[q_proj, v_proj]",
-         "eval.limit=5", "model.preset=tiny-qwen2", "train.max_steps=null"],
+        [
+            "train.learning_rate=3e-5",
+            "train.lora.r=8",
+            "train.lora.target_modules=[q_proj, v_proj]",
+            "eval.limit=5",
+            "model.preset=tiny-qwen2",
+            "train.max_steps=null",
+        ],
     )
     assert recipe.train.learning_rate == 3e-5
     assert recipe.train.lora.r == 8
@@ -79,8 +85,10 @@ def test_unknown_top_level_section():
 
 def test_wrong_type_and_impossible_values_are_all_reported():
     message = error_of(
-        {"train": {"learning_rate": -1, "per_device_batch_size": "two", "lr_scheduler": "triangle"},
-         "serve": {"port": 70000}}
+        {
+            "train": {"learning_rate": -1, "per_device_batch_size": "two", "lr_scheduler": "triangle"},
+            "serve": {"port": 70000},
+        }
     )
     assert "train.learning_rate: Input should be greater than 0 (got -1)" in message
     assert "train.per_device_batch_size: Input should be a valid integer" in message
@@ -94,7 +102,9 @@ def test_bad_preset_lists_the_presets():
 
 
 def test_cross_field_rules():
-    assert "offload_optimizer needs strategy zero2 or zero3" in error_of({"train": {"offload_optimizer": True}})
+    assert "offload_optimizer needs strategy zero2 or zero3" in error_of(
+        {"train": {"offload_optimizer": True}}
+    )
     assert "offload_parameters needs strategy zero3" in error_of(
         {"train": {"strategy": "zero2", "offload_parameters": True}}
     )
@@ -111,7 +121,9 @@ def test_override_errors():
 
 
 def test_yaml_problems_name_the_file_and_line(tmp_path):
-    with pytest.raises(UserError, match=r"recipe.yaml:3:\d+: not valid YAML: key 'learning_rate' appears twice"):
+    with pytest.raises(
+        UserError, match=r"recipe.yaml:3:\d+: not valid YAML: key 'learning_rate' appears twice"
+    ):
         load_recipe(write(tmp_path, "train:\n  learning_rate: 1.0\n  learning_rate: 2.0\n"))
     with pytest.raises(UserError, match="a recipe is a YAML mapping"):
         load_recipe(write(tmp_path, "- 1\n- 2\n"))

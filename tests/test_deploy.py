@@ -67,15 +67,19 @@ def test_indexed_job_ranks_nodes_by_index_behind_a_headless_service():
     job, service = found[("Job", "r1kit-train-idx")], found[("Service", "r1kit-train")]
     spec = job["spec"]
     assert spec["completionMode"] == "Indexed" and spec["completions"] == spec["parallelism"]
-    assert spec["template"]["spec"]["subdomain"] == service["metadata"]["name"] and service["spec"]["clusterIP"] == "None"
+    assert (
+        spec["template"]["spec"]["subdomain"] == service["metadata"]["name"]
+        and service["spec"]["clusterIP"] == "None"
+    )
     assert service["spec"]["selector"] == {"job-name": job["metadata"]["name"]}
     script = spec["template"]["spec"]["containers"][0]["args"][0]
     assert f"--nnodes {spec['completions']}" in script and '--node-rank "$JOB_COMPLETION_INDEX"' in script
     assert f"--master-addr {job['metadata']['name']}-0.{service['metadata']['name']}" in script
 
 
-@pytest.mark.parametrize("key", [("PyTorchJob", "r1kit-train"), ("Job", "r1kit-train-idx"),
-                                 ("Deployment", "r1kit-serve")])
+@pytest.mark.parametrize(
+    "key", [("PyTorchJob", "r1kit-train"), ("Job", "r1kit-train-idx"), ("Deployment", "r1kit-serve")]
+)
 def test_pods_request_gpus_shared_memory_and_the_shared_volume(key):
     doc = manifests()[key]
     claims = {d["metadata"]["name"] for d in documents(K8S / "storage.yaml")}
@@ -127,7 +131,9 @@ def exported_metric_names() -> set[str]:
     exporter = PrometheusExporter("127.0.0.1", 0, 1, None, 1)
     RLHealth(RLAlertConfig(), exporter.registry)
     serving = ServeMetrics(Engine())
-    serving.requests.labels(route="/v1/chat/completions", status="200").inc()  # labelled series appear when used
+    serving.requests.labels(
+        route="/v1/chat/completions", status="200"
+    ).inc()  # labelled series appear when used
     serving.latency.labels(route="/v1/chat/completions").observe(0.5)
     registries: list[CollectorRegistry] = [exporter.registry, serving.registry]
     for registry in registries:
@@ -147,7 +153,9 @@ def test_grafana_dashboard_queries_metrics_r1kit_exports():
     assert queried and queried <= exported, queried - exported
     titles = {p["title"] for p in dashboard["panels"]}
     assert {"Training", "RL health (GRPO)", "Serving", "MFU", "Latency"} <= titles
-    provisioning = yaml.safe_load((DEPLOY / "grafana" / "provisioning" / "datasources" / "prometheus.yml").read_text())
+    provisioning = yaml.safe_load(
+        (DEPLOY / "grafana" / "provisioning" / "datasources" / "prometheus.yml").read_text()
+    )
     uids = {d["uid"] for d in provisioning["datasources"]}
     assert all(p["datasource"]["uid"] in uids for p in dashboard["panels"] if "datasource" in p)
 
@@ -184,7 +192,9 @@ def test_images_run_as_a_user_with_a_healthcheck_and_the_pinned_torch(name):
 
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
 def test_kustomize_renders_the_base():
-    done = subprocess.run(["kubectl", "kustomize", str(K8S)], capture_output=True, text=True, timeout=60, check=False)
+    done = subprocess.run(
+        ["kubectl", "kustomize", str(K8S)], capture_output=True, text=True, timeout=60, check=False
+    )
     assert done.returncode == 0, done.stderr
     rendered = {(d["kind"], d["metadata"]["name"]) for d in yaml.safe_load_all(done.stdout) if d}
     assert rendered == set(manifests()) | {("ConfigMap", "r1kit-recipe")}

@@ -18,9 +18,26 @@ def test_json_schema_and_exit_code(cli):
         # Every problem comes with a one-line fix.
         assert (check["status"] == PASS) == (check["fix"] == ""), check
     names = {c["name"] for c in checks}
-    assert {"os", "cpu", "memory", "disk", "swap", "transparent_hugepages", "open_files", "shm", "python",
-            "torch", "gpu", "interconnect", "nccl_env", "training_stack", "optional:deepspeed",
-            "optional:vllm", "optional:bitsandbytes", "optional:flash-attn"} <= names
+    assert {
+        "os",
+        "cpu",
+        "memory",
+        "disk",
+        "swap",
+        "transparent_hugepages",
+        "open_files",
+        "shm",
+        "python",
+        "torch",
+        "gpu",
+        "interconnect",
+        "nccl_env",
+        "training_stack",
+        "optional:deepspeed",
+        "optional:vllm",
+        "optional:bitsandbytes",
+        "optional:flash-attn",
+    } <= names
     expected_rc = 1 if any(c["status"] == FAIL for c in checks) else 0
     assert done.returncode == expected_rc, done.stderr
 

@@ -32,8 +32,10 @@ def test_lora_adapter_merges_into_a_plain_model(base_dir, tmp_path):
 
     from r1kit.models.load import load_tokenizer
 
-    peft_model = get_peft_model(AutoModelForCausalLM.from_pretrained(base_dir),
-                                LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+    peft_model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(base_dir),
+        LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]),
+    )
     with torch.no_grad():
         for name, param in peft_model.named_parameters():
             if "lora_B" in name:
@@ -83,6 +85,14 @@ def test_refusals(base_dir, tmp_path, cli):
 
 
 def test_cli_prints_before_and_after(base_dir, tmp_path, cli):
-    done = cli("export", "--model", str(base_dir), "--out", str(tmp_path / "out"), "--quantize", "int8-dynamic",
-               check=True)
+    done = cli(
+        "export",
+        "--model",
+        str(base_dir),
+        "--out",
+        str(tmp_path / "out"),
+        "--quantize",
+        "int8-dynamic",
+        check=True,
+    )
     assert "MiB ->" in done.stdout and "tok/s ->" in done.stdout and "not quantised" in done.stdout

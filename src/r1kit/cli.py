@@ -58,11 +58,22 @@ def load_recipe_for(recipe: Path | None, overrides: list[str] | None, extra: lis
 
 @app.command()
 def doctor(
-    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list of {name, status, detail, fix}.")] = False,
-    path: Annotated[Path, typer.Option(help="Where data and checkpoints will go (for the disk check).")] = Path("."),
-    distributed: Annotated[bool, typer.Option("--distributed", help=(
-        "Also check NCCL, network interfaces and all-reduce latency/bandwidth (across the processes of "
-        "`r1kit launch ... -- r1kit doctor --distributed`, else across 2 local processes)."))] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print a JSON list of {name, status, detail, fix}.")
+    ] = False,
+    path: Annotated[
+        Path, typer.Option(help="Where data and checkpoints will go (for the disk check).")
+    ] = Path("."),
+    distributed: Annotated[
+        bool,
+        typer.Option(
+            "--distributed",
+            help=(
+                "Also check NCCL, network interfaces and all-reduce latency/bandwidth (across the processes of "
+                "`r1kit launch ... -- r1kit doctor --distributed`, else across 2 local processes)."
+            ),
+        ),
+    ] = False,
 ) -> None:
     """Check this machine for training: pass/warn/fail with a one-line fix each. Exits 1 when a check fails."""
     from r1kit.dist import is_main_process
@@ -152,10 +163,15 @@ def model_init(
 def tokenizer_train(
     out_dir: Annotated[Path, typer.Option("--out", help="Folder to write the tokenizer into.")],
     inputs: Annotated[
-        list[Path] | None, typer.Option("--input", help="Text, JSONL, JSON, CSV or Parquet file (repeatable).")
+        list[Path] | None,
+        typer.Option("--input", help="Text, JSONL, JSON, CSV or Parquet file (repeatable)."),
     ] = None,
-    more_inputs: Annotated[list[Path] | None, typer.Argument(help="More input files.", show_default=False)] = None,
-    vocab_size: Annotated[int | None, typer.Option(help="Vocabulary size (recipe: tokenizer.vocab_size).")] = None,
+    more_inputs: Annotated[
+        list[Path] | None, typer.Argument(help="More input files.", show_default=False)
+    ] = None,
+    vocab_size: Annotated[
+        int | None, typer.Option(help="Vocabulary size (recipe: tokenizer.vocab_size).")
+    ] = None,
     type: Annotated[str | None, typer.Option(help="bpe or unigram (recipe: tokenizer.type).")] = None,
     character_coverage: Annotated[float | None, typer.Option(help="Unigram character coverage.")] = None,
     recipe: Annotated[Path | None, typer.Option(help="Recipe whose `tokenizer` section to use.")] = None,
@@ -187,9 +203,13 @@ def tokenizer_train(
 @data_app.command("clean")
 def data_clean(
     out_dir: Annotated[Path, typer.Option("--out", help="Output folder (train/, validation/, reports).")],
-    inputs: Annotated[list[Path] | None, typer.Option("--input", help="Input file or folder (repeatable).")] = None,
+    inputs: Annotated[
+        list[Path] | None, typer.Option("--input", help="Input file or folder (repeatable).")
+    ] = None,
     more_inputs: Annotated[list[Path] | None, typer.Argument(help="More inputs.", show_default=False)] = None,
-    recipe: Annotated[Path | None, typer.Option(help="Recipe whose `data` section configures the stages.")] = None,
+    recipe: Annotated[
+        Path | None, typer.Option(help="Recipe whose `data` section configures the stages.")
+    ] = None,
     strict: Annotated[bool, typer.Option("--strict", help="Stop at the first malformed input.")] = False,
     overrides: SetOption = None,
 ) -> None:
@@ -203,8 +223,10 @@ def data_clean(
     report = result.report
     table = Table("", "records")
     table.add_row("input", str(report["input_records"]))
-    table.add_row("[green]kept[/green]", f"{report['kept']} (train {report['splits']['train']}, "
-                                        f"validation {report['splits']['validation']})")
+    table.add_row(
+        "[green]kept[/green]",
+        f"{report['kept']} (train {report['splits']['train']}, validation {report['splits']['validation']})",
+    )
     for reason, count in report["rejected"].items():
         table.add_row(f"[yellow]rejected: {escape(reason)}[/yellow]", str(count))
     out.print(table)
@@ -220,8 +242,12 @@ def data_synth(
     out_path: Annotated[Path, typer.Option("--out", help="JSONL file to write.")],
     difficulty: Annotated[str, typer.Option(help="easy, medium or hard.")] = "medium",
     seed: Annotated[int, typer.Option(help="Generation seed.")] = 42,
-    reasoning_share: Annotated[float, typer.Option(help="Share of solutions with the worked reasoning; the rest "
-                                                        "answer after an empty think block.")] = 1.0,
+    reasoning_share: Annotated[
+        float,
+        typer.Option(
+            help="Share of solutions with the worked reasoning; the rest answer after an empty think block."
+        ),
+    ] = 1.0,
 ) -> None:
     """Generate verifiable problems with gold answers and worked <think> solutions."""
     from r1kit.data.synth import synthesize
@@ -233,8 +259,12 @@ def data_synth(
 @data_app.command("stats")
 def data_stats_cmd(
     data_dir: Annotated[Path, typer.Argument(help="A `data clean` output folder.")],
-    tokenizer: Annotated[Path | None, typer.Option(help="Tokenizer folder; default: the recipe's model.")] = None,
-    recipe: Annotated[Path | None, typer.Option(help="Recipe (train.max_seq_length, the model's tokenizer).")] = None,
+    tokenizer: Annotated[
+        Path | None, typer.Option(help="Tokenizer folder; default: the recipe's model.")
+    ] = None,
+    recipe: Annotated[
+        Path | None, typer.Option(help="Recipe (train.max_seq_length, the model's tokenizer).")
+    ] = None,
     overrides: SetOption = None,
 ) -> None:
     """Token-length histograms of a cleaned data folder, truncation at max_seq_length, and packing fill."""
@@ -244,24 +274,39 @@ def data_stats_cmd(
     config = load_recipe_for(recipe, overrides)
     tokenizer_dir = tokenizer or config.model.tokenizer or config.model.path
     if tokenizer_dir is None:
-        raise UserError("no tokenizer: pass --tokenizer DIR (or set model.tokenizer / model.path in the recipe)")
+        raise UserError(
+            "no tokenizer: pass --tokenizer DIR (or set model.tokenizer / model.path in the recipe)"
+        )
     seq_length = config.train.max_seq_length
-    report = data_stats(data_dir, load_tokenizer(tokenizer_dir, trust_remote_code=config.model.trust_remote_code),
-                        max_seq_length=seq_length, assistant_only_loss=config.train.assistant_only_loss)
+    report = data_stats(
+        data_dir,
+        load_tokenizer(tokenizer_dir, trust_remote_code=config.model.trust_remote_code),
+        max_seq_length=seq_length,
+        assistant_only_loss=config.train.assistant_only_loss,
+    )
     if not report:
-        raise UserError(f"{data_dir} holds no train/ or validation/ Parquet shards: run `r1kit data clean` first")
+        raise UserError(
+            f"{data_dir} holds no train/ or validation/ Parquet shards: run `r1kit data clean` first"
+        )
     for split, stats in report.items():
         largest = max(count for _, count in stats["histogram"]) or 1
-        table = Table("tokens", "examples", "", title=f"{split}: {stats['examples']} examples, "
-                                                       f"{stats['tokens']} tokens", title_justify="left")
+        table = Table(
+            "tokens",
+            "examples",
+            "",
+            title=f"{split}: {stats['examples']} examples, {stats['tokens']} tokens",
+            title_justify="left",
+        )
         for label, count in stats["histogram"]:
             table.add_row(label, str(count), "█" * round(30 * count / largest))
         out.print(table)
         cut = stats["at_max_seq_length"]
         percentiles = ", ".join(f"{k} {v}" for k, v in stats["percentiles"].items())
-        out.print(f"  {percentiles}; at max_seq_length {seq_length}: {cut['num_truncated']} truncated, "
-                  f"{cut['num_dropped_no_trainable_tokens']} left without trainable tokens; packed into "
-                  f"{stats['packed_rows']} rows, {100 * stats['packing_fill']:.0f}% full")
+        out.print(
+            f"  {percentiles}; at max_seq_length {seq_length}: {cut['num_truncated']} truncated, "
+            f"{cut['num_dropped_no_trainable_tokens']} left without trainable tokens; packed into "
+            f"{stats['packed_rows']} rows, {100 * stats['packing_fill']:.0f}% full"
+        )
 
 
 # ----------------------------------------------------------------------------------------------- launch
@@ -270,17 +315,29 @@ def data_stats_cmd(
 @app.command("launch", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def launch_cmd(
     ctx: typer.Context,
-    nproc_per_node: Annotated[int | None, typer.Option(
-        "--nproc-per-node", help="Processes per node (default: the GPUs of this node, else 1).")] = None,
+    nproc_per_node: Annotated[
+        int | None,
+        typer.Option("--nproc-per-node", help="Processes per node (default: the GPUs of this node, else 1)."),
+    ] = None,
     nnodes: Annotated[int, typer.Option("--nnodes", help="Nodes taking part.")] = 1,
     node_rank: Annotated[int, typer.Option("--node-rank", help="This node's rank (0 .. nnodes-1).")] = 0,
-    master_addr: Annotated[str | None, typer.Option("--master-addr", help="Address of the rank-0 node.")] = None,
+    master_addr: Annotated[
+        str | None, typer.Option("--master-addr", help="Address of the rank-0 node.")
+    ] = None,
     master_port: Annotated[int, typer.Option("--master-port", help="Port of the rank-0 node.")] = 29500,
-    nccl_debug: Annotated[str | None, typer.Option("--nccl-debug", help="NCCL_DEBUG level (INFO, WARN).")] = None,
-    socket_ifname: Annotated[str | None, typer.Option(
-        "--nccl-socket-ifname", help="Network interface(s) for NCCL and gloo (NCCL_SOCKET_IFNAME).")] = None,
+    nccl_debug: Annotated[
+        str | None, typer.Option("--nccl-debug", help="NCCL_DEBUG level (INFO, WARN).")
+    ] = None,
+    socket_ifname: Annotated[
+        str | None,
+        typer.Option(
+            "--nccl-socket-ifname", help="Network interface(s) for NCCL and gloo (NCCL_SOCKET_IFNAME)."
+        ),
+    ] = None,
     ib_disable: Annotated[bool, typer.Option("--nccl-ib-disable", help="Do not use InfiniBand.")] = False,
-    slurm: Annotated[bool, typer.Option("--slurm", help="Print a SLURM batch script instead of running.")] = False,
+    slurm: Annotated[
+        bool, typer.Option("--slurm", help="Print a SLURM batch script instead of running.")
+    ] = False,
     job_name: Annotated[str, typer.Option("--job-name", help="SLURM job name.")] = "r1kit",
     time_limit: Annotated[str | None, typer.Option("--time", help="SLURM time limit, e.g. 24:00:00.")] = None,
     partition: Annotated[str | None, typer.Option("--partition", help="SLURM partition.")] = None,
@@ -299,8 +356,17 @@ def launch_cmd(
         torchrun_command,
     )
 
-    spec = LaunchSpec(r1kit_command(list(ctx.args)), nproc_per_node or default_processes(), nnodes, node_rank,
-                      master_addr, master_port, nccl_debug, socket_ifname, ib_disable)
+    spec = LaunchSpec(
+        r1kit_command(list(ctx.args)),
+        nproc_per_node or default_processes(),
+        nnodes,
+        node_rank,
+        master_addr,
+        master_port,
+        nccl_debug,
+        socket_ifname,
+        ib_disable,
+    )
     if slurm:
         print(slurm_script(spec, job_name=job_name, time_limit=time_limit, partition=partition), end="")
         return
@@ -317,9 +383,15 @@ def launch_cmd(
 
 @app.command("plan")
 def plan_cmd(
-    recipe: Annotated[Path | None, typer.Argument(help="Recipe YAML (default: the defaults with --set).")] = None,
-    stage: Annotated[str, typer.Option(help="What to plan: `sft` (also LoRA/QLoRA, pretraining) or `grpo`.")] = "sft",
-    device: Annotated[str | None, typer.Option(help="plan.device: H100, A100, RTX 4090, ..., or cpu.")] = None,
+    recipe: Annotated[
+        Path | None, typer.Argument(help="Recipe YAML (default: the defaults with --set).")
+    ] = None,
+    stage: Annotated[
+        str, typer.Option(help="What to plan: `sft` (also LoRA/QLoRA, pretraining) or `grpo`.")
+    ] = "sft",
+    device: Annotated[
+        str | None, typer.Option(help="plan.device: H100, A100, RTX 4090, ..., or cpu.")
+    ] = None,
     gpus_per_node: Annotated[int | None, typer.Option(help="plan.gpus_per_node.")] = None,
     nodes: Annotated[int | None, typer.Option(help="plan.nodes.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
@@ -330,23 +402,35 @@ def plan_cmd(
 
     if stage not in ("sft", "grpo"):
         raise UserError(f"--stage must be sft or grpo, not {stage!r}")
-    extra = [f"plan.{name}={value}" for name, value in
-             (("device", device), ("gpus_per_node", gpus_per_node), ("nodes", nodes)) if value is not None]
+    extra = [
+        f"plan.{name}={value}"
+        for name, value in (("device", device), ("gpus_per_node", gpus_per_node), ("nodes", nodes))
+        if value is not None
+    ]
     resolved = load_recipe_for(recipe, overrides, extra)
     plan = make_plan(resolved, stage)
     if as_json:
         out.print_json(json.dumps(plan.to_dict()))
         return
     m, s = plan.model, plan.setup
-    moe = f", {human_count(m.active_params)} active per token ({m.experts_per_token} of {m.experts} experts)" \
-        if m.experts else ""
+    moe = (
+        f", {human_count(m.active_params)} active per token ({m.experts_per_token} of {m.experts} experts)"
+        if m.experts
+        else ""
+    )
     out.print(f"model     {escape(m.name)}: {human_count(m.total_params)} parameters{moe}", highlight=False)
-    method = s.method + (f" (rank {resolved.train.lora.r}, "
-                         f"{human_count(m.lora_params)} trainable)" if s.method != "full" else "")
+    method = s.method + (
+        f" (rank {resolved.train.lora.r}, {human_count(m.lora_params)} trainable)"
+        if s.method != "full"
+        else ""
+    )
     where = f"{s.gpus_per_node} x {plan.device}" + (f" x {s.nodes} nodes" if s.nodes > 1 else "")
-    out.print(f"run       {stage} {method}, {s.strategy}, {s.precision}, micro-batch {s.micro_batch} x "
-              f"{s.seq_length} tokens, gradient checkpointing {'on' if s.gradient_checkpointing else 'off'}, "
-              f"on {where}", highlight=False)
+    out.print(
+        f"run       {stage} {method}, {s.strategy}, {s.precision}, micro-batch {s.micro_batch} x "
+        f"{s.seq_length} tokens, gradient checkpointing {'on' if s.gradient_checkpointing else 'off'}, "
+        f"on {where}",
+        highlight=False,
+    )
     table = Table(title="memory per device (GB)", title_justify="left")
     table.add_column("part")
     table.add_column("GB", justify="right")
@@ -359,11 +443,18 @@ def plan_cmd(
         out.print(f"[green]fits[/green]: {ceil_gb(plan.total_gb)} of {capacity} GB per device")
     else:
         out.print(f"[bold red]does not fit[/bold red]: {ceil_gb(plan.total_gb)} of {capacity} GB per device")
-        out.print(f"smallest change that fits: {escape(plan.fix)} ({ceil_gb(plan.fixed_total_gb)} GB)" if plan.fix
-                  else "no change r1kit tries makes it fit: use more devices or a smaller model", highlight=False)
+        out.print(
+            f"smallest change that fits: {escape(plan.fix)} ({ceil_gb(plan.fixed_total_gb)} GB)"
+            if plan.fix
+            else "no change r1kit tries makes it fit: use more devices or a smaller model",
+            highlight=False,
+        )
     if plan.hours is not None:
-        out.print(f"time      {describe_hours(plan.hours)} for {human_count(plan.tokens)} tokens at "
-                  f"{100 * resolved.plan.mfu:.0f}% MFU", highlight=False)
+        out.print(
+            f"time      {describe_hours(plan.hours)} for {human_count(plan.tokens)} tokens at "
+            f"{100 * resolved.plan.mfu:.0f}% MFU",
+            highlight=False,
+        )
         for kind, cost in plan.costs.items():
             out.print(f"cost      {kind}: ${cost:,.0f}", highlight=False)
     elif plan.tokens is None:
@@ -377,7 +468,8 @@ def plan_cmd(
 RecipeArgument = Annotated[Path, typer.Argument(help="Recipe YAML.")]
 OutOption = Annotated[Path | None, typer.Option("--out", help="Run folder (default: runs/<recipe name>).")]
 ResumeOption = Annotated[
-    str | None, typer.Option(help="`auto`: continue from the newest complete checkpoint; or a checkpoint folder.")
+    str | None,
+    typer.Option(help="`auto`: continue from the newest complete checkpoint; or a checkpoint folder."),
 ]
 
 
@@ -393,9 +485,11 @@ def _train(recipe: Path, out_dir: Path | None, resume: str | None, overrides, mo
     if result.skipped_nonfinite_steps:
         err.print(f"[yellow]{result.skipped_nonfinite_steps} steps skipped for a non-finite loss[/yellow]")
     if result.stopped_by:
-        out.print(f"stopped by {result.stopped_by} at step {result.global_step}; checkpoint saved. "
-                  f"Continue with: r1kit train {mode} {escape(str(recipe))} --resume auto"
-                  + (f" --out {escape(str(out_dir))}" if out_dir else ""))
+        out.print(
+            f"stopped by {result.stopped_by} at step {result.global_step}; checkpoint saved. "
+            f"Continue with: r1kit train {mode} {escape(str(recipe))} --resume auto"
+            + (f" --out {escape(str(out_dir))}" if out_dir else "")
+        )
         import signal
 
         raise typer.Exit(128 + signal.Signals[result.stopped_by].value)
@@ -403,27 +497,41 @@ def _train(recipe: Path, out_dir: Path | None, resume: str | None, overrides, mo
 
     if not is_main_process():  # one report per run, not one per process
         return
-    out.print(f"trained {result.global_step} steps; final model: {escape(str(result.final_dir))}; "
-              f"metrics: {escape(str(result.run_dir / 'metrics.jsonl'))}")
+    out.print(
+        f"trained {result.global_step} steps; final model: {escape(str(result.final_dir))}; "
+        f"metrics: {escape(str(result.run_dir / 'metrics.jsonl'))}"
+    )
 
 
 @train_app.command("sft")
-def train_sft_cmd(recipe: RecipeArgument, out_dir: OutOption = None, resume: ResumeOption = None,
-                  overrides: SetOption = None) -> None:
+def train_sft_cmd(
+    recipe: RecipeArgument,
+    out_dir: OutOption = None,
+    resume: ResumeOption = None,
+    overrides: SetOption = None,
+) -> None:
     """Supervised fine-tuning (full, LoRA or QLoRA) on chat/problem data, loss on assistant tokens."""
     _train(recipe, out_dir, resume, overrides, "sft")
 
 
 @train_app.command("pretrain")
-def train_pretrain_cmd(recipe: RecipeArgument, out_dir: OutOption = None, resume: ResumeOption = None,
-                       overrides: SetOption = None) -> None:
+def train_pretrain_cmd(
+    recipe: RecipeArgument,
+    out_dir: OutOption = None,
+    resume: ResumeOption = None,
+    overrides: SetOption = None,
+) -> None:
     """Causal-LM training on every token (plain text from `r1kit data clean`)."""
     _train(recipe, out_dir, resume, overrides, "pretrain")
 
 
 @train_app.command("grpo")
-def train_grpo_cmd(recipe: RecipeArgument, out_dir: OutOption = None, resume: ResumeOption = None,
-                   overrides: SetOption = None) -> None:
+def train_grpo_cmd(
+    recipe: RecipeArgument,
+    out_dir: OutOption = None,
+    resume: ResumeOption = None,
+    overrides: SetOption = None,
+) -> None:
     """GRPO reinforcement learning with verifiable rewards on problems with gold answers (the R1 recipe)."""
     _train(recipe, out_dir, resume, overrides, "grpo")
 
@@ -457,8 +565,14 @@ def generate_cmd(
     from r1kit.generate import generate
 
     for completion in generate(
-        model, prompt, system_prompt=system, max_new_tokens=max_new_tokens, temperature=temperature,
-        top_p=top_p, seed=seed, trust_remote_code=trust_remote_code,
+        model,
+        prompt,
+        system_prompt=system,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        seed=seed,
+        trust_remote_code=trust_remote_code,
     ):
         _print_completion(completion)
 
@@ -467,16 +581,20 @@ def generate_cmd(
 def sample_cmd(
     recipe: Annotated[Path | None, typer.Argument(help="Recipe YAML (its `sample` section).")] = None,
     model: Annotated[Path, typer.Option(help="Model folder to sample from.")] = ...,
-    out_dir: Annotated[Path, typer.Option("--out", help="New folder for samples.jsonl, data/ and report.json.")] = ...,
+    out_dir: Annotated[
+        Path, typer.Option("--out", help="New folder for samples.jsonl, data/ and report.json.")
+    ] = ...,
     overrides: SetOption = None,
 ) -> None:
     """Rejection sampling: keep verified-correct completions as a new SFT dataset (recipe section `sample`)."""
     from r1kit.train.sample import rejection_sample
 
     report = rejection_sample(load_recipe_for(recipe, overrides), model, out_dir)
-    out.print(f"{report.problems} problems x {report.samples // max(1, report.problems)} samples: "
-              f"{report.correct_samples} correct, {report.solved_problems} problems solved, {report.truncated} cut "
-              f"at the length limit; kept {report.kept} ({report.keep})")
+    out.print(
+        f"{report.problems} problems x {report.samples // max(1, report.problems)} samples: "
+        f"{report.correct_samples} correct, {report.solved_problems} problems solved, {report.truncated} cut "
+        f"at the length limit; kept {report.kept} ({report.keep})"
+    )
     if report.kept:
         out.print(f"SFT data: {escape(str(out_dir / 'data'))} (train.dataset)")
     else:
@@ -490,7 +608,10 @@ def pipeline_cmd(recipe: RecipeArgument, out_dir: OutOption = None, overrides: S
 
     for record in run_pipeline(load_recipe_for(recipe, overrides), out_dir):
         state = "skipped (finished earlier)" if record["skipped"] else "done"
-        out.print(f"{escape(Path(record['dir']).name):12} {state}; model {escape(str(record['model']))}", soft_wrap=True)
+        out.print(
+            f"{escape(Path(record['dir']).name):12} {state}; model {escape(str(record['model']))}",
+            soft_wrap=True,
+        )
 
 
 # ------------------------------------------------------------------------------------------------- eval
@@ -498,21 +619,35 @@ def pipeline_cmd(recipe: RecipeArgument, out_dir: OutOption = None, overrides: S
 
 @app.command("eval")
 def eval_cmd(
-    args: Annotated[list[str] | None, typer.Argument(metavar="[RECIPE | compare RUN_A RUN_B]",
-                                                        help="A recipe (its `eval` section), or `compare` and "
-                                                             "two eval output folders.")] = None,
+    args: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="[RECIPE | compare RUN_A RUN_B]",
+            help="A recipe (its `eval` section), or `compare` and two eval output folders.",
+        ),
+    ] = None,
     model: Annotated[Path | None, typer.Option(help="Local model folder to evaluate.")] = None,
-    endpoint: Annotated[str | None, typer.Option(help="OpenAI-compatible base URL, e.g. http://host:8000/v1.")] = None,
-    endpoint_model: Annotated[str | None, typer.Option(help="Model name at the endpoint (default: its first).")] = None,
-    api_key: Annotated[str | None, typer.Option(envvar="R1KIT_EVAL_API_KEY",
-                                                   help="Endpoint API key (env R1KIT_EVAL_API_KEY).")] = None,
-    suite: Annotated[list[str] | None, typer.Option(help="Suite to run (repeatable): gsm8k, math500, heldout, "
-                                                            "perplexity, speed.")] = None,
+    endpoint: Annotated[
+        str | None, typer.Option(help="OpenAI-compatible base URL, e.g. http://host:8000/v1.")
+    ] = None,
+    endpoint_model: Annotated[
+        str | None, typer.Option(help="Model name at the endpoint (default: its first).")
+    ] = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option(envvar="R1KIT_EVAL_API_KEY", help="Endpoint API key (env R1KIT_EVAL_API_KEY)."),
+    ] = None,
+    suite: Annotated[
+        list[str] | None,
+        typer.Option(help="Suite to run (repeatable): gsm8k, math500, heldout, perplexity, speed."),
+    ] = None,
     out_dir: Annotated[Path | None, typer.Option("--out", help="Report folder (default <run>/eval).")] = None,
     limit: Annotated[int | None, typer.Option(help="Only the first N problems of each suite.")] = None,
     num_samples: Annotated[int | None, typer.Option(help="Samples per problem.")] = None,
-    curves_from: Annotated[Path | None, typer.Option(help="Training run folder to plot curves from "
-                                                             "(default: the model's run, if any).")] = None,
+    curves_from: Annotated[
+        Path | None,
+        typer.Option(help="Training run folder to plot curves from (default: the model's run, if any)."),
+    ] = None,
     overrides: SetOption = None,
 ) -> None:
     """Evaluate a model folder or an endpoint: math accuracy, pass@k, BLEU/ROUGE, perplexity, speed."""
@@ -529,18 +664,31 @@ def eval_cmd(
     from r1kit.eval.runner import run_eval
 
     flags = {"suites": f"[{','.join(suite)}]" if suite else None, "limit": limit, "num_samples": num_samples}
-    recipe = load_recipe_for(Path(args[0]) if args else None, overrides,
-                             [f"eval.{k}={v}" for k, v in flags.items() if v is not None])
+    recipe = load_recipe_for(
+        Path(args[0]) if args else None,
+        overrides,
+        [f"eval.{k}={v}" for k, v in flags.items() if v is not None],
+    )
     if curves_from is None and model is not None and (model.parent / "metrics.jsonl").is_file():
         curves_from = model.parent  # <run>/final: the run's own curves
     out_dir = out_dir or recipe.run_dir / "eval"
-    report = run_eval(recipe, out_dir, model_dir=model, endpoint=endpoint, endpoint_model=endpoint_model,
-                      api_key=api_key, curves_from=curves_from)
+    report = run_eval(
+        recipe,
+        out_dir,
+        model_dir=model,
+        endpoint=endpoint,
+        endpoint_model=endpoint_model,
+        api_key=api_key,
+        curves_from=curves_from,
+    )
     from r1kit.eval.report import headline
 
     for key, value in headline(report).items():
-        shown = "–" if value is None else (f"{100 * value:.1f}%" if "accuracy" in key or "pass@" in key
-                                           else f"{value:.3f}")
+        shown = (
+            "–"
+            if value is None
+            else (f"{100 * value:.1f}%" if "accuracy" in key or "pass@" in key else f"{value:.3f}")
+        )
         out.print(f"{key:32} {shown}", highlight=False)
     out.print(f"report: {escape(str(out_dir / 'report.md'))}")
 
@@ -553,17 +701,23 @@ def export_cmd(
     model: Annotated[Path, typer.Option(help="Model folder, checkpoint folder or LoRA adapter folder.")],
     out_dir: Annotated[Path, typer.Option("--out", help="New folder for the exported model.")],
     merge_lora: Annotated[bool, typer.Option(help="Merge a LoRA adapter into its base weights.")] = True,
-    quantize: Annotated[str, typer.Option(help="none, int8-dynamic (CPU), int8 or int4 (torchao), nf4 (GPU).")] = "none",
+    quantize: Annotated[
+        str, typer.Option(help="none, int8-dynamic (CPU), int8 or int4 (torchao), nf4 (GPU).")
+    ] = "none",
     trust_remote_code: Annotated[bool, typer.Option(help="Run code shipped in the model folder.")] = False,
 ) -> None:
     """Merge, quantise and write a model folder to serve, with its size and speed before and after."""
     from r1kit.export import export
 
-    result = export(model, out_dir, merge_lora=merge_lora, quantize=quantize, trust_remote_code=trust_remote_code)
+    result = export(
+        model, out_dir, merge_lora=merge_lora, quantize=quantize, trust_remote_code=trust_remote_code
+    )
     b, a = result.before, result.after
     out.print(f"size   {b.size_mib:8.1f} MiB -> {a.size_mib:8.1f} MiB ({a.size_mib / b.size_mib:.2f}x)")
-    out.print(f"speed  {b.tokens_per_second:8.1f} tok/s -> {a.tokens_per_second:8.1f} tok/s "
-              f"({a.tokens_per_second / b.tokens_per_second:.2f}x, greedy, one prompt)")
+    out.print(
+        f"speed  {b.tokens_per_second:8.1f} tok/s -> {a.tokens_per_second:8.1f} tok/s "
+        f"({a.tokens_per_second / b.tokens_per_second:.2f}x, greedy, one prompt)"
+    )
     for pattern, why in result.not_quantized.items():
         out.print(f"[yellow]not quantised[/yellow] {escape(pattern)}: {why}", soft_wrap=True)
     out.print(f"wrote {escape(str(result.out_dir))} (report: export.json)")
@@ -576,13 +730,19 @@ def export_cmd(
 def serve_cmd(
     model: Annotated[Path, typer.Option(help="Local Hugging Face model folder.")],
     recipe: Annotated[Path | None, typer.Option(help="Recipe whose `serve` section to use.")] = None,
-    host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1: this machine only).")] = None,
+    host: Annotated[
+        str | None, typer.Option(help="Address to bind (default 127.0.0.1: this machine only).")
+    ] = None,
     port: Annotated[int | None, typer.Option(help="TCP port (default 8000; 0 picks a free one).")] = None,
-    api_key: Annotated[str | None, typer.Option(envvar="R1KIT_API_KEY",
-                                                   help="Require `Authorization: Bearer KEY` (env R1KIT_API_KEY).")] = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option(envvar="R1KIT_API_KEY", help="Require `Authorization: Bearer KEY` (env R1KIT_API_KEY)."),
+    ] = None,
     engine: Annotated[str | None, typer.Option(help="transformers (default) or vllm (CUDA GPUs).")] = None,
     max_batch_size: Annotated[int | None, typer.Option(help="Most requests decoded together.")] = None,
-    model_name: Annotated[str | None, typer.Option(help="Name clients ask for (default: the folder's).")] = None,
+    model_name: Annotated[
+        str | None, typer.Option(help="Name clients ask for (default: the folder's).")
+    ] = None,
     trust_remote_code: Annotated[bool, typer.Option(help="Run code shipped in the model folder.")] = False,
     overrides: SetOption = None,
 ) -> None:
@@ -590,7 +750,9 @@ def serve_cmd(
     from r1kit.serve.server import serve
 
     flags = {"host": host, "port": port, "engine": engine, "max_batch_size": max_batch_size}
-    config = load_recipe_for(recipe, overrides, [f"serve.{k}={v}" for k, v in flags.items() if v is not None]).serve
+    config = load_recipe_for(
+        recipe, overrides, [f"serve.{k}={v}" for k, v in flags.items() if v is not None]
+    ).serve
     if api_key:
         config = config.model_copy(update={"api_key": api_key})
     serve(model, config, model_name=model_name, trust_remote_code=trust_remote_code)
@@ -601,7 +763,9 @@ def serve_cmd(
 
 @app.command()
 def demo(
-    out_dir: Annotated[Path, typer.Option("--out", help="Folder for everything the demo writes.")] = Path("runs/demo"),
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for everything the demo writes.")] = Path(
+        "runs/demo"
+    ),
     overrides: SetOption = None,
 ) -> None:
     """Run every stage that exists so far, end to end, on this machine."""
@@ -613,29 +777,44 @@ def demo(
     counts = {s: sum(c.status == s for c in result.checks) for s in ("pass", "warn", "fail")}
     report = result.data.report
     out.print(f"doctor: {counts['pass']} pass, {counts['warn']} warn, {counts['fail']} fail")
-    out.print(f"data: {report['input_records']} records in, {report['kept']} kept, rejected "
-              f"{json.dumps(report['rejected'])} -> {escape(str(result.data.out_dir / 'report.md'))}")
+    out.print(
+        f"data: {report['input_records']} records in, {report['kept']} kept, rejected "
+        f"{json.dumps(report['rejected'])} -> {escape(str(result.data.out_dir / 'report.md'))}"
+    )
     out.print(f"tokenizer: {result.tokenizer.vocab_size} tokens -> {escape(str(result.tokenizer.out_dir))}")
-    metrics = [json.loads(line) for line in (result.training.run_dir / "metrics.jsonl").read_text().splitlines()]
+    metrics = [
+        json.loads(line) for line in (result.training.run_dir / "metrics.jsonl").read_text().splitlines()
+    ]
     evals = [m for m in metrics if m["split"] == "eval"]
     speeds = [m["tokens_per_second"] for m in metrics if m["split"] == "train" and "tokens_per_second" in m]
-    out.print(f"SFT: {result.training.global_step} steps, validation loss {evals[0]['loss']:.3f} -> "
-              f"{evals[-1]['loss']:.3f}, ~{sorted(speeds)[len(speeds) // 2]:.0f} tokens/s -> "
-              f"{escape(str(result.training.final_dir))}" if evals and speeds else
-              f"SFT: {result.training.global_step} steps -> {escape(str(result.training.final_dir))}")
+    out.print(
+        f"SFT: {result.training.global_step} steps, validation loss {evals[0]['loss']:.3f} -> "
+        f"{evals[-1]['loss']:.3f}, ~{sorted(speeds)[len(speeds) // 2]:.0f} tokens/s -> "
+        f"{escape(str(result.training.final_dir))}"
+        if evals and speeds
+        else f"SFT: {result.training.global_step} steps -> {escape(str(result.training.final_dir))}"
+    )
     for completion, gold in result.completions:
         _print_completion(completion)
-        verdict = "[green]correct[/green]" if is_correct(completion, gold) else "[yellow]not yet correct[/yellow]"
+        verdict = (
+            "[green]correct[/green]" if is_correct(completion, gold) else "[yellow]not yet correct[/yellow]"
+        )
         out.print(f"gold      {escape(gold)}: {verdict}")
     heldout = result.evaluation["suites"]["heldout"]
     speed = result.evaluation["suites"]["speed"]
-    ttft = "–" if speed["ttft_p50"] is None else f"{1000 * speed['ttft_p50']:.0f} ms"  # None: no text came out
-    out.print(f"eval: held-out accuracy {100 * heldout['accuracy']:.1f}% ± {100 * heldout['accuracy_stderr']:.1f} "
-              f"({heldout['problems']} problems, greedy); {speed['tokens_per_second']:.0f} tokens/s, time to first "
-              f"token {ttft} -> {escape(str(out_dir / 'eval' / 'report.md'))}")
+    ttft = (
+        "–" if speed["ttft_p50"] is None else f"{1000 * speed['ttft_p50']:.0f} ms"
+    )  # None: no text came out
+    out.print(
+        f"eval: held-out accuracy {100 * heldout['accuracy']:.1f}% ± {100 * heldout['accuracy_stderr']:.1f} "
+        f"({heldout['problems']} problems, greedy); {speed['tokens_per_second']:.0f} tokens/s, time to first "
+        f"token {ttft} -> {escape(str(out_dir / 'eval' / 'report.md'))}"
+    )
     b, a = result.export.before, result.export.after
-    out.print(f"export {result.export.quantize}: {b.size_mib:.1f} -> {a.size_mib:.1f} MiB, {b.tokens_per_second:.0f} -> "
-              f"{a.tokens_per_second:.0f} tokens/s -> {escape(str(result.export.out_dir))}")
+    out.print(
+        f"export {result.export.quantize}: {b.size_mib:.1f} -> {a.size_mib:.1f} MiB, {b.tokens_per_second:.0f} -> "
+        f"{a.tokens_per_second:.0f} tokens/s -> {escape(str(result.export.out_dir))}"
+    )
     served = result.served
     out.print(f"served at {served['url']}: asked {escape(served['question'])!r}", highlight=False)
     out.print(f"[dim]reasoning_content[/dim] {escape(str(served['reasoning']))}", highlight=False)

@@ -322,10 +322,14 @@ class TrainConfig(Section):
         if self.curriculum:
             ends = [stage.until_step for stage in self.curriculum]
             if self.max_steps is None or ends != sorted(set(ends)) or ends[-1] >= self.max_steps:
-                raise ValueError("curriculum needs max_steps, and stages whose until_step rises and stays below it")
+                raise ValueError(
+                    "curriculum needs max_steps, and stages whose until_step rises and stays below it"
+                )
         if self.save_steps % self.eval_steps:
-            raise ValueError(f"save_steps ({self.save_steps}) must be a multiple of eval_steps ({self.eval_steps}), "
-                             "so that every checkpoint has a validation score to rank it by")
+            raise ValueError(
+                f"save_steps ({self.save_steps}) must be a multiple of eval_steps ({self.eval_steps}), "
+                "so that every checkpoint has a validation score to rank it by"
+            )
         if self.offload_optimizer and self.strategy not in ("zero2", "zero3"):
             raise ValueError(f"offload_optimizer needs strategy zero2 or zero3, not {self.strategy!r}")
         if self.offload_parameters and self.strategy != "zero3":
@@ -434,7 +438,9 @@ class EvalConfig(Section):
     @model_validator(mode="after")
     def _pass_k_within_samples(self):
         if any(k < 1 or k > self.num_samples for k in self.pass_k):
-            raise ValueError(f"pass_k {self.pass_k}: each k must be between 1 and num_samples ({self.num_samples})")
+            raise ValueError(
+                f"pass_k {self.pass_k}: each k must be between 1 and num_samples ({self.num_samples})"
+            )
         return self
 
 
@@ -672,7 +678,11 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
             lines.append(f"  {path}: unknown key{hint}")
             continue
         message = err["msg"].removeprefix("Value error, ")
-        got = "" if err["type"] in ("missing",) or isinstance(err.get("input"), dict) else f" (got {err['input']!r})"
+        got = (
+            ""
+            if err["type"] in ("missing",) or isinstance(err.get("input"), dict)
+            else f" (got {err['input']!r})"
+        )
         lines.append(f"  {path}: {message}{got}")
     return "\n".join(lines)
 

@@ -56,11 +56,24 @@ def demo_recipe(out_dir: Path, overrides: list[str] = ()) -> Recipe:
         "tokenizer": {"vocab_size": 1024, "inputs": [str(problems)]},
         # Synthetic problems: nothing for the embedding check to find, and no overlap with GSM8K to look for.
         "data": {"inputs": [str(problems)], "validation_fraction": 0.05, "semantic": {"enabled": False}},
-        "train": {"learning_rate": 1e-3, "per_device_batch_size": 1, "gradient_accumulation_steps": 2,
-                  "max_steps": 150, "max_seq_length": 512, "logging_steps": 10, "eval_steps": 50,
-                  "save_steps": 150, "dataset": str(out_dir / "data")},
-        "eval": {"max_new_tokens": 160, "temperature": 0.0, "suites": ["heldout", "speed"], "limit": 50,
-                 "speed_requests": 4},
+        "train": {
+            "learning_rate": 1e-3,
+            "per_device_batch_size": 1,
+            "gradient_accumulation_steps": 2,
+            "max_steps": 150,
+            "max_seq_length": 512,
+            "logging_steps": 10,
+            "eval_steps": 50,
+            "save_steps": 150,
+            "dataset": str(out_dir / "data"),
+        },
+        "eval": {
+            "max_new_tokens": 160,
+            "temperature": 0.0,
+            "suites": ["heldout", "speed"],
+            "limit": 50,
+            "speed_requests": 4,
+        },
         "export": {"quantize": "int8-dynamic"},
     }
     return build_recipe(raw, "demo recipe", overrides)
@@ -76,7 +89,9 @@ def run_demo(out_dir: str | Path, overrides: list[str] = ()) -> DemoResult:
     checks = run_checks(out_dir)
     failed = [c for c in checks if c.status == FAIL]
     if failed:
-        raise UserError("doctor found problems: " + "; ".join(f"{c.name}: {c.detail} ({c.fix})" for c in failed))
+        raise UserError(
+            "doctor found problems: " + "; ".join(f"{c.name}: {c.detail} ({c.fix})" for c in failed)
+        )
 
     print0(f"[bold]2/9 data[/bold]: {NUM_PROBLEMS} synthetic arithmetic problems, cleaned")
     synthesize("arithmetic", NUM_PROBLEMS, recipe.data.inputs[0], difficulty="medium", seed=recipe.seed)
@@ -85,8 +100,10 @@ def run_demo(out_dir: str | Path, overrides: list[str] = ()) -> DemoResult:
     print0("[bold]3/9 tokenizer[/bold]")
     tokenizer = train_from_config(recipe.tokenizer, recipe.model.tokenizer)
 
-    print0(f"[bold]4/9 model[/bold]: a new {recipe.model.preset}; [bold]5/9 SFT[/bold] for "
-           f"{recipe.train.max_steps} steps")
+    print0(
+        f"[bold]4/9 model[/bold]: a new {recipe.model.preset}; [bold]5/9 SFT[/bold] for "
+        f"{recipe.train.max_steps} steps"
+    )
     run_dir = out_dir / "sft"
     if run_dir.exists():  # the demo's own folder from an earlier demo: each demo trains afresh
         shutil.rmtree(run_dir)
@@ -97,8 +114,11 @@ def run_demo(out_dir: str | Path, overrides: list[str] = ()) -> DemoResult:
     print0("[bold]6/9 answers[/bold] to held-out problems")
     held_out = load_split(recipe.train.dataset, "validation").select(range(3))
     completions = generate(
-        training.final_dir, [row["messages"][0]["content"] for row in held_out],
-        max_new_tokens=recipe.eval.max_new_tokens, temperature=recipe.eval.temperature, seed=recipe.seed,
+        training.final_dir,
+        [row["messages"][0]["content"] for row in held_out],
+        max_new_tokens=recipe.eval.max_new_tokens,
+        temperature=recipe.eval.temperature,
+        seed=recipe.seed,
     )
     print0("[bold]7/9 evaluation[/bold]: held-out accuracy and speed")
     from r1kit.eval.runner import run_eval
@@ -109,14 +129,24 @@ def run_demo(out_dir: str | Path, overrides: list[str] = ()) -> DemoResult:
     from r1kit.export import export
 
     shutil.rmtree(out_dir / "model-int8", ignore_errors=True)
-    exported = export(training.final_dir, out_dir / "model-int8", quantize=recipe.export.quantize, speed_tokens=16)
+    exported = export(
+        training.final_dir, out_dir / "model-int8", quantize=recipe.export.quantize, speed_tokens=16
+    )
 
     print0("[bold]9/9 serve[/bold]: one question through the OpenAI API")
     question = held_out[0]["messages"][0]["content"]
     served = ask_server(training.final_dir, question, recipe.eval.max_new_tokens)
-    return DemoResult(recipe, checks, data, tokenizer, training,
-                      list(zip(completions, [row["answer"] for row in held_out])), evaluation, exported,
-                      served)
+    return DemoResult(
+        recipe,
+        checks,
+        data,
+        tokenizer,
+        training,
+        list(zip(completions, [row["answer"] for row in held_out])),
+        evaluation,
+        exported,
+        served,
+    )
 
 
 def ask_server(model_dir: Path, question: str, max_tokens: int) -> dict:
@@ -130,8 +160,23 @@ def ask_server(model_dir: Path, question: str, max_tokens: int) -> dict:
 
     from openai import OpenAI
 
-    server = subprocess.Popen([sys.executable, "-m", "r1kit", "serve", "--model", str(model_dir), "--port", "0",
-                               "--model-name", "demo"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "r1kit",
+            "serve",
+            "--model",
+            str(model_dir),
+            "--port",
+            "0",
+            "--model-name",
+            "demo",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     try:
         line = server.stdout.readline()
         if not line.startswith("r1kit serve: "):
@@ -147,11 +192,20 @@ def ask_server(model_dir: Path, question: str, max_tokens: int) -> dict:
                     raise UserError("the server did not answer /health within 60 s") from None
                 time.sleep(0.2)
         client = OpenAI(base_url=url + "/v1", api_key="none", max_retries=0)
-        reply = client.chat.completions.create(model="demo", messages=[{"role": "user", "content": question}],
-                                               max_tokens=max_tokens, temperature=0)
+        reply = client.chat.completions.create(
+            model="demo",
+            messages=[{"role": "user", "content": question}],
+            max_tokens=max_tokens,
+            temperature=0,
+        )
         message = reply.choices[0].message
-        return {"url": url, "question": question, "reasoning": getattr(message, "reasoning_content", None),
-                "answer": message.content, "completion_tokens": reply.usage.completion_tokens}
+        return {
+            "url": url,
+            "question": question,
+            "reasoning": getattr(message, "reasoning_content", None),
+            "answer": message.content,
+            "completion_tokens": reply.usage.completion_tokens,
+        }
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=120)

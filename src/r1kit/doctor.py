@@ -65,7 +65,9 @@ def check_cpu() -> Check:
     isa = [name for name in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if name in flags]
     detail = f"{logical} logical / {physical} physical cores; {' '.join(isa) or 'no AVX2'}"
     if flags and "avx2" not in flags and platform.machine() in ("x86_64", "AMD64"):
-        return Check("cpu", WARN, detail, "This x86 CPU lacks AVX2: PyTorch CPU kernels run several times slower")
+        return Check(
+            "cpu", WARN, detail, "This x86 CPU lacks AVX2: PyTorch CPU kernels run several times slower"
+        )
     if logical < 4:
         return Check("cpu", WARN, detail, "Fine for tiny models; data loading and CPU training want 8+ cores")
     return Check("cpu", PASS, detail)
@@ -74,8 +76,12 @@ def check_cpu() -> Check:
 def check_cpu_bf16() -> Check:
     if cpu_has_native_bf16():
         return Check("cpu_bf16", PASS, "native bf16 matrix instructions: CPU training uses bf16 autocast")
-    return Check("cpu_bf16", WARN, "no AVX512-BF16/AMX: CPU training runs in fp32",
-                 "CPU training is ~2x faster on a CPU with AVX512-BF16 or AMX (Intel Sapphire Rapids, AMD Zen 4)")
+    return Check(
+        "cpu_bf16",
+        WARN,
+        "no AVX512-BF16/AMX: CPU training runs in fp32",
+        "CPU training is ~2x faster on a CPU with AVX512-BF16 or AMX (Intel Sapphire Rapids, AMD Zen 4)",
+    )
 
 
 def check_memory() -> Check:
@@ -84,7 +90,9 @@ def check_memory() -> Check:
     if memory.total < 4 * GIB:
         return Check("memory", FAIL, detail, "Even tiny runs need ~4 GiB RAM: use a larger machine")
     if memory.total < 16 * GIB:
-        return Check("memory", WARN, detail, "Loading 7B checkpoints needs 16+ GiB RAM (more with CPU offload)")
+        return Check(
+            "memory", WARN, detail, "Loading 7B checkpoints needs 16+ GiB RAM (more with CPU offload)"
+        )
     return Check("memory", PASS, detail)
 
 
@@ -111,14 +119,18 @@ def check_disk(path: Path) -> Check:
         return Check("disk", WARN, detail, "A 7B run writes ~15 GiB per full checkpoint: keep 50+ GiB free")
     if rotational:
         # Virtual disks often report rotational=1 whatever backs them, so this stays a warning.
-        return Check("disk", WARN, detail, "Put datasets and checkpoints on SSD/NVMe: loading and saving are I/O bound")
+        return Check(
+            "disk", WARN, detail, "Put datasets and checkpoints on SSD/NVMe: loading and saving are I/O bound"
+        )
     return Check("disk", PASS, detail)
 
 
 def check_swap() -> Check:
     swap = psutil.swap_memory()
     if swap.total == 0:
-        return Check("swap", PASS, "no swap (running out of memory stops a run at once instead of slowing it)")
+        return Check(
+            "swap", PASS, "no swap (running out of memory stops a run at once instead of slowing it)"
+        )
     detail = f"{swap.total / GIB:.1f} GiB swap, {swap.percent:.0f}% used"
     if swap.percent > 25:
         return Check("swap", WARN, detail, "Memory is short and pages are swapped: training will crawl")
@@ -132,17 +144,27 @@ def check_transparent_hugepages() -> Check:
         return Check("transparent_hugepages", PASS, "not reported by this kernel")
     mode = text[text.find("[") + 1 : text.find("]")] if "[" in text else text.strip()
     if mode == "never":
-        return Check("transparent_hugepages", WARN, "never",
-                     "echo madvise | sudo tee /sys/kernel/mm/transparent_hugepage/enabled")
+        return Check(
+            "transparent_hugepages",
+            WARN,
+            "never",
+            "echo madvise | sudo tee /sys/kernel/mm/transparent_hugepage/enabled",
+        )
     return Check("transparent_hugepages", PASS, mode)
 
 
 def check_open_files() -> Check:
     soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != resource.RLIM_INFINITY and soft < 4096:
-        return Check("open_files", WARN, f"ulimit -n is {soft}",
-                     "ulimit -n 65536 (data workers and sharded checkpoints open many files)")
-    return Check("open_files", PASS, f"ulimit -n is {'unlimited' if soft == resource.RLIM_INFINITY else soft}")
+        return Check(
+            "open_files",
+            WARN,
+            f"ulimit -n is {soft}",
+            "ulimit -n 65536 (data workers and sharded checkpoints open many files)",
+        )
+    return Check(
+        "open_files", PASS, f"ulimit -n is {'unlimited' if soft == resource.RLIM_INFINITY else soft}"
+    )
 
 
 def check_shm() -> Check:
@@ -185,45 +207,80 @@ def check_torch() -> list[Check]:
     checks.append(Check("torch", PASS, f"{torch.__version__} ({build})"))
     driver_cuda = _driver_cuda_version()
     gpus_listed = _nvidia_smi("-L")
-    if torch.version.cuda and driver_cuda and _version_tuple(driver_cuda) < _version_tuple(torch.version.cuda):
-        checks.append(Check("cuda_match", FAIL, f"torch built for CUDA {torch.version.cuda}, driver supports {driver_cuda}",
-                            "Upgrade the NVIDIA driver, or install a torch build for an older CUDA"))
+    if (
+        torch.version.cuda
+        and driver_cuda
+        and _version_tuple(driver_cuda) < _version_tuple(torch.version.cuda)
+    ):
+        checks.append(
+            Check(
+                "cuda_match",
+                FAIL,
+                f"torch built for CUDA {torch.version.cuda}, driver supports {driver_cuda}",
+                "Upgrade the NVIDIA driver, or install a torch build for an older CUDA",
+            )
+        )
     elif gpus_listed and not torch.version.cuda:
-        checks.append(Check("cuda_match", FAIL, "nvidia-smi lists GPUs but torch is a CPU build",
-                            "Install a CUDA build of torch (pip install torch) and re-run make setup"))
+        checks.append(
+            Check(
+                "cuda_match",
+                FAIL,
+                "nvidia-smi lists GPUs but torch is a CPU build",
+                "Install a CUDA build of torch (pip install torch) and re-run make setup",
+            )
+        )
     elif torch.version.cuda:
         cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
         nccl = ".".join(map(str, torch.cuda.nccl.version())) if torch.cuda.is_available() else "n/a"
-        checks.append(Check("cuda_match", PASS, f"CUDA {torch.version.cuda}, driver supports {driver_cuda}, "
-                                                f"cuDNN {cudnn}, NCCL {nccl}"))
+        checks.append(
+            Check(
+                "cuda_match",
+                PASS,
+                f"CUDA {torch.version.cuda}, driver supports {driver_cuda}, cuDNN {cudnn}, NCCL {nccl}",
+            )
+        )
     checks.append(check_gpus(torch))
     return checks
 
 
 def check_gpus(torch) -> Check:
     if not torch.cuda.is_available():
-        return Check("gpu", WARN, "no CUDA GPU: CPU mode (tiny and small models only)",
-                     "Run on a machine with an NVIDIA GPU for 7B+ models")
+        return Check(
+            "gpu",
+            WARN,
+            "no CUDA GPU: CPU mode (tiny and small models only)",
+            "Run on a machine with an NVIDIA GPU for 7B+ models",
+        )
     lines = []
     for index in range(torch.cuda.device_count()):
         props = torch.cuda.get_device_properties(index)
         bf16 = "bf16" if props.major >= 8 else "no bf16 (fp16 + loss scaling)"
-        lines.append(f"{index}: {props.name} {props.total_memory / GIB:.0f} GiB sm_{props.major}{props.minor} {bf16}")
+        lines.append(
+            f"{index}: {props.name} {props.total_memory / GIB:.0f} GiB sm_{props.major}{props.minor} {bf16}"
+        )
     driver = _nvidia_smi("--query-gpu=driver_version", "--format=csv,noheader")
     detail = "; ".join(lines) + (f"; driver {driver.splitlines()[0]}" if driver else "")
     return Check("gpu", PASS, detail)
 
 
 def check_interconnect() -> Check:
-    infiniband = sorted(p.name for p in Path("/sys/class/infiniband").glob("*")) if Path("/sys/class/infiniband").is_dir() else []
+    infiniband = (
+        sorted(p.name for p in Path("/sys/class/infiniband").glob("*"))
+        if Path("/sys/class/infiniband").is_dir()
+        else []
+    )
     nvlink_status = _nvidia_smi("nvlink", "-s")
     nvlink = bool(nvlink_status and "GB/s" in nvlink_status)
     gpu_list = _nvidia_smi("-L") or ""
     num_gpus = sum(1 for line in gpu_list.splitlines() if line.startswith("GPU "))
     detail = f"NVLink: {'yes' if nvlink else 'no'}; InfiniBand: {', '.join(infiniband) or 'none'}"
     if num_gpus >= 2 and not nvlink:
-        return Check("interconnect", WARN, detail,
-                     "GPUs talk over PCIe: prefer ZeRO-2/DDP over ZeRO-3 or tensor parallelism")
+        return Check(
+            "interconnect",
+            WARN,
+            detail,
+            "GPUs talk over PCIe: prefer ZeRO-2/DDP over ZeRO-3 or tensor parallelism",
+        )
     return Check("interconnect", PASS, detail)
 
 
@@ -232,7 +289,12 @@ def check_nccl_env() -> Check:
     detail = ", ".join(f"{k}={v}" for k, v in sorted(nccl_vars.items())) or "no NCCL_* variables set"
     has_infiniband = Path("/sys/class/infiniband").is_dir() and any(Path("/sys/class/infiniband").iterdir())
     if nccl_vars.get("NCCL_IB_DISABLE") == "1" and has_infiniband:
-        return Check("nccl_env", WARN, detail, "NCCL_IB_DISABLE=1 with InfiniBand present: unset it for fast multi-node")
+        return Check(
+            "nccl_env",
+            WARN,
+            detail,
+            "NCCL_IB_DISABLE=1 with InfiniBand present: unset it for fast multi-node",
+        )
     if nccl_vars.get("NCCL_DEBUG", "").upper() in ("INFO", "TRACE"):
         return Check("nccl_env", WARN, detail, "NCCL_DEBUG=INFO floods logs: set it only while debugging")
     return Check("nccl_env", PASS, detail)
@@ -269,8 +331,14 @@ def check_optional(cuda: bool) -> list[Check]:
             extra = "gpu" if needs_cuda else distribution
             checks.append(Check(name, PASS, f"not installed ({purpose}; pip install 'r1kit[{extra}]')"))
         elif needs_cuda and not cuda:
-            checks.append(Check(name, WARN, f"{version} installed, unusable without a CUDA GPU",
-                                f"{purpose} is refused on this machine; uninstall it or use a GPU machine"))
+            checks.append(
+                Check(
+                    name,
+                    WARN,
+                    f"{version} installed, unusable without a CUDA GPU",
+                    f"{purpose} is refused on this machine; uninstall it or use a GPU machine",
+                )
+            )
         else:
             checks.append(Check(name, PASS, f"{version} ({purpose})"))
     return checks
@@ -285,7 +353,9 @@ def check_nccl() -> Check:
     if not torch.cuda.is_available():
         return Check("nccl", PASS, "no CUDA GPU: processes talk over gloo (TCP)")
     if not torch.distributed.is_nccl_available():
-        return Check("nccl", FAIL, "this torch build has no NCCL", "Install a CUDA build of torch from pytorch.org")
+        return Check(
+            "nccl", FAIL, "this torch build has no NCCL", "Install a CUDA build of torch from pytorch.org"
+        )
     version = ".".join(map(str, torch.cuda.nccl.version()))
     return Check("nccl", PASS, f"NCCL {version}")
 
@@ -310,8 +380,12 @@ def check_network_interfaces() -> Check:
     for variable in ("NCCL_SOCKET_IFNAME", "GLOO_SOCKET_IFNAME"):
         spec = os.environ.get(variable)
         if spec and not _interface_matches(names, spec):
-            return Check("interfaces", FAIL, f"{variable}={spec} matches none of {', '.join(names)}",
-                         f"Set {variable} to the interface the nodes reach each other on")
+            return Check(
+                "interfaces",
+                FAIL,
+                f"{variable}={spec} matches none of {', '.join(names)}",
+                f"Set {variable} to the interface the nodes reach each other on",
+            )
     if not [n for n in names if n != "lo"]:
         return Check("interfaces", WARN, detail, "Only loopback: this machine cannot reach other nodes")
     return Check("interfaces", PASS, detail)
@@ -335,21 +409,38 @@ def check_allreduce(processes: int = 2) -> Check:
 
         spec = LaunchSpec([], nproc_per_node=processes, env={"OMP_NUM_THREADS": "1"})
         try:
-            done = subprocess.run(torchrun_command(spec, module="r1kit.train.launch"), capture_output=True,
-                                  text=True, timeout=300, env=launch_env(spec))
+            done = subprocess.run(
+                torchrun_command(spec, module="r1kit.train.launch"),
+                capture_output=True,
+                text=True,
+                timeout=300,
+                env=launch_env(spec),
+            )
         except subprocess.TimeoutExpired:
-            return Check("allreduce", FAIL, f"{processes} local processes did not finish an all-reduce in 300 s",
-                         "Check the firewall and NCCL_SOCKET_IFNAME / GLOO_SOCKET_IFNAME")
+            return Check(
+                "allreduce",
+                FAIL,
+                f"{processes} local processes did not finish an all-reduce in 300 s",
+                "Check the firewall and NCCL_SOCKET_IFNAME / GLOO_SOCKET_IFNAME",
+            )
         lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
         if done.returncode != 0 or not lines:
             tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-            return Check("allreduce", FAIL, f"the probe failed: {tail}",
-                         "Run with NCCL_DEBUG=INFO (r1kit launch --nccl-debug INFO) to see why")
+            return Check(
+                "allreduce",
+                FAIL,
+                f"the probe failed: {tail}",
+                "Run with NCCL_DEBUG=INFO (r1kit launch --nccl-debug INFO) to see why",
+            )
         result = json.loads(lines[-1])
-    detail = (f"{result['processes']} processes over {result['backend']}: latency {result['latency_us']:.0f} us, "
-              f"bus bandwidth {result['bus_bandwidth_gbps']:.2f} GB/s ({result['size_mib']} MiB)")
+    detail = (
+        f"{result['processes']} processes over {result['backend']}: latency {result['latency_us']:.0f} us, "
+        f"bus bandwidth {result['bus_bandwidth_gbps']:.2f} GB/s ({result['size_mib']} MiB)"
+    )
     if not result["sum_correct"]:
-        return Check("allreduce", FAIL, detail + "; wrong sums", "The collective returned wrong values: check drivers")
+        return Check(
+            "allreduce", FAIL, detail + "; wrong sums", "The collective returned wrong values: check drivers"
+        )
     return Check("allreduce", PASS, detail)
 
 
@@ -362,8 +453,15 @@ def run_checks(path: str | Path = ".") -> list[Check]:
     """Run every check; `path` is where datasets and checkpoints will be written."""
     checks: list[Check] = []
     simple: list[Callable[[], Check]] = [
-        check_os, check_cpu, check_cpu_bf16, check_memory, check_swap, check_transparent_hugepages,
-        check_open_files, check_shm, check_python,
+        check_os,
+        check_cpu,
+        check_cpu_bf16,
+        check_memory,
+        check_swap,
+        check_transparent_hugepages,
+        check_open_files,
+        check_shm,
+        check_python,
     ]
     checks += [fn() for fn in simple]
     checks.append(check_disk(Path(path)))

@@ -47,8 +47,15 @@ class ExportResult:
     """Weight name (or group) -> why it kept its precision."""
 
 
-def export(model_dir: str | Path, out_dir: str | Path, *, merge_lora: bool = True, quantize: str = "none",
-           trust_remote_code: bool = False, speed_tokens: int = 32) -> ExportResult:
+def export(
+    model_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    merge_lora: bool = True,
+    quantize: str = "none",
+    trust_remote_code: bool = False,
+    speed_tokens: int = 32,
+) -> ExportResult:
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     if quantize not in METHODS:
         raise UserError(f"--quantize {quantize!r}: choose one of {', '.join(METHODS)}")
@@ -57,8 +64,10 @@ def export(model_dir: str | Path, out_dir: str | Path, *, merge_lora: bool = Tru
         raise UserError(f"{out_dir} exists and is not empty: choose a new output folder")
     is_adapter = (model_dir / "adapter_config.json").is_file()
     if is_adapter and not merge_lora:
-        raise UserError(f"{model_dir} is a LoRA adapter: export merges it into its base (drop --no-merge-lora), "
-                        "or serve the base with the adapter through PEFT")
+        raise UserError(
+            f"{model_dir} is a LoRA adapter: export merges it into its base (drop --no-merge-lora), "
+            "or serve the base with the adapter through PEFT"
+        )
     tokenizer = load_tokenizer(model_dir, trust_remote_code=trust_remote_code)
     model, source_dir = load_full_model(model_dir, is_adapter, trust_remote_code)
     before = Measurement(weights_mib(source_dir), generation_speed(model, tokenizer, speed_tokens))
@@ -69,7 +78,9 @@ def export(model_dir: str | Path, out_dir: str | Path, *, merge_lora: bool = Tru
         model.save_pretrained(staging)
         not_quantized: dict[str, str] = {}
     else:
-        model.save_pretrained(staging)  # the merged full-precision weights, quantised on reload by transformers
+        model.save_pretrained(
+            staging
+        )  # the merged full-precision weights, quantised on reload by transformers
         del model
         model = load_quantized(staging, quantize, trust_remote_code)
         not_quantized = unquantized_weights(model)
@@ -78,8 +89,9 @@ def export(model_dir: str | Path, out_dir: str | Path, *, merge_lora: bool = Tru
     tokenizer.save_pretrained(staging)
     after = Measurement(weights_mib(staging), generation_speed(model, tokenizer, speed_tokens))
     result = ExportResult(out_dir, quantize, is_adapter, before, after, not_quantized)
-    (staging / "export.json").write_text(json.dumps(
-        {**asdict(result), "out_dir": str(out_dir), "source": str(model_dir)}, indent=2) + "\n")
+    (staging / "export.json").write_text(
+        json.dumps({**asdict(result), "out_dir": str(out_dir), "source": str(model_dir)}, indent=2) + "\n"
+    )
     if out_dir.exists():
         out_dir.rmdir()
     staging.rename(out_dir)  # all or nothing: a half-written export is never found under out_dir
@@ -126,14 +138,18 @@ def consolidated_model(model_dir: Path, kind: str, trust_remote_code: bool):
         from accelerate.utils import merge_fsdp_weights
 
         with tempfile.TemporaryDirectory() as tmp:
-            merge_fsdp_weights(str(next(model_dir.glob("pytorch_model_fsdp_*"))), tmp, safe_serialization=True)
+            merge_fsdp_weights(
+                str(next(model_dir.glob("pytorch_model_fsdp_*"))), tmp, safe_serialization=True
+            )
             state = load_file(Path(tmp) / "model.safetensors")
     model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
     missing, unexpected = model.load_state_dict(state, strict=False)
     tied = {"lm_head.weight"} if config.get_text_config().tie_word_embeddings else set()
     if unexpected or set(missing) - tied:
-        raise UserError(f"{model_dir}: the {kind} shards do not match config.json (missing "
-                        f"{sorted(set(missing) - tied)[:5]}, unexpected {sorted(unexpected)[:5]})")
+        raise UserError(
+            f"{model_dir}: the {kind} shards do not match config.json (missing "
+            f"{sorted(set(missing) - tied)[:5]}, unexpected {sorted(unexpected)[:5]})"
+        )
     model.tie_weights()
     return model
 
@@ -150,8 +166,10 @@ def load_full_model(model_dir: Path, is_adapter: bool, trust_remote_code: bool):
 
     base = json.loads((model_dir / "adapter_config.json").read_text()).get("base_model_name_or_path")
     if not base or not Path(base).is_dir():
-        raise UserError(f"{model_dir}/adapter_config.json names base model {base!r}, which is not a local folder; "
-                        "r1kit loads local folders only")
+        raise UserError(
+            f"{model_dir}/adapter_config.json names base model {base!r}, which is not a local folder; "
+            "r1kit loads local folders only"
+        )
     model = load_model(base, trust_remote_code=trust_remote_code)
     return PeftModel.from_pretrained(model, model_dir).merge_and_unload(), Path(base)
 
@@ -162,25 +180,36 @@ def quantization_config(method: str):
     if method == "nf4":
         import torch
 
-        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                                  bnb_4bit_compute_dtype=torch.bfloat16)
+        return BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16,
+        )
     from torchao.quantization import (
         Int4WeightOnlyConfig,
         Int8DynamicActivationInt8WeightConfig,
         Int8WeightOnlyConfig,
     )
 
-    quant_type = {"int8-dynamic": Int8DynamicActivationInt8WeightConfig(), "int8": Int8WeightOnlyConfig(),
-                  "int4": Int4WeightOnlyConfig(group_size=128)}[method]
+    quant_type = {
+        "int8-dynamic": Int8DynamicActivationInt8WeightConfig(),
+        "int8": Int8WeightOnlyConfig(),
+        "int4": Int4WeightOnlyConfig(group_size=128),
+    }[method]
     return TorchAoConfig(quant_type=quant_type)
 
 
 def load_quantized(model_dir: Path, method: str, trust_remote_code: bool):
     from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(model_dir, dtype="auto", quantization_config=quantization_config(method),
-                                                device_map="cuda" if method in ("int4", "nf4") else None,
-                                                trust_remote_code=trust_remote_code)
+    return AutoModelForCausalLM.from_pretrained(
+        model_dir,
+        dtype="auto",
+        quantization_config=quantization_config(method),
+        device_map="cuda" if method in ("int4", "nf4") else None,
+        trust_remote_code=trust_remote_code,
+    )
 
 
 def unquantized_weights(model) -> dict[str, str]:
@@ -216,8 +245,12 @@ def generation_speed(model, tokenizer, num_tokens: int) -> float:
     """Greedy tokens/s for one fixed chat prompt (after a short warm-up)."""
     import torch
 
-    ids = tokenizer.apply_chat_template([{"role": "user", "content": SPEED_PROMPT}], add_generation_prompt=True,
-                                        return_tensors="pt", return_dict=True)["input_ids"].to(model.device)
+    ids = tokenizer.apply_chat_template(
+        [{"role": "user", "content": SPEED_PROMPT}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )["input_ids"].to(model.device)
     kwargs = dict(attention_mask=torch.ones_like(ids), do_sample=False, pad_token_id=tokenizer.pad_token_id)
     with torch.inference_mode():
         model.generate(ids, max_new_tokens=2, **kwargs)

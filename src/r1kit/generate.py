@@ -52,7 +52,11 @@ def generate(
     if tokenizer.chat_template is None:
         raise UserError(f"{model_dir}: the tokenizer has no chat template")
     model = load_model(model_dir, trust_remote_code=trust_remote_code).eval()
-    sampling = dict(do_sample=True, temperature=temperature, top_p=top_p) if temperature > 0 else dict(do_sample=False)
+    sampling = (
+        dict(do_sample=True, temperature=temperature, top_p=top_p)
+        if temperature > 0
+        else dict(do_sample=False)
+    )
     completions = []
     for prompt in prompts:
         messages = ([{"role": "system", "content": system_prompt}] if system_prompt else []) + [

@@ -17,8 +17,14 @@ from r1kit.errors import UserError
 # that a name that contains another (L40S and L4, A100 and A10) comes first: CUDA device names are matched by
 # substring.
 ACCELERATORS: dict[str, tuple[float, float]] = {
-    "H200": (141, 989e12), "H100": (80, 989e12), "A100": (80, 312e12), "A100-40GB": (40, 312e12),
-    "L40S": (48, 362e12), "L4": (24, 121e12), "A10": (24, 125e12), "RTX 4090": (24, 165e12),
+    "H200": (141, 989e12),
+    "H100": (80, 989e12),
+    "A100": (80, 312e12),
+    "A100-40GB": (40, 312e12),
+    "L40S": (48, 362e12),
+    "L4": (24, 121e12),
+    "A10": (24, 125e12),
+    "RTX 4090": (24, 165e12),
     "RTX 3090": (24, 71e12),
 }
 
@@ -86,7 +92,11 @@ def choose_precision(requested: str) -> str:
             return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
         return "bf16" if cpu_has_native_bf16() else "fp32"
     if requested == "fp16" and not cuda:
-        raise UserError("train.precision: fp16 needs a CUDA GPU (loss scaling); on a CPU use bf16, fp32 or auto")
+        raise UserError(
+            "train.precision: fp16 needs a CUDA GPU (loss scaling); on a CPU use bf16, fp32 or auto"
+        )
     if requested == "bf16" and cuda and not torch.cuda.is_bf16_supported():
-        raise UserError("train.precision: this GPU has no bf16 support (compute capability < 8.0); use fp16 or auto")
+        raise UserError(
+            "train.precision: this GPU has no bf16 support (compute capability < 8.0); use fp16 or auto"
+        )
     return requested

@@ -16,8 +16,11 @@ _REPO_ROOT = Path(__file__).resolve().parents[2]
 def shared_data_dir() -> Path:
     """The reference data folder; a UserError says how to point at it when it cannot be found."""
     configured = os.environ.get("R1KIT_SHARED_DATA")
-    candidates = [Path(configured)] if configured else [_REPO_ROOT.parent / "shared" / "data",
-                                                          Path.cwd().parent / "shared" / "data"]
+    candidates = (
+        [Path(configured)]
+        if configured
+        else [_REPO_ROOT.parent / "shared" / "data", Path.cwd().parent / "shared" / "data"]
+    )
     for candidate in candidates:
         if (candidate / "gsm8k" / "test.jsonl").is_file():
             return candidate

@@ -39,8 +39,11 @@ def stage_recipe(recipe: Recipe, stage: PipelineStage, current: Current, stage_d
     if current.model is not None:
         chained += [f"model.path={current.model}", "model.preset=null", "model.tokenizer=null"]
     if current.dataset is not None:
-        chained += [f"train.dataset={current.dataset}", f"sample.dataset={current.dataset}",
-                    f"eval.dataset={current.dataset}"]
+        chained += [
+            f"train.dataset={current.dataset}",
+            f"sample.dataset={current.dataset}",
+            f"eval.dataset={current.dataset}",
+        ]
     if stage.stage in ("sft", "grpo") and recipe.train.method != "full":
         chained.append("train.save_merged=true")
     raw = recipe.model_dump(mode="json")
@@ -75,10 +78,14 @@ def run_stage(stage: str, recipe: Recipe, stage_dir: Path, current: Current) -> 
 
             result = train_grpo(recipe, stage_dir, resume=resume)
         if result.final_dir is None:
-            raise UserError(f"stage {stage_dir.name} stopped by {result.stopped_by}; run the pipeline again to resume")
+            raise UserError(
+                f"stage {stage_dir.name} stopped by {result.stopped_by}; run the pipeline again to resume"
+            )
         return Current(str(result.final_dir), current.dataset)
     if current.model is None:
-        raise UserError(f"pipeline stage {stage} needs a model: put a training stage before it, or set model.path")
+        raise UserError(
+            f"pipeline stage {stage} needs a model: put a training stage before it, or set model.path"
+        )
     if stage == "sample":
         from r1kit.train.sample import rejection_sample
 
@@ -95,8 +102,12 @@ def run_stage(stage: str, recipe: Recipe, stage_dir: Path, current: Current) -> 
     from r1kit.export import export
 
     shutil.rmtree(stage_dir / "model", ignore_errors=True)
-    result = export(current.model, stage_dir / "model", merge_lora=recipe.export.merge_lora,
-                    quantize=recipe.export.quantize)
+    result = export(
+        current.model,
+        stage_dir / "model",
+        merge_lora=recipe.export.merge_lora,
+        quantize=recipe.export.quantize,
+    )
     return Current(str(result.out_dir), current.dataset)
 
 
@@ -118,8 +129,10 @@ def run_pipeline(recipe: Recipe, run_dir: str | Path | None = None) -> list[dict
         if marker.is_file():
             done = json.loads(marker.read_text())
             if done["fingerprint"] != key:
-                raise UserError(f"{stage_dir} finished with a different recipe or inputs; move it away to re-run "
-                                "this stage (and the ones after it)")
+                raise UserError(
+                    f"{stage_dir} finished with a different recipe or inputs; move it away to re-run "
+                    "this stage (and the ones after it)"
+                )
             print0(f"[dim]{stage_dir.name}: finished earlier with the same recipe, skipped[/dim]")
             current = Current(done["model"], done["dataset"])
             records.append({**done, "skipped": True})
@@ -128,8 +141,13 @@ def run_pipeline(recipe: Recipe, run_dir: str | Path | None = None) -> list[dict
         stage_dir.mkdir(parents=True, exist_ok=True)
         resolved.save(stage_dir)
         current = run_stage(stage.stage, resolved, stage_dir, current)
-        done = {"stage": stage.stage, "dir": str(stage_dir), "fingerprint": key, "model": current.model,
-                "dataset": current.dataset}
+        done = {
+            "stage": stage.stage,
+            "dir": str(stage_dir),
+            "fingerprint": key,
+            "model": current.model,
+            "dataset": current.dataset,
+        }
         marker.write_text(json.dumps(done, indent=2) + "\n")
         records.append({**done, "skipped": False})
     return records

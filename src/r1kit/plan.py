@@ -46,7 +46,6 @@ from r1kit.models.architecture import Architecture, describe_model
 GB = 1e9
 
 
-
 # ------------------------------------------------------------------------------------------------ setup
 
 
@@ -107,10 +106,22 @@ class Plan:
         return self.total_gb <= self.capacity_gb
 
     def to_dict(self) -> dict:
-        return {"model": self.model.__dict__, "setup": self.setup.__dict__, "device": self.device,
-                "capacity_gb": self.capacity_gb, "memory_gb": self.memory_gb, "total_gb": self.total_gb,
-                "fits": self.fits, "host_gb": self.host_gb, "fix": self.fix, "fixed_total_gb": self.fixed_total_gb,
-                "tokens": self.tokens, "hours": self.hours, "costs": self.costs, "notes": self.notes}
+        return {
+            "model": self.model.__dict__,
+            "setup": self.setup.__dict__,
+            "device": self.device,
+            "capacity_gb": self.capacity_gb,
+            "memory_gb": self.memory_gb,
+            "total_gb": self.total_gb,
+            "fits": self.fits,
+            "host_gb": self.host_gb,
+            "fix": self.fix,
+            "fixed_total_gb": self.fixed_total_gb,
+            "tokens": self.tokens,
+            "hours": self.hours,
+            "costs": self.costs,
+            "notes": self.notes,
+        }
 
 
 # ------------------------------------------------------------------------------------------------ memory
@@ -131,9 +142,17 @@ def activation_bytes_per_token_layer(arch: Architecture) -> int:
     return 2 * (7 * arch.hidden + 2 * arch.attn_width + 3 * arch.kv_width + 4 * arch.mlp_width)
 
 
-def memory_breakdown(arch: Architecture, s: Setup, *, grpo=None, on_cpu: bool, overhead_gb: float,
-                     capacity_gb: float, eager_attention: bool = False,
-                     lora_dropout: float = 0.0) -> tuple[dict[str, float], float, list[str]]:
+def memory_breakdown(
+    arch: Architecture,
+    s: Setup,
+    *,
+    grpo=None,
+    on_cpu: bool,
+    overhead_gb: float,
+    capacity_gb: float,
+    eager_attention: bool = False,
+    lora_dropout: float = 0.0,
+) -> tuple[dict[str, float], float, list[str]]:
     """(per-device memory by part in GB, host memory per node in GB, notes)."""
     notes: list[str] = []
     n, mixed = s.shards, s.strategy in ("zero1", "zero2", "zero3", "fsdp", "fsdp_hybrid")
@@ -146,8 +165,10 @@ def memory_breakdown(arch: Architecture, s: Setup, *, grpo=None, on_cpu: bool, o
         else:
             grads, optim = trainable * s.weight_bytes, trainable * 2 * s.weight_bytes
             if s.weight_bytes == 2:
-                notes.append("DDP with bf16 weights trains in pure bf16 (AdamW states in bf16, 8 bytes/param); "
-                             "set model.dtype: float32 or a ZeRO strategy for fp32 master weights (16 bytes/param)")
+                notes.append(
+                    "DDP with bf16 weights trains in pure bf16 (AdamW states in bf16, 8 bytes/param); "
+                    "set model.dtype: float32 or a ZeRO strategy for fp32 master weights (16 bytes/param)"
+                )
     else:
         trainable = arch.lora_params
         frozen = arch.total_params
@@ -158,9 +179,11 @@ def memory_breakdown(arch: Architecture, s: Setup, *, grpo=None, on_cpu: bool, o
         else:
             weights = frozen * s.weight_bytes + trainable * 4
         grads, optim = trainable * 4, trainable * 8
-    parts = {"weights": weights / (n if shard_weights else 1),
-             "gradients": grads / (n if s.strategy in ("zero2", "zero3", "fsdp", "fsdp_hybrid") else 1),
-             "optimizer states": optim / (n if mixed else 1)}
+    parts = {
+        "weights": weights / (n if shard_weights else 1),
+        "gradients": grads / (n if s.strategy in ("zero2", "zero3", "fsdp", "fsdp_hybrid") else 1),
+        "optimizer states": optim / (n if mixed else 1),
+    }
     host = 0.0
     if s.offload_optimizer:
         host += parts["optimizer states"] * s.gpus_per_node
@@ -175,7 +198,7 @@ def memory_breakdown(arch: Architecture, s: Setup, *, grpo=None, on_cpu: bool, o
     per_layer = activation_bytes_per_token_layer(arch) * element // 2
     # Packed rows attend within each example through a mask. The fused kernels of GPUs keep no scores; PyTorch's
     # CPU kernel for masked attention (and `eager` everywhere) keeps each layer's fp32 softmax, heads x s x s.
-    scores = s.micro_batch * arch.heads * s.seq_length ** 2 * 4 if (on_cpu or eager_attention) else 0
+    scores = s.micro_batch * arch.heads * s.seq_length**2 * 4 if (on_cpu or eager_attention) else 0
     if s.gradient_checkpointing:
         acts = tokens * arch.layers * 2 * arch.hidden + tokens * per_layer + scores
     else:
@@ -184,7 +207,9 @@ def memory_breakdown(arch: Architecture, s: Setup, *, grpo=None, on_cpu: bool, o
         # each adapted layer keeps its (dropped-out) input and the rank-r projection for the adapter's backward
         # (fp32 on CPUs, where PEFT's fp32 adapters run outside autocast)
         adapter = arch.lora_input_width * (2 if lora_dropout > 0 else 0) + arch.lora_rank * arch.lora_modules
-        acts += tokens * adapter * (4 if on_cpu else element) * (1 if s.gradient_checkpointing else arch.layers)
+        acts += (
+            tokens * adapter * (4 if on_cpu else element) * (1 if s.gradient_checkpointing else arch.layers)
+        )
     parts["activations"] = acts
     if on_cpu:
         parts["output head tile"] = min(tokens, 256) * min(arch.vocab, 4096) * 4 * 5
@@ -244,7 +269,7 @@ def _changes(s: Setup):
         yield f"train.per_device_batch_size: {batch}", replace(s, micro_batch=batch)
     order = ["ddp", "zero1", "zero2", "zero3"]
     if s.devices > 1 and s.method == "full" and s.strategy in order:
-        for stage in order[order.index(s.strategy) + 1:]:
+        for stage in order[order.index(s.strategy) + 1 :]:
             if stage != "zero1":
                 yield f"train.strategy: {stage}", replace(s, strategy=stage)
     if s.strategy in ("zero2", "zero3") and not s.offload_optimizer:
@@ -252,11 +277,15 @@ def _changes(s: Setup):
     if s.strategy == "zero3" and not s.offload_parameters:
         yield "train.offload_parameters: true", replace(s, offload_parameters=True)
     if s.method == "full":
-        yield "train.method: lora", replace(s, method="lora", strategy="ddp", offload_optimizer=False,
-                                            offload_parameters=False)
+        yield (
+            "train.method: lora",
+            replace(s, method="lora", strategy="ddp", offload_optimizer=False, offload_parameters=False),
+        )
     if s.method != "qlora":
-        yield "train.method: qlora", replace(s, method="qlora", strategy="ddp", offload_optimizer=False,
-                                             offload_parameters=False)
+        yield (
+            "train.method: qlora",
+            replace(s, method="qlora", strategy="ddp", offload_optimizer=False, offload_parameters=False),
+        )
 
 
 def smallest_fix(s: Setup, fits, *, devices_allowed: bool = True):
@@ -277,16 +306,23 @@ def smallest_fix(s: Setup, fits, *, devices_allowed: bool = True):
         if total is not None:
             return " and ".join(steps), total
     if devices_allowed and s.method == "full":
-        for devices in (2 ** k for k in range(1, 13)):
+        for devices in (2**k for k in range(1, 13)):
             if devices <= s.devices:
                 continue
             per_node = min(devices, 8)
-            changed = replace(s, strategy="zero3", gradient_checkpointing=True, gpus_per_node=per_node,
-                              nodes=devices // per_node)
+            changed = replace(
+                s,
+                strategy="zero3",
+                gradient_checkpointing=True,
+                gpus_per_node=per_node,
+                nodes=devices // per_node,
+            )
             total = fits(changed)
             if total is not None:
-                return (f"train.strategy: zero3 with gradient checkpointing on {devices} devices "
-                        f"({devices // per_node} node(s) x {per_node})"), total
+                return (
+                    f"train.strategy: zero3 with gradient checkpointing on {devices} devices "
+                    f"({devices // per_node} node(s) x {per_node})"
+                ), total
     return None, None
 
 
@@ -308,26 +344,48 @@ def make_plan(recipe: Recipe, stage: str = "sft") -> Plan:
         overhead = p.overhead_gb if p.overhead_gb is not None else _process_baseline_gb()
     else:
         if p.device not in ACCELERATORS and (p.memory_gb is None or p.peak_tflops is None):
-            raise UserError(f"plan.device: {p.device!r} is not in r1kit's table ({', '.join(ACCELERATORS)}, cpu); "
-                            "give plan.memory_gb and plan.peak_tflops for it")
+            raise UserError(
+                f"plan.device: {p.device!r} is not in r1kit's table ({', '.join(ACCELERATORS)}, cpu); "
+                "give plan.memory_gb and plan.peak_tflops for it"
+            )
         known_memory, known_peak = ACCELERATORS.get(p.device, (None, None))
         capacity = p.memory_gb or known_memory
         peak = p.peak_tflops * 1e12 if p.peak_tflops else known_peak
         overhead = p.overhead_gb if p.overhead_gb is not None else 1.5
     grpo = stage == "grpo"
     seq = recipe.grpo.max_prompt_length + recipe.grpo.max_completion_length if grpo else t.max_seq_length
-    precision = t.precision if t.precision != "auto" else ("bf16" if not on_cpu or cpu_has_native_bf16() else "fp32")
+    precision = (
+        t.precision if t.precision != "auto" else ("bf16" if not on_cpu or cpu_has_native_bf16() else "fp32")
+    )
     strategy = t.strategy if t.strategy != "auto" else "ddp"
-    setup = Setup(t.method, strategy, _dtype_bytes(recipe, arch.dtype), precision, t.per_device_batch_size,
-                  seq, t.gradient_checkpointing, t.offload_optimizer, t.offload_parameters, p.gpus_per_node, p.nodes,
-                  t.lora.double_quant)
+    setup = Setup(
+        t.method,
+        strategy,
+        _dtype_bytes(recipe, arch.dtype),
+        precision,
+        t.per_device_batch_size,
+        seq,
+        t.gradient_checkpointing,
+        t.offload_optimizer,
+        t.offload_parameters,
+        p.gpus_per_node,
+        p.nodes,
+        t.lora.double_quant,
+    )
     if strategy == "fsdp" and t.fsdp_sharding == "hybrid":
         setup = replace(setup, strategy="fsdp_hybrid")
 
     def breakdown(s: Setup):
-        return memory_breakdown(arch, s, grpo=(recipe.grpo, t) if grpo else None, on_cpu=on_cpu, overhead_gb=overhead,
-                                capacity_gb=capacity, eager_attention=recipe.model.attn_implementation == "eager",
-                                lora_dropout=t.lora.dropout)
+        return memory_breakdown(
+            arch,
+            s,
+            grpo=(recipe.grpo, t) if grpo else None,
+            on_cpu=on_cpu,
+            overhead_gb=overhead,
+            capacity_gb=capacity,
+            eager_attention=recipe.model.attn_implementation == "eager",
+            lora_dropout=t.lora.dropout,
+        )
 
     def total_if_fits(s: Setup):
         total = sum(breakdown(s)[0].values())
@@ -346,8 +404,9 @@ def make_plan(recipe: Recipe, stage: str = "sft") -> Plan:
         if grpo:
             completions = plan.tokens / seq
             generated = completions * recipe.grpo.max_completion_length
-            seconds = seconds * recipe.grpo.num_iterations + \
-                generated * 2 * arch.active_params / (setup.devices * peak * p.rollout_mfu)
+            seconds = seconds * recipe.grpo.num_iterations + generated * 2 * arch.active_params / (
+                setup.devices * peak * p.rollout_mfu
+            )
             if recipe.grpo.beta > 0:
                 seconds += plan.tokens * 2 * arch.active_params / (setup.devices * peak * p.mfu)
         plan.hours = seconds / 3600
@@ -364,7 +423,9 @@ def _planned_tokens(recipe: Recipe, s: Setup, grpo: bool) -> int | None:
     if recipe.plan.dataset_tokens:
         return int(recipe.plan.dataset_tokens * (1 if grpo else t.num_epochs))
     if t.max_steps:
-        return t.max_steps * t.per_device_batch_size * t.gradient_accumulation_steps * s.devices * s.seq_length
+        return (
+            t.max_steps * t.per_device_batch_size * t.gradient_accumulation_steps * s.devices * s.seq_length
+        )
     return None
 
 

@@ -9,9 +9,11 @@ from r1kit.config import DataConfig
 from r1kit.data.clean import clean
 from r1kit.data.semantic import find_model_dir
 
-LONG = ("The train leaves the station at nine in the morning and travels north through the valley, "
-        "stopping at every village along the river until it reaches the mountain town before noon, "
-        "where passengers change to the old cog railway that climbs to the summit.")
+LONG = (
+    "The train leaves the station at nine in the morning and travels north through the valley, "
+    "stopping at every village along the river until it reaches the mountain town before noon, "
+    "where passengers change to the old cog railway that climbs to the summit."
+)
 
 
 def write_jsonl(path, rows, extra: bytes = b""):
@@ -22,16 +24,23 @@ def write_jsonl(path, rows, extra: bytes = b""):
 @pytest.fixture
 def messy(tmp_path, shared_data):
     gsm8k_question = json.loads(open(shared_data / "gsm8k" / "test.jsonl").readline())["question"]
-    main = write_jsonl(tmp_path / "main.jsonl", [
-        {"question": "What is 12 + 30?", "answer": "12 + 30 = 42\n#### 42"},                    # kept
-        {"question": "<b>What</b>  is 12 + 30?", "answer": "12 + 30 = 42\n#### 42"},            # exact dup (HTML, spaces)
-        {"text": LONG},                                                                          # kept
-        {"text": LONG.replace("summit", "peak")},                                                # near dup
-        {"qestion": "typo", "anwser": "5"},                                                      # unrecognised shape
-        {"input": "Say something rude", "output": "fuck off"},                                   # toxic
-        {"question": gsm8k_question, "answer": "#### 18"},                                       # contaminated
-        {"instruction": "Name three primes", "output": "Two, three and five are the first three primes."},
-    ], extra=b'{"broken": \n{"text": "caf\xe9 bytes"}\n')
+    main = write_jsonl(
+        tmp_path / "main.jsonl",
+        [
+            {"question": "What is 12 + 30?", "answer": "12 + 30 = 42\n#### 42"},  # kept
+            {
+                "question": "<b>What</b>  is 12 + 30?",
+                "answer": "12 + 30 = 42\n#### 42",
+            },  # exact dup (HTML, spaces)
+            {"text": LONG},  # kept
+            {"text": LONG.replace("summit", "peak")},  # near dup
+            {"qestion": "typo", "anwser": "5"},  # unrecognised shape
+            {"input": "Say something rude", "output": "fuck off"},  # toxic
+            {"question": gsm8k_question, "answer": "#### 18"},  # contaminated
+            {"instruction": "Name three primes", "output": "Two, three and five are the first three primes."},
+        ],
+        extra=b'{"broken": \n{"text": "caf\xe9 bytes"}\n',
+    )
     empty = tmp_path / "empty.jsonl"
     empty.write_bytes(b"")
     csv_file = tmp_path / "more.csv"
@@ -50,8 +59,15 @@ def test_report_accounts_for_every_record(tmp_path, messy):
     assert report == {**result.report}
     assert report["input_records"] == 11
     assert report["input_records"] == report["kept"] + sum(report["rejected"].values())
-    assert report["rejected"] == {"exact_duplicate": 1, "near_duplicate": 1, "unrecognised_shape": 1, "toxic": 1,
-                                  "eval_overlap": 1, "malformed_json": 1, "not_utf8": 1}
+    assert report["rejected"] == {
+        "exact_duplicate": 1,
+        "near_duplicate": 1,
+        "unrecognised_shape": 1,
+        "toxic": 1,
+        "eval_overlap": 1,
+        "malformed_json": 1,
+        "not_utf8": 1,
+    }
     assert report["kept"] == 4
     assert any("empty.jsonl holds no records" in w for w in report["warnings"])
 
@@ -94,20 +110,42 @@ def test_rerun_replaces_outputs_and_split_is_stable(tmp_path, messy):
 
 
 def test_stages_can_be_turned_off(tmp_path, messy):
-    report = clean(messy, tmp_path / "o", no_model(exact_dedup=False, near_dedup={"enabled": False},
-                                                    toxicity={"enabled": False}, decontam={"enabled": False})).report
+    report = clean(
+        messy,
+        tmp_path / "o",
+        no_model(
+            exact_dedup=False,
+            near_dedup={"enabled": False},
+            toxicity={"enabled": False},
+            decontam={"enabled": False},
+        ),
+    ).report
     assert set(report["rejected"]) == {"unrecognised_shape", "malformed_json", "not_utf8"}
     assert report["kept"] == 8
 
 
 def test_domain_filter(tmp_path):
-    path = write_jsonl(tmp_path / "d.jsonl", [
-        {"question": "Solve the equation 3x + 5 = 20 for x.", "answer": "x = 5, so the answer is \\boxed{5}."},
-        {"question": "How long should I bake sourdough bread?", "answer": "Bake the loaf for about 45 minutes."},
-    ])
-    cfg = no_model(domain={"enabled": True, "keywords": ["solve the equation for x", "algebra equation answer",
-                                                          "integer fraction sum"], "min_score": 0.1},
-                   decontam={"enabled": False})
+    path = write_jsonl(
+        tmp_path / "d.jsonl",
+        [
+            {
+                "question": "Solve the equation 3x + 5 = 20 for x.",
+                "answer": "x = 5, so the answer is \\boxed{5}.",
+            },
+            {
+                "question": "How long should I bake sourdough bread?",
+                "answer": "Bake the loaf for about 45 minutes.",
+            },
+        ],
+    )
+    cfg = no_model(
+        domain={
+            "enabled": True,
+            "keywords": ["solve the equation for x", "algebra equation answer", "integer fraction sum"],
+            "min_score": 0.1,
+        },
+        decontam={"enabled": False},
+    )
     report = clean([path], tmp_path / "o", cfg).report
     assert report["rejected"] == {"off_domain": 1}
     rejected = json.loads((tmp_path / "o" / "rejected.jsonl").read_text())
@@ -116,14 +154,23 @@ def test_domain_filter(tmp_path):
 
 @pytest.mark.skipif(find_model_dir(None) is None, reason="needs the `embed` extra (installed by make test)")
 def test_semantic_consistency_rejects_unrelated_answers(tmp_path):
-    path = write_jsonl(tmp_path / "s.jsonl", [
-        {"question": "How many legs does a spider have?", "answer": "A spider has eight legs."},
-        {"question": "How many legs does a spider have?",
-         "answer": "Quarterly revenue of the firm exceeded analyst expectations in Tokyo trading."},
-        {"text": "Plain text has no question and passes."},
-    ])
-    cfg = DataConfig(semantic={"min_similarity": 0.3}, decontam={"enabled": False}, exact_dedup=False,
-                     near_dedup={"enabled": False})
+    path = write_jsonl(
+        tmp_path / "s.jsonl",
+        [
+            {"question": "How many legs does a spider have?", "answer": "A spider has eight legs."},
+            {
+                "question": "How many legs does a spider have?",
+                "answer": "Quarterly revenue of the firm exceeded analyst expectations in Tokyo trading.",
+            },
+            {"text": "Plain text has no question and passes."},
+        ],
+    )
+    cfg = DataConfig(
+        semantic={"min_similarity": 0.3},
+        decontam={"enabled": False},
+        exact_dedup=False,
+        near_dedup={"enabled": False},
+    )
     report = clean([path], tmp_path / "o", cfg).report
     assert report["rejected"] == {"off_topic_answer": 1}
     rejected = json.loads((tmp_path / "o" / "rejected.jsonl").read_text())
@@ -141,8 +188,17 @@ def test_missing_embedding_model_is_a_warning_not_silence(tmp_path, monkeypatch)
 
 
 def test_cli_clean_and_strict(cli, tmp_path, messy):
-    done = cli("data", "clean", "--input", *map(str, messy), "--out", str(tmp_path / "o"), "--set",
-               "data.semantic.enabled=false", check=True)
+    done = cli(
+        "data",
+        "clean",
+        "--input",
+        *map(str, messy),
+        "--out",
+        str(tmp_path / "o"),
+        "--set",
+        "data.semantic.enabled=false",
+        check=True,
+    )
     assert "kept" in done.stdout and "exact_duplicate" in done.stdout
     assert (tmp_path / "o" / "config.yaml").is_file()
     done = cli("data", "clean", "--input", str(messy[0]), "--out", str(tmp_path / "s"), "--strict")

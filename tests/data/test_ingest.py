@@ -25,7 +25,9 @@ def roles(record):
 
 def test_input_output_json_with_data_key(tmp_path):
     path = tmp_path / "seed.json"
-    path.write_text(json.dumps({"data": [{"input": "Hi?", "output": "Hello."}, {"input": "2+2?", "output": "4"}]}))
+    path.write_text(
+        json.dumps({"data": [{"input": "Hi?", "output": "Hello."}, {"input": "2+2?", "output": "4"}]})
+    )
     records = run(path)
     assert [r["kind"] for r in records] == ["chat", "chat"]
     assert records[1]["messages"][0]["content"] == "2+2?" and records[1]["messages"][1]["content"] == "4"
@@ -33,10 +35,13 @@ def test_input_output_json_with_data_key(tmp_path):
 
 
 def test_alpaca_with_system(tmp_path):
-    path = write_jsonl(tmp_path / "a.jsonl", [
-        {"instruction": "Translate to French", "input": "cat", "output": "chat", "system": "Be terse."},
-        {"instruction": "Name a colour", "input": "", "output": "Blue"},
-    ])
+    path = write_jsonl(
+        tmp_path / "a.jsonl",
+        [
+            {"instruction": "Translate to French", "input": "cat", "output": "chat", "system": "Be terse."},
+            {"instruction": "Name a colour", "input": "", "output": "Blue"},
+        ],
+    )
     first, second = run(path)
     assert roles(first) == ["system", "user", "assistant"]
     assert first["messages"][1]["content"] == "Translate to French\n\ncat"
@@ -44,13 +49,27 @@ def test_alpaca_with_system(tmp_path):
 
 
 def test_messages_and_sharegpt_multi_turn(tmp_path):
-    path = write_jsonl(tmp_path / "c.jsonl", [
-        {"messages": [{"role": "system", "content": "S"}, {"role": "user", "content": "Q1"},
-                      {"role": "assistant", "content": "A1"}, {"role": "user", "content": "Q2"},
-                      {"role": "assistant", "content": "<think>\nhmm\n</think>\n\nA2"}]},
-        {"conversations": [{"from": "system", "value": "S"}, {"from": "human", "value": "Q"},
-                           {"from": "gpt", "value": "A"}]},
-    ])
+    path = write_jsonl(
+        tmp_path / "c.jsonl",
+        [
+            {
+                "messages": [
+                    {"role": "system", "content": "S"},
+                    {"role": "user", "content": "Q1"},
+                    {"role": "assistant", "content": "A1"},
+                    {"role": "user", "content": "Q2"},
+                    {"role": "assistant", "content": "<think>\nhmm\n</think>\n\nA2"},
+                ]
+            },
+            {
+                "conversations": [
+                    {"from": "system", "value": "S"},
+                    {"from": "human", "value": "Q"},
+                    {"from": "gpt", "value": "A"},
+                ]
+            },
+        ],
+    )
     chat, sharegpt = run(path)
     assert roles(chat) == ["system", "user", "assistant", "user", "assistant"]
     assert chat["messages"][4] == {"role": "assistant", "content": "A2", "reasoning": "hmm"}
@@ -58,11 +77,18 @@ def test_messages_and_sharegpt_multi_turn(tmp_path):
 
 
 def test_reasoning_field(tmp_path):
-    path = write_jsonl(tmp_path / "r.jsonl", [
-        {"prompt": "2+2?", "response": "4", "reasoning": "two and two"},
-        {"messages": [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "A",
-                                                        "reasoning_content": "R"}]},
-    ])
+    path = write_jsonl(
+        tmp_path / "r.jsonl",
+        [
+            {"prompt": "2+2?", "response": "4", "reasoning": "two and two"},
+            {
+                "messages": [
+                    {"role": "user", "content": "Q"},
+                    {"role": "assistant", "content": "A", "reasoning_content": "R"},
+                ]
+            },
+        ],
+    )
     first, second = run(path)
     assert first["messages"][1] == {"role": "assistant", "content": "4", "reasoning": "two and two"}
     assert second["messages"][1]["reasoning"] == "R"
@@ -73,7 +99,11 @@ def test_gsm8k_and_math_problems(shared_data):
     assert all(r["kind"] == "problem" for r in gsm8k)
     assert gsm8k[0]["answer"] == "18"
     assistant = gsm8k[0]["messages"][1]
-    assert assistant["content"] == "18" and "<<" not in assistant["reasoning"] and "####" not in assistant["reasoning"]
+    assert (
+        assistant["content"] == "18"
+        and "<<" not in assistant["reasoning"]
+        and "####" not in assistant["reasoning"]
+    )
     math = run(shared_data / "math500" / "test.jsonl", max_records=5)
     source = [json.loads(line) for line in open(shared_data / "math500" / "test.jsonl")][:5]
     assert [r["answer"] for r in math] == [s["answer"] for s in source]
@@ -81,11 +111,14 @@ def test_gsm8k_and_math_problems(shared_data):
 
 
 def test_question_answer_with_boxed_or_plain(tmp_path):
-    path = write_jsonl(tmp_path / "qa.jsonl", [
-        {"question": "Area?", "answer": "It is $\\boxed{\\frac{1}{2}}$."},
-        {"problem": "Capital of France?", "answer": "Paris"},
-        {"problem": "x?", "solution": "So x is \\boxed{3}."},
-    ])
+    path = write_jsonl(
+        tmp_path / "qa.jsonl",
+        [
+            {"question": "Area?", "answer": "It is $\\boxed{\\frac{1}{2}}$."},
+            {"problem": "Capital of France?", "answer": "Paris"},
+            {"problem": "x?", "solution": "So x is \\boxed{3}."},
+        ],
+    )
     boxed, plain, solution_only = run(path)
     assert boxed["answer"] == "\\frac{1}{2}" and plain["answer"] == "Paris" and solution_only["answer"] == "3"
 
@@ -96,7 +129,11 @@ def test_plain_text_paragraphs_and_lines(tmp_path):
     paragraphs = run(path)
     assert [r["text"] for r in paragraphs] == ["First paragraph\nstill first.", "Second one."]
     assert paragraphs[1]["source"] == f"{path}:5"
-    assert [r["text"] for r in run(path, text_split="line")] == ["First paragraph", "still first.", "Second one."]
+    assert [r["text"] for r in run(path, text_split="line")] == [
+        "First paragraph",
+        "still first.",
+        "Second one.",
+    ]
     assert len(run(path, text_split="file")) == 1
 
 
@@ -128,19 +165,29 @@ def test_messy_lines_become_rejected_rows(tmp_path):
     path.write_bytes(
         b'{"input": "ok", "output": "fine"}\n'
         b'{"input": "broken\n'
-        b'\n'
+        b"\n"
         b'{"qestion": "typo", "anwser": "x"}\n'
         b'{"text": "caf\xe9"}\n'
-        b'[1, 2]\n'
+        b"[1, 2]\n"
         b'{"input": "", "output": "empty input"}\n'
         b'{"messages": [{"role": "wizard", "content": "?"}]}\n'
     )
     rows = run(path)
     reasons = [(r["source"].rsplit(":", 1)[1], r["reject_reason"]) for r in rows]
-    assert reasons == [("1", None), ("2", "malformed_json"), ("4", "unrecognised_shape"), ("5", "not_utf8"),
-                       ("6", "not_an_object"), ("7", "empty_field"), ("8", "bad_messages")]
+    assert reasons == [
+        ("1", None),
+        ("2", "malformed_json"),
+        ("4", "unrecognised_shape"),
+        ("5", "not_utf8"),
+        ("6", "not_an_object"),
+        ("7", "empty_field"),
+        ("8", "bad_messages"),
+    ]
     typo = rows[2]
-    assert "found fields: qestion, anwser" in typo["reject_detail"] and "question+answer" in typo["reject_detail"]
+    assert (
+        "found fields: qestion, anwser" in typo["reject_detail"]
+        and "question+answer" in typo["reject_detail"]
+    )
     assert rows[1]["raw"] == '{"input": "broken'
     assert "byte 0xe9" in rows[3]["reject_detail"]
     assert "unknown role 'wizard'" in rows[6]["reject_detail"]
@@ -172,5 +219,8 @@ def test_csv_with_a_bad_row_keeps_the_others(tmp_path):
     path.write_bytes(b"question,answer\nFirst?,1\nCaf\xe9?,2\nThird?,3\n")
     rows = run(path)
     assert [(r["source"].rsplit(":", 1)[1], r["reject_reason"]) for r in rows] == [
-        ("2", None), ("3", "not_utf8"), ("4", None)]
+        ("2", None),
+        ("3", "not_utf8"),
+        ("4", None),
+    ]
     assert "field 'question' is not UTF-8" in rows[1]["reject_detail"]

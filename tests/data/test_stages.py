@@ -4,7 +4,9 @@ from r1kit.data.records import message, new_record
 
 
 def chat(user: str, assistant: str, reasoning=None):
-    return new_record("t:1", "chat", messages=[message("user", user), message("assistant", assistant, reasoning)])
+    return new_record(
+        "t:1", "chat", messages=[message("user", user), message("assistant", assistant, reasoning)]
+    )
 
 
 def run(row, *fns, cfg=None):
@@ -25,7 +27,10 @@ def test_unicode_normalisation():
 def test_html_removed_think_tags_and_math_kept():
     text = "<p>Hello&nbsp;<b>world</b> &amp; 3 &lt; 5</p><script>alert(1)</script><!-- note -->\x07done"
     assert stages.strip_html(text) == "Hello\xa0world & 3 < 5done"
-    assert stages.strip_html("<think>\nif a < b and c > d\n</think>\n\nx") == "<think>\nif a < b and c > d\n</think>\n\nx"
+    assert (
+        stages.strip_html("<think>\nif a < b and c > d\n</think>\n\nx")
+        == "<think>\nif a < b and c > d\n</think>\n\nx"
+    )
     assert stages.strip_html("line\ttab\r\nnext") == "line\ttab\r\nnext"
 
 
@@ -33,7 +38,9 @@ def test_length_bounds():
     cfg = DataConfig(min_chars=10, max_chars=50)
     assert run(chat("hi", "yo"), stages.check_length, cfg=cfg)["reject_reason"] == "too_short"
     assert run(chat("x" * 60, "yo"), stages.check_length, cfg=cfg)["reject_reason"] == "too_long"
-    assert run(chat("a fine question", "a fine answer"), stages.check_length, cfg=cfg)["reject_reason"] is None
+    assert (
+        run(chat("a fine question", "a fine answer"), stages.check_length, cfg=cfg)["reject_reason"] is None
+    )
     emptied = run(chat("<b></b>", "answer here"), stages.clean_html, stages.check_length, cfg=DataConfig())
     assert emptied["reject_reason"] == "empty_turn"
 
@@ -44,7 +51,9 @@ def test_quality_rules_and_levels():
     assert quality.score(good, cfg).level == 5
     spam = "\n".join(["BUY NOW click here"] * 10)
     result = quality.score(spam, cfg)
-    assert "duplicate_lines>0.3" in result.failed and any(f.startswith("repeated_3gram") for f in result.failed)
+    assert "duplicate_lines>0.3" in result.failed and any(
+        f.startswith("repeated_3gram") for f in result.failed
+    )
     assert result.level <= 3
     symbols = quality.score("$$$ ### @@@ ~~~ ^^^ |||| ++++ ====", cfg)
     assert any(f.startswith("symbol_ratio") for f in symbols.failed)
@@ -74,10 +83,15 @@ def test_toxicity_blocklists():
     cfg = DataConfig()
     assert run(chat("what the FUCK is this", "no"), stages.check_toxicity)["reject_reason"] == "toxic"
     # Word boundaries: "Scunthorpe" and "class" do not match.
-    assert run(chat("Scunthorpe is a town in England", "classic"), stages.check_toxicity)["reject_reason"] is None
+    assert (
+        run(chat("Scunthorpe is a town in England", "classic"), stages.check_toxicity)["reject_reason"]
+        is None
+    )
     assert run(chat("你真是个傻逼", "好的"), stages.check_toxicity)["reject_reason"] == "toxic"
     custom = DataConfig(toxicity={"extra_words": ["frobnicate"]})
-    assert run(chat("please frobnicate it", "no"), stages.check_toxicity, cfg=custom)["reject_reason"] == "toxic"
+    assert (
+        run(chat("please frobnicate it", "no"), stages.check_toxicity, cfg=custom)["reject_reason"] == "toxic"
+    )
     lenient = DataConfig(toxicity={"max_hits": 1})
     assert run(chat("shit happens", "ok"), stages.check_toxicity, cfg=lenient)["reject_reason"] is None
     assert cfg.toxicity.enabled

@@ -67,8 +67,12 @@ def test_synth_output_ingests_as_problems_with_metadata(tmp_path):
         assert record["answer"] == row["answer"]
         assistant = record["messages"][1]
         assert assistant["reasoning"] == row["reasoning"] and assistant["content"] == row["solution"]
-        assert json.loads(record["meta"]) == {"task": "countdown", "numbers": row["numbers"], "target": row["target"],
-                                              "difficulty": "medium"}
+        assert json.loads(record["meta"]) == {
+            "task": "countdown",
+            "numbers": row["numbers"],
+            "target": row["target"],
+            "difficulty": "medium",
+        }
 
 
 def test_bad_arguments(tmp_path):
@@ -81,7 +85,9 @@ def test_bad_arguments(tmp_path):
 
 
 def test_cli_synth(cli, tmp_path):
-    done = cli("data", "synth", "--task", "arithmetic", "--n", "7", "--out", str(tmp_path / "a.jsonl"), check=True)
+    done = cli(
+        "data", "synth", "--task", "arithmetic", "--n", "7", "--out", str(tmp_path / "a.jsonl"), check=True
+    )
     assert "wrote 7 medium arithmetic problems" in done.stdout
     assert len(load(tmp_path / "a.jsonl")) == 7
 
@@ -92,7 +98,9 @@ def test_addition_with_a_mixed_cold_start(tmp_path):
     from r1kit.data.ingest import ingest
     from r1kit.data.synth import synthesize
 
-    path = synthesize("addition", 400, tmp_path / "add.jsonl", difficulty="medium", seed=3, reasoning_share=0.4)
+    path = synthesize(
+        "addition", 400, tmp_path / "add.jsonl", difficulty="medium", seed=3, reasoning_share=0.4
+    )
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     worked = [r for r in rows if "reasoning" in r]
     assert 0.3 < len(worked) / len(rows) < 0.5

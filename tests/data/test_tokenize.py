@@ -19,10 +19,17 @@ def tokenizer(tokenizer_dir):
 
 def records():
     return [
-        new_record("a:1", "problem", answer="5", messages=[
-            message("user", "What is 2 + 3?"), message("assistant", "\\boxed{5}", "2 + 3 = 5")]),
-        new_record("a:2", "chat", messages=[
-            message("system", "Be brief."), message("user", "Hi"), message("assistant", "Hello.")]),
+        new_record(
+            "a:1",
+            "problem",
+            answer="5",
+            messages=[message("user", "What is 2 + 3?"), message("assistant", "\\boxed{5}", "2 + 3 = 5")],
+        ),
+        new_record(
+            "a:2",
+            "chat",
+            messages=[message("system", "Be brief."), message("user", "Hi"), message("assistant", "Hello.")],
+        ),
         new_record("a:3", "text", text="Natalia sold clips to 48 of her friends in April."),
     ]
 
@@ -33,8 +40,10 @@ def test_masks_cover_only_assistant_tokens(tokenizer):
     problem, chat, text = ds
     trained = tokenizer.decode([i for i, m in zip(problem["input_ids"], problem["assistant_masks"]) if m])
     assert trained == "<think>\n2 + 3 = 5\n</think>\n\n\\boxed{5}<｜end▁of▁sentence｜>"
-    assert tokenizer.decode([i for i, m in zip(chat["input_ids"], chat["assistant_masks"]) if m]) == \
-        "Hello.<｜end▁of▁sentence｜>"
+    assert (
+        tokenizer.decode([i for i, m in zip(chat["input_ids"], chat["assistant_masks"]) if m])
+        == "Hello.<｜end▁of▁sentence｜>"
+    )
     # Plain text: BOS + text + EOS, all trained.
     assert text["input_ids"][0] == tokenizer.bos_token_id and text["input_ids"][-1] == tokenizer.eos_token_id
     assert all(text["assistant_masks"])
@@ -43,25 +52,32 @@ def test_masks_cover_only_assistant_tokens(tokenizer):
 
 
 def test_loss_on_everything_when_asked(tokenizer):
-    ds, _ = tokenize_dataset(Dataset.from_list(records()), tokenizer, max_seq_length=None,
-                             assistant_only_loss=False)
+    ds, _ = tokenize_dataset(
+        Dataset.from_list(records()), tokenizer, max_seq_length=None, assistant_only_loss=False
+    )
     assert all(all(r["assistant_masks"]) for r in ds)
 
 
 def test_truncation_policies_are_counted(tokenizer):
-    lengths = [len(r["input_ids"]) for r in tokenize_dataset(Dataset.from_list(records()), tokenizer,
-                                                               max_seq_length=None)[0]]
+    lengths = [
+        len(r["input_ids"])
+        for r in tokenize_dataset(Dataset.from_list(records()), tokenizer, max_seq_length=None)[0]
+    ]
     limit = sorted(lengths)[1]  # the longest record (or two) exceed it
     ds, stats = tokenize_dataset(Dataset.from_list(records()), tokenizer, max_seq_length=limit)
     over = sum(n > limit for n in lengths)
     assert stats.num_truncated + stats.num_dropped_no_trainable_tokens == over
     assert all(len(r["input_ids"]) <= limit for r in ds)
-    ds, stats = tokenize_dataset(Dataset.from_list(records()), tokenizer, max_seq_length=limit, truncation="drop")
+    ds, stats = tokenize_dataset(
+        Dataset.from_list(records()), tokenizer, max_seq_length=limit, truncation="drop"
+    )
     assert stats.num_dropped_too_long == over and len(ds) == 3 - over
 
 
 def test_truncating_away_the_answer_drops_the_example(tokenizer):
-    long_prompt = new_record("b:1", "chat", messages=[message("user", "word " * 200), message("assistant", "ok")])
+    long_prompt = new_record(
+        "b:1", "chat", messages=[message("user", "word " * 200), message("assistant", "ok")]
+    )
     ds, stats = tokenize_dataset(Dataset.from_list([long_prompt]), tokenizer, max_seq_length=32)
     assert stats.num_dropped_no_trainable_tokens == 1 and len(ds) == 0
 
@@ -83,10 +99,22 @@ def test_packing_keeps_examples_apart(tokenizer):
 
 def test_stats_and_load_split(tmp_path, tokenizer):
     path = tmp_path / "in.jsonl"
-    path.write_text("".join(json.dumps({"question": f"What is {i} + {i}?", "answer": f"#### {2 * i}"}) + "\n"
-                            for i in range(40)))
-    clean([path], tmp_path / "out", DataConfig(semantic={"enabled": False}, decontam={"enabled": False},
-                                               validation_fraction=0.2, quality={"enabled": False}))
+    path.write_text(
+        "".join(
+            json.dumps({"question": f"What is {i} + {i}?", "answer": f"#### {2 * i}"}) + "\n"
+            for i in range(40)
+        )
+    )
+    clean(
+        [path],
+        tmp_path / "out",
+        DataConfig(
+            semantic={"enabled": False},
+            decontam={"enabled": False},
+            validation_fraction=0.2,
+            quality={"enabled": False},
+        ),
+    )
     assert len(load_split(tmp_path / "out", "train")) + len(load_split(tmp_path / "out", "validation")) == 40
     report = data_stats(tmp_path / "out", tokenizer, max_seq_length=64)
     train = report["train"]
@@ -101,7 +129,12 @@ def test_stats_and_load_split(tmp_path, tokenizer):
 def test_histogram_buckets():
     import numpy as np
 
-    assert histogram(np.array([10, 64, 65, 300])) == [("1-64", 2), ("65-128", 1), ("129-256", 0), ("257-512", 1)]
+    assert histogram(np.array([10, 64, 65, 300])) == [
+        ("1-64", 2),
+        ("65-128", 1),
+        ("129-256", 0),
+        ("257-512", 1),
+    ]
 
 
 def test_cli_stats(cli, tmp_path, tokenizer_dir):
@@ -109,8 +142,16 @@ def test_cli_stats(cli, tmp_path, tokenizer_dir):
 
     path = synthesize("arithmetic", 30, tmp_path / "a.jsonl")
     clean([path], tmp_path / "out", DataConfig(semantic={"enabled": False}, validation_fraction=0.0))
-    done = cli("data", "stats", str(tmp_path / "out"), "--tokenizer", str(tokenizer_dir), "--set",
-               "train.max_seq_length=64", check=True)
+    done = cli(
+        "data",
+        "stats",
+        str(tmp_path / "out"),
+        "--tokenizer",
+        str(tokenizer_dir),
+        "--set",
+        "train.max_seq_length=64",
+        check=True,
+    )
     assert "train: 30 examples" in done.stdout and "truncated" in done.stdout and "packed into" in done.stdout
     done = cli("data", "stats", str(tmp_path / "out"))
     assert done.returncode == 2 and "no tokenizer" in done.stderr

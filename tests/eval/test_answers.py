@@ -7,32 +7,41 @@ import pytest
 from r1kit.eval.answers import GoldProblems, answers_match, extract_answer, is_correct
 
 
-@pytest.mark.parametrize("text, answer", [
-    ("Natalia sold 48/2 = 24 clips in May.\n#### 72", "72"),
-    ("so the total is\n#### 1,234", "1234"),
-    ("#### -5", "-5"),
-    ("The area is $\\boxed{\\frac{14}{3}}$.", "\\frac{14}{3}"),
-    ("first \\boxed{1} then \\boxed{\\left( 3, \\frac{\\pi}{2} \\right)}", "\\left( 3, \\frac{\\pi}{2} \\right)"),
-    ("The answer is $1,234.50.", "1234.50"),
-    ("Therefore, the answer is: 3/4", "3/4"),
-    ("She has 3 apples, then 5 more, so 8", "8"),
-    ("<think>Maybe 12? Or 13.</think>The answer is 14.", "14"),
-    ("No number here at all", None),
-])
+@pytest.mark.parametrize(
+    "text, answer",
+    [
+        ("Natalia sold 48/2 = 24 clips in May.\n#### 72", "72"),
+        ("so the total is\n#### 1,234", "1234"),
+        ("#### -5", "-5"),
+        ("The area is $\\boxed{\\frac{14}{3}}$.", "\\frac{14}{3}"),
+        (
+            "first \\boxed{1} then \\boxed{\\left( 3, \\frac{\\pi}{2} \\right)}",
+            "\\left( 3, \\frac{\\pi}{2} \\right)",
+        ),
+        ("The answer is $1,234.50.", "1234.50"),
+        ("Therefore, the answer is: 3/4", "3/4"),
+        ("She has 3 apples, then 5 more, so 8", "8"),
+        ("<think>Maybe 12? Or 13.</think>The answer is 14.", "14"),
+        ("No number here at all", None),
+    ],
+)
 def test_extract_answer(text, answer):
     assert extract_answer(text) == answer
 
 
-@pytest.mark.parametrize("predicted, gold, expected", [
-    ("1,234", "1234", True),
-    ("0.5", "\\frac{1}{2}", True),
-    ("-3/4", "-\\frac{3}{4}", True),
-    ("\\frac{\\sqrt{2}}{2}", "\\frac{1}{\\sqrt{2}}", True),
-    ("\\$18.90", "18.9", True),
-    ("32,\\!348", "\\$32,\\!348", True),
-    ("7", "8", False),
-    (None, "8", False),
-])
+@pytest.mark.parametrize(
+    "predicted, gold, expected",
+    [
+        ("1,234", "1234", True),
+        ("0.5", "\\frac{1}{2}", True),
+        ("-3/4", "-\\frac{3}{4}", True),
+        ("\\frac{\\sqrt{2}}{2}", "\\frac{1}{\\sqrt{2}}", True),
+        ("\\$18.90", "18.9", True),
+        ("32,\\!348", "\\$32,\\!348", True),
+        ("7", "8", False),
+        (None, "8", False),
+    ],
+)
 def test_answers_match(predicted, gold, expected):
     assert answers_match(predicted, gold) is expected
 
@@ -56,4 +65,6 @@ def test_math500_gold_solutions_score_at_least_99_percent(shared_data):
     correct = [is_correct(r["solution"], r["answer"]) for r in rows]
     assert len(rows) == 500 and sum(correct) / len(rows) >= 0.99
     wrong = ["9", "\\frac{1}{3}"]  # and a wrong answer is not accepted for a few of them
-    assert not any(is_correct(f"\\boxed{{{w}}}", r["answer"]) for r in rows[:20] for w in wrong if w != r["answer"])
+    assert not any(
+        is_correct(f"\\boxed{{{w}}}", r["answer"]) for r in rows[:20] for w in wrong if w != r["answer"]
+    )

@@ -16,10 +16,33 @@ def tiny_model(tmp_path_factory, tokenizer_dir):
 
 
 def run_eval(cli, model, out_dir, *extra):
-    return cli("eval", "--model", str(model), "--suite", "gsm8k", "--suite", "math500", "--suite", "perplexity",
-               "--suite", "speed", "--limit", "6", "--num-samples", "2", "--set", "eval.pass_k=[1,2]",
-               "--set", "eval.max_new_tokens=16", "--set", "eval.speed_requests=3", "--out", str(out_dir),
-               *extra, check=True)
+    return cli(
+        "eval",
+        "--model",
+        str(model),
+        "--suite",
+        "gsm8k",
+        "--suite",
+        "math500",
+        "--suite",
+        "perplexity",
+        "--suite",
+        "speed",
+        "--limit",
+        "6",
+        "--num-samples",
+        "2",
+        "--set",
+        "eval.pass_k=[1,2]",
+        "--set",
+        "eval.max_new_tokens=16",
+        "--set",
+        "eval.speed_requests=3",
+        "--out",
+        str(out_dir),
+        *extra,
+        check=True,
+    )
 
 
 def test_local_eval_writes_the_report(tiny_model, tmp_path, cli):
@@ -43,7 +66,8 @@ def test_local_eval_writes_the_report(tiny_model, tmp_path, cli):
     run_eval(cli, tiny_model, tmp_path / "b")  # the same recipe and seed give the same samples
     again = json.loads((tmp_path / "b" / "report.json").read_text())
     assert [e["answer"] for e in again["suites"]["gsm8k"]["examples"]] == [
-        e["answer"] for e in report["suites"]["gsm8k"]["examples"]]
+        e["answer"] for e in report["suites"]["gsm8k"]["examples"]
+    ]
 
     compared = cli("eval", "compare", str(tmp_path / "a"), str(tmp_path / "b"), check=True).stdout
     assert "gsm8k accuracy" in compared and "+0.0 pts" in compared
@@ -53,10 +77,23 @@ def test_training_curves_are_plotted_from_a_run(tiny_model, tmp_path, cli):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     events = [{"step": s, "split": "train", "loss": 3.0 / s} for s in range(1, 6)] + [
-        {"step": 5, "split": "eval", "loss": 0.9, "accuracy": 0.25}]
+        {"step": 5, "split": "eval", "loss": 0.9, "accuracy": 0.25}
+    ]
     (run_dir / "metrics.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
-    cli("eval", "--model", str(tiny_model), "--suite", "perplexity", "--limit", "3", "--curves-from", str(run_dir),
-        "--out", str(tmp_path / "e"), check=True)
+    cli(
+        "eval",
+        "--model",
+        str(tiny_model),
+        "--suite",
+        "perplexity",
+        "--limit",
+        "3",
+        "--curves-from",
+        str(run_dir),
+        "--out",
+        str(tmp_path / "e"),
+        check=True,
+    )
     assert (tmp_path / "e" / "plots" / "training_curves.png").stat().st_size > 1000
 
 
@@ -75,9 +112,23 @@ def test_a_lora_adapter_is_evaluated_on_its_base(tiny_model, tmp_path, cli):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model),
-                           LoraConfig(r=2, target_modules=["q_a_proj", "kv_a_proj_with_mqa"]))
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(tiny_model),
+        LoraConfig(r=2, target_modules=["q_a_proj", "kv_a_proj_with_mqa"]),
+    )
     model.save_pretrained(tmp_path / "adapter")  # no tokenizer here: the base's is used
-    cli("eval", "--model", str(tmp_path / "adapter"), "--suite", "gsm8k", "--limit", "2",
-        "--set", "eval.max_new_tokens=8", "--out", str(tmp_path / "e"), check=True)
+    cli(
+        "eval",
+        "--model",
+        str(tmp_path / "adapter"),
+        "--suite",
+        "gsm8k",
+        "--limit",
+        "2",
+        "--set",
+        "eval.max_new_tokens=8",
+        "--out",
+        str(tmp_path / "e"),
+        check=True,
+    )
     assert json.loads((tmp_path / "e" / "report.json").read_text())["suites"]["gsm8k"]["problems"] == 2

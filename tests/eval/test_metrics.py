@@ -8,8 +8,10 @@ import torch
 from r1kit.eval import metrics
 
 
-@pytest.mark.parametrize("n, c, k, expected", [
-    (5, 2, 1, 0.4), (5, 2, 2, 1 - 3 / 10), (5, 0, 3, 0.0), (5, 4, 2, 1.0), (10, 3, 5, 1 - 21 / 252)])
+@pytest.mark.parametrize(
+    "n, c, k, expected",
+    [(5, 2, 1, 0.4), (5, 2, 2, 1 - 3 / 10), (5, 0, 3, 0.0), (5, 4, 2, 1.0), (10, 3, 5, 1 - 21 / 252)],
+)
 def test_pass_at_k(n, c, k, expected):
     assert metrics.pass_at_k(n, c, k) == pytest.approx(expected)
 
@@ -54,5 +56,9 @@ def test_perplexity_of_a_uniform_model_is_its_vocabulary_size(tmp_path, tokenize
     model.config.tie_word_embeddings = False
     model.lm_head.weight = torch.nn.Parameter(torch.zeros_like(model.lm_head.weight))  # every logit 0
     texts = ["Janet has 16 eggs.", "A robe takes 2 bolts of blue fiber and half that much white fiber."]
-    assert metrics.perplexity(model, tokenizer, texts, batch_size=1) == pytest.approx(len(tokenizer), rel=1e-4)
-    assert metrics.perplexity(model, tokenizer, texts, batch_size=2) == pytest.approx(len(tokenizer), rel=1e-4)
+    assert metrics.perplexity(model, tokenizer, texts, batch_size=1) == pytest.approx(
+        len(tokenizer), rel=1e-4
+    )
+    assert metrics.perplexity(model, tokenizer, texts, batch_size=2) == pytest.approx(
+        len(tokenizer), rel=1e-4
+    )

@@ -116,7 +116,10 @@ def test_assistant_mask_covers_answers_and_eos_only(tokenizer):
 
 def test_unigram_round_trip_and_template(tmp_path, shared_data):
     result = train_tokenizer(
-        [shared_data / "gsm8k" / "test.jsonl"], tmp_path / "uni", vocab_size=1500, type="unigram",
+        [shared_data / "gsm8k" / "test.jsonl"],
+        tmp_path / "uni",
+        vocab_size=1500,
+        type="unigram",
         character_coverage=0.999,
     )
     tokenizer = AutoTokenizer.from_pretrained(result.out_dir)

@@ -28,8 +28,9 @@ def make_scripted_model(tokenizer_dir, out_dir):
 
     init_model("tiny-qwen2", tokenizer_dir, out_dir, seed=0)
     tokenizer, model = load_tokenizer(out_dir), load_model(out_dir, dtype="float32")
-    assistant = tokenizer.apply_chat_template([{"role": "user", "content": "x"}], add_generation_prompt=True,
-                                              tokenize=True, return_dict=True)["input_ids"][-1]
+    assistant = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "x"}], add_generation_prompt=True, tokenize=True, return_dict=True
+    )["input_ids"][-1]
     chain = [assistant, *tokenizer(SCRIPT, add_special_tokens=False)["input_ids"], tokenizer.eos_token_id]
     assert len(set(chain[:-1])) == len(chain) - 1, "the script must not repeat a token"
     with torch.no_grad():
@@ -75,9 +76,26 @@ def start_server(model_dir, *args: str) -> Server:
     env = dict(os.environ, R1KIT_API_KEY=API_KEY)
     log = tempfile.TemporaryFile("w+")  # a file, not a pipe: a chatty server never blocks on a full pipe
     process = subprocess.Popen(
-        [sys.executable, "-m", "r1kit", "serve", "--model", str(model_dir), "--port", "0", "--model-name", "tiny",
-         "--set", f"serve.max_tokens_limit={MAX_TOKENS_LIMIT}", *args],
-        stdout=subprocess.PIPE, stderr=log, text=True, env=env)
+        [
+            sys.executable,
+            "-m",
+            "r1kit",
+            "serve",
+            "--model",
+            str(model_dir),
+            "--port",
+            "0",
+            "--model-name",
+            "tiny",
+            "--set",
+            f"serve.max_tokens_limit={MAX_TOKENS_LIMIT}",
+            *args,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=log,
+        text=True,
+        env=env,
+    )
     line = process.stdout.readline()  # "r1kit serve: http://127.0.0.1:PORT (...)", printed once bound
     if not line.startswith("r1kit serve: "):
         process.kill()
@@ -93,5 +111,3 @@ def start_server(model_dir, *args: str) -> Server:
             time.sleep(0.1)
     process.kill()
     raise AssertionError("server did not answer /health within 60 s")
-
-

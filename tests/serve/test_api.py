@@ -14,7 +14,9 @@ QUESTION = [{"role": "user", "content": "What is two plus two?"}]
 
 def post(url: str, body, *, key: str | None = API_KEY, raw: bytes | None = None) -> tuple[int, dict]:
     headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})}
-    request = urllib.request.Request(url, data=raw if raw is not None else json.dumps(body).encode(), headers=headers)
+    request = urllib.request.Request(
+        url, data=raw if raw is not None else json.dumps(body).encode(), headers=headers
+    )
     try:
         with urllib.request.urlopen(request, timeout=60) as response:
             return response.status, json.loads(response.read())
@@ -33,8 +35,9 @@ def test_chat_puts_the_reasoning_apart(client):
 
 
 def test_streamed_chat_sends_reasoning_then_content(client):
-    stream = client.chat.completions.create(model="tiny", messages=QUESTION, max_tokens=32, stream=True,
-                                            stream_options={"include_usage": True})
+    stream = client.chat.completions.create(
+        model="tiny", messages=QUESTION, max_tokens=32, stream=True, stream_options={"include_usage": True}
+    )
     reasoning, content, order, finish, usage = [], [], [], None, None
     for chunk in stream:
         if chunk.usage:
@@ -58,15 +61,19 @@ def test_streamed_chat_sends_reasoning_then_content(client):
 def test_completions_plain_and_streamed(client):
     reply = client.completions.create(model="tiny", prompt="Janet", max_tokens=12, temperature=1.0, seed=3)
     assert reply.choices[0].finish_reason == "length" and reply.usage.completion_tokens == 12
-    streamed = client.completions.create(model="tiny", prompt="Janet", max_tokens=12, temperature=1.0, seed=3,
-                                         stream=True)
+    streamed = client.completions.create(
+        model="tiny", prompt="Janet", max_tokens=12, temperature=1.0, seed=3, stream=True
+    )
     assert "".join(c.choices[0].text for c in streamed if c.choices) == reply.choices[0].text
 
 
 def test_seed_reproduces_a_sample(client):
     def sample(seed):
-        return client.completions.create(model="tiny", prompt="Janet", max_tokens=24, temperature=1.0,
-                                         seed=seed).choices[0].text
+        return (
+            client.completions.create(model="tiny", prompt="Janet", max_tokens=24, temperature=1.0, seed=seed)
+            .choices[0]
+            .text
+        )
 
     assert sample(7) == sample(7)
     assert sample(7) != sample(8)
@@ -119,9 +126,20 @@ BAD_REQUESTS = [
     ("wrong type", "/v1/chat/completions", chat(max_tokens="many"), 400, "max_tokens"),
     ("temperature too high", "/v1/chat/completions", chat(temperature=2.5), 400, "temperature"),
     ("top_p zero", "/v1/chat/completions", chat(top_p=0), 400, "top_p"),
-    ("max_tokens over the limit", "/v1/chat/completions", chat(max_tokens=MAX_TOKENS_LIMIT + 1), 400, "max_tokens"),
-    ("prompt over the context", "/v1/chat/completions",
-     chat(messages=[{"role": "user", "content": "Janet eggs " * 2000}]), 400, "context"),
+    (
+        "max_tokens over the limit",
+        "/v1/chat/completions",
+        chat(max_tokens=MAX_TOKENS_LIMIT + 1),
+        400,
+        "max_tokens",
+    ),
+    (
+        "prompt over the context",
+        "/v1/chat/completions",
+        chat(messages=[{"role": "user", "content": "Janet eggs " * 2000}]),
+        400,
+        "context",
+    ),
     ("unknown model", "/v1/chat/completions", chat(model="gpt-5"), 404, "gpt-5"),
     ("several choices", "/v1/chat/completions", chat(n=2), 400, "n:"),
     ("no messages", "/v1/chat/completions", chat(messages=[]), 400, "messages"),
@@ -169,10 +187,17 @@ def test_fifty_concurrent_requests_all_succeed(server):
 
     async def run():
         client = AsyncOpenAI(base_url=server.url + "/v1", api_key=API_KEY, max_retries=0, timeout=300)
-        replies = await asyncio.gather(*[
-            client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": f"question {i}"}],
-                                           max_tokens=32, stream=i % 2 == 0)
-            for i in range(50)])
+        replies = await asyncio.gather(
+            *[
+                client.chat.completions.create(
+                    model="tiny",
+                    messages=[{"role": "user", "content": f"question {i}"}],
+                    max_tokens=32,
+                    stream=i % 2 == 0,
+                )
+                for i in range(50)
+            ]
+        )
         texts = []
         for reply in replies:
             if hasattr(reply, "choices"):
@@ -181,7 +206,9 @@ def test_fifty_concurrent_requests_all_succeed(server):
                 parts = {"reasoning_content": "", "content": ""}
                 async for chunk in reply:
                     for field in parts:
-                        parts[field] += getattr(chunk.choices[0].delta, field, None) or "" if chunk.choices else ""
+                        parts[field] += (
+                            getattr(chunk.choices[0].delta, field, None) or "" if chunk.choices else ""
+                        )
                 texts.append((parts["reasoning_content"], parts["content"]))
         await client.close()
         return texts

@@ -9,8 +9,13 @@ import torch
 
 from r1kit.serve.engine import Finish, GenerationRequest, Token, TransformersEngine
 
-PROMPTS = ["What is 2+2?", "Janet's ducks lay 16 eggs per day. She eats three for breakfast.", "hi",
-           "Tell me about the weather today, in a long sentence please.", "A robe takes 2 bolts of blue fiber."]
+PROMPTS = [
+    "What is 2+2?",
+    "Janet's ducks lay 16 eggs per day. She eats three for breakfast.",
+    "hi",
+    "Tell me about the weather today, in a long sentence please.",
+    "A robe takes 2 bolts of blue fiber.",
+]
 
 
 @pytest.fixture(scope="module", params=["tiny-qwen2", "tiny-deepseek-v3"])
@@ -29,8 +34,9 @@ def model_and_tokenizer(request, tmp_path_factory, tokenizer_dir):
 
 
 def prompt_ids(tokenizer, text):
-    return tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
-                                         tokenize=True, return_dict=True)["input_ids"]
+    return tokenizer.apply_chat_template(
+        [{"role": "user", "content": text}], add_generation_prompt=True, tokenize=True, return_dict=True
+    )["input_ids"]
 
 
 class Collector:
@@ -65,12 +71,21 @@ def test_joined_batches_decode_as_each_request_alone(model_and_tokenizer):
     alone = []
     for text, budget in zip(PROMPTS, budgets):
         ids = torch.tensor([prompt_ids(tokenizer, text)])
-        output = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=budget, do_sample=False,
-                                pad_token_id=tokenizer.pad_token_id)
-        alone.append(output[0, ids.shape[1]:].tolist())
-    engine = TransformersEngine(model, tokenizer, max_batch_size=3)  # 5 requests, 3 places: some wait, then join
+        output = model.generate(
+            ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=budget,
+            do_sample=False,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        alone.append(output[0, ids.shape[1] :].tolist())
+    engine = TransformersEngine(
+        model, tokenizer, max_batch_size=3
+    )  # 5 requests, 3 places: some wait, then join
     try:
-        requests = [GenerationRequest(prompt_ids(tokenizer, t), b, temperature=0.0) for t, b in zip(PROMPTS, budgets)]
+        requests = [
+            GenerationRequest(prompt_ids(tokenizer, t), b, temperature=0.0) for t, b in zip(PROMPTS, budgets)
+        ]
         collectors = run(engine, requests, gap=0.02)
     finally:
         engine.shutdown()
@@ -86,14 +101,22 @@ def test_a_seed_gives_the_same_sample_whatever_shares_the_batch(model_and_tokeni
     model, tokenizer = model_and_tokenizer
     engine = TransformersEngine(model, tokenizer, max_batch_size=4)
     try:
+
         def seeded():
-            return GenerationRequest(prompt_ids(tokenizer, PROMPTS[0]), 20, temperature=1.0, top_p=0.9, seed=5)
+            return GenerationRequest(
+                prompt_ids(tokenizer, PROMPTS[0]), 20, temperature=1.0, top_p=0.9, seed=5
+            )
 
         alone = run(engine, [seeded()])[0].text
-        crowded = run(engine, [GenerationRequest(prompt_ids(tokenizer, p), 20, temperature=1.0) for p in PROMPTS[1:]]
-                      + [seeded()])[-1].text
-        other_seed = run(engine, [GenerationRequest(prompt_ids(tokenizer, PROMPTS[0]), 20, temperature=1.0,
-                                                    top_p=0.9, seed=6)])[0].text
+        crowded = run(
+            engine,
+            [GenerationRequest(prompt_ids(tokenizer, p), 20, temperature=1.0) for p in PROMPTS[1:]]
+            + [seeded()],
+        )[-1].text
+        other_seed = run(
+            engine,
+            [GenerationRequest(prompt_ids(tokenizer, PROMPTS[0]), 20, temperature=1.0, top_p=0.9, seed=6)],
+        )[0].text
     finally:
         engine.shutdown()
     assert alone == crowded
@@ -104,11 +127,19 @@ def test_stop_strings_end_the_text_before_them(model_and_tokenizer):
     model, tokenizer = model_and_tokenizer
     engine = TransformersEngine(model, tokenizer)
     try:
-        fulls = [c.text for c in run(engine, [GenerationRequest(prompt_ids(tokenizer, p), 30, temperature=0.0)
-                                              for p in PROMPTS])]
-        full, prompt = max(zip(fulls, PROMPTS), key=lambda pair: len(pair[0]))  # an untrained model may stop at once
-        stop = full[len(full) // 2: len(full) // 2 + 3]
-        cut = run(engine, [GenerationRequest(prompt_ids(tokenizer, prompt), 30, temperature=0.0, stop=[stop])])[0]
+        fulls = [
+            c.text
+            for c in run(
+                engine, [GenerationRequest(prompt_ids(tokenizer, p), 30, temperature=0.0) for p in PROMPTS]
+            )
+        ]
+        full, prompt = max(
+            zip(fulls, PROMPTS), key=lambda pair: len(pair[0])
+        )  # an untrained model may stop at once
+        stop = full[len(full) // 2 : len(full) // 2 + 3]
+        cut = run(
+            engine, [GenerationRequest(prompt_ids(tokenizer, prompt), 30, temperature=0.0, stop=[stop])]
+        )[0]
     finally:
         engine.shutdown()
     assert len(stop) == 3 and cut.text == full[: full.index(stop)]
@@ -125,7 +156,9 @@ def test_a_cancelled_request_leaves_the_batch(model_and_tokenizer):
         while not long.sink.events:
             time.sleep(0.01)
         long.cancelled = True
-        short = run(engine, [GenerationRequest(prompt_ids(tokenizer, p), 5, temperature=0.0) for p in PROMPTS[:2]])
+        short = run(
+            engine, [GenerationRequest(prompt_ids(tokenizer, p), 5, temperature=0.0) for p in PROMPTS[:2]]
+        )
         deadline = time.time() + 10
         while engine.stats()["batch_size"] and time.time() < deadline:
             time.sleep(0.01)

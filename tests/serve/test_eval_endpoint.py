@@ -6,9 +6,26 @@ from scripted import API_KEY, REASONING
 
 
 def test_eval_an_endpoint(server, tmp_path, cli):
-    done = cli("eval", "--endpoint", server.url + "/v1", "--api-key", API_KEY, "--suite", "gsm8k", "--limit", "2",
-               "--num-samples", "2", "--set", "eval.pass_k=[1,2]", "--set", "eval.max_new_tokens=40",
-               "--out", str(tmp_path / "eval"), check=True)
+    done = cli(
+        "eval",
+        "--endpoint",
+        server.url + "/v1",
+        "--api-key",
+        API_KEY,
+        "--suite",
+        "gsm8k",
+        "--limit",
+        "2",
+        "--num-samples",
+        "2",
+        "--set",
+        "eval.pass_k=[1,2]",
+        "--set",
+        "eval.max_new_tokens=40",
+        "--out",
+        str(tmp_path / "eval"),
+        check=True,
+    )
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
     gsm8k = report["suites"]["gsm8k"]
     # The scripted model answers \boxed{18} to everything: right for GSM8K's first problem only.
@@ -22,5 +39,7 @@ def test_eval_an_endpoint(server, tmp_path, cli):
 
 
 def test_an_unreachable_endpoint_is_a_clear_error(tmp_path, cli):
-    done = cli("eval", "--endpoint", "http://127.0.0.1:9/v1", "--suite", "gsm8k", "--out", str(tmp_path / "e"))
+    done = cli(
+        "eval", "--endpoint", "http://127.0.0.1:9/v1", "--suite", "gsm8k", "--out", str(tmp_path / "e")
+    )
     assert done.returncode == 2 and "cannot list models" in done.stderr

@@ -8,8 +8,15 @@ from scripted import ANSWER, API_KEY, REASONING
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 # Flags for a sandbox-less container with no network beyond loopback (background fetches would be refused).
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync"]
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium package (apt-get install chromium)")

@@ -26,11 +26,23 @@ def recipe_for(sft_inputs):
     tokenizer_dir, data_dir = sft_inputs
 
     def make(*overrides: str):
-        return load_recipe(None, [
-            "name=tiny", "model.preset=tiny-qwen2", f"model.tokenizer={tokenizer_dir}", f"train.dataset={data_dir}",
-            "train.learning_rate=3e-3", "train.per_device_batch_size=1", "train.gradient_accumulation_steps=1",
-            "train.max_seq_length=256", "train.max_steps=12", "train.logging_steps=1", "train.eval_steps=6",
-            "train.save_steps=6", *overrides,
-        ])
+        return load_recipe(
+            None,
+            [
+                "name=tiny",
+                "model.preset=tiny-qwen2",
+                f"model.tokenizer={tokenizer_dir}",
+                f"train.dataset={data_dir}",
+                "train.learning_rate=3e-3",
+                "train.per_device_batch_size=1",
+                "train.gradient_accumulation_steps=1",
+                "train.max_seq_length=256",
+                "train.max_steps=12",
+                "train.logging_steps=1",
+                "train.eval_steps=6",
+                "train.save_steps=6",
+                *overrides,
+            ],
+        )
 
     return make

@@ -31,8 +31,10 @@ def test_cpu_tiles_give_the_plain_log_softmax(restore_tiles):
     from trl.trainer import utils
 
     assert lm_head.size_tiles_for_cpu()
-    assert (chunked_logprob.TOKEN_CHUNK_SIZE, utils._CHUNKED_LOGPROB_CHUNK_SIZE) == (lm_head.CPU_TOKEN_TILE,
-                                                                                     lm_head.CPU_VOCAB_TILE)
+    assert (chunked_logprob.TOKEN_CHUNK_SIZE, utils._CHUNKED_LOGPROB_CHUNK_SIZE) == (
+        lm_head.CPU_TOKEN_TILE,
+        lm_head.CPU_VOCAB_TILE,
+    )
     torch.manual_seed(0)
     tokens, hidden_size, vocab = 600, 32, 9000  # more than one tile each way, ragged last tiles
     hidden = torch.randn(tokens, hidden_size, dtype=torch.float32, requires_grad=True)
@@ -55,7 +57,9 @@ def test_cpu_runs_trim_the_heap_after_each_step(recipe_for, tmp_path):
 
     if not ReleaseFreedMemory.available():
         pytest.skip("glibc only")
-    callbacks = build_callbacks(recipe_for(), tmp_path, greater_is_better=False, has_eval=False, model=None)[0]
+    callbacks = build_callbacks(recipe_for(), tmp_path, greater_is_better=False, has_eval=False, model=None)[
+        0
+    ]
     trims = [c for c in callbacks if isinstance(c, ReleaseFreedMemory)]
     assert len(trims) == 1
     trims[0].on_substep_end(None, None, None)  # the real libc call

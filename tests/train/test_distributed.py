@@ -25,8 +25,25 @@ def train(recipe_path, out_dir, *sets, processes=1, resume=False):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     launcher = ["launch", "--nproc-per-node", str(processes), "--", "r1kit"] if processes > 1 else []
     args = [arg for s in sets for arg in ("--set", s)] + (["--resume", "auto"] if resume else [])
-    done = subprocess.run([sys.executable, "-m", "r1kit", *launcher, "train", "sft", str(recipe_path), "--out",
-                           str(out_dir), *args], capture_output=True, text=True, env=env, timeout=900, check=False)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "r1kit",
+            *launcher,
+            "train",
+            "sft",
+            str(recipe_path),
+            "--out",
+            str(out_dir),
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return done
 
@@ -41,13 +58,21 @@ def weights(folder) -> dict[str, torch.Tensor]:
 def runs(recipe_for, tmp_path_factory):
     """One process with micro-batch 2 against two processes with micro-batch 1 each (same global batch), fp32."""
     root = tmp_path_factory.mktemp("distributed")
-    recipe = recipe_for(f"train.max_steps={STEPS}", "train.save_steps=3", "train.eval_steps=3", "train.precision=fp32",
-                        "train.tensorboard=false")
+    recipe = recipe_for(
+        f"train.max_steps={STEPS}",
+        "train.save_steps=3",
+        "train.eval_steps=3",
+        "train.precision=fp32",
+        "train.tensorboard=false",
+    )
     recipe_path = root / "recipe.yaml"
     recipe_path.write_text(recipe.to_yaml())
     train(recipe_path, root / "one", "train.per_device_batch_size=2")
-    for name, sets in {"ddp": ["train.strategy=ddp"], "zero2": ["train.strategy=zero2"],
-                       "zero3": ["train.strategy=zero3", "train.offload_optimizer=true"]}.items():
+    for name, sets in {
+        "ddp": ["train.strategy=ddp"],
+        "zero2": ["train.strategy=zero2"],
+        "zero3": ["train.strategy=zero3", "train.offload_optimizer=true"],
+    }.items():
         train(recipe_path, root / name, *sets, processes=2)
     return root, recipe_path
 
@@ -61,8 +86,11 @@ def test_two_processes_follow_the_one_process_loss_curve(runs, strategy):
     assert expected[STEPS] < expected[1]  # it learns
     for step in expected:  # same rows per step, same reduction: equal up to float summation order
         assert got[step] == pytest.approx(expected[step], abs=1e-4), (strategy, step)
-    run_record = next(json.loads(line) for line in (root / strategy / "metrics.jsonl").read_text().splitlines()
-                      if json.loads(line)["split"] == "run")
+    run_record = next(
+        json.loads(line)
+        for line in (root / strategy / "metrics.jsonl").read_text().splitlines()
+        if json.loads(line)["split"] == "run"
+    )
     assert run_record["processes"] == 2
     reference = weights(root / "one" / "final")
     final = weights(root / strategy / "final")  # ZeRO-3 gathers its shards into one plain folder
@@ -80,10 +108,18 @@ def test_a_zero3_checkpoint_resumes_and_exports_to_a_plain_folder(runs, tmp_path
     shutil.rmtree(interrupted / "final")
     shutil.rmtree(interrupted / "checkpoints" / str(STEPS))
     rows = (interrupted / "metrics.jsonl").read_text().splitlines()
-    (interrupted / "metrics.jsonl").write_text("".join(line + "\n" for line in rows
-                                                       if json.loads(line).get("step", 0) <= 3))
+    (interrupted / "metrics.jsonl").write_text(
+        "".join(line + "\n" for line in rows if json.loads(line).get("step", 0) <= 3)
+    )
     assert (interrupted / "checkpoints" / "3" / "latest").is_file()  # partitioned ZeRO states
-    train(recipe_path, interrupted, "train.strategy=zero3", "train.offload_optimizer=true", processes=2, resume=True)
+    train(
+        recipe_path,
+        interrupted,
+        "train.strategy=zero3",
+        "train.offload_optimizer=true",
+        processes=2,
+        resume=True,
+    )
     expected, got = losses(root / "zero3"), losses(interrupted)
     for step in range(4, STEPS + 1):
         assert got[step] == pytest.approx(expected[step], abs=1e-5), step

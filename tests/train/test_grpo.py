@@ -12,8 +12,15 @@ from r1kit.train.rl_health import check_alerts
 
 
 def grpo_recipe(recipe_for, *overrides):
-    return recipe_for("train.per_device_batch_size=8", "grpo.num_generations=4", "grpo.max_completion_length=24",
-                      "train.max_steps=4", "train.save_steps=2", "train.eval_steps=2", *overrides)
+    return recipe_for(
+        "train.per_device_batch_size=8",
+        "grpo.num_generations=4",
+        "grpo.max_completion_length=24",
+        "train.max_steps=4",
+        "train.save_steps=2",
+        "train.eval_steps=2",
+        *overrides,
+    )
 
 
 def records(run_dir):
@@ -25,16 +32,27 @@ def records(run_dir):
 def test_grpo_runs_with_and_without_a_reference_model(recipe_for, tmp_path, beta):
     from transformers import AutoModelForCausalLM
 
-    result = train_grpo(grpo_recipe(recipe_for, f"grpo.beta={beta}",
-                                    "grpo.rewards={accuracy: 1.0, format: 0.2, tag_count: 0.1, length: 0.1, "
-                                    "repetition: 0.1}"), tmp_path / "run")
+    result = train_grpo(
+        grpo_recipe(
+            recipe_for,
+            f"grpo.beta={beta}",
+            "grpo.rewards={accuracy: 1.0, format: 0.2, tag_count: 0.1, length: 0.1, repetition: 0.1}",
+        ),
+        tmp_path / "run",
+    )
     assert result.global_step == 4
     logged = records(tmp_path / "run")
     assert [r["step"] for r in logged] == [1, 2, 3, 4]
     for name in ("accuracy", "format", "tag_count", "length", "repetition"):
         assert f"rewards/{name}/mean" in logged[-1]
-    for key in ("frac_reward_zero_std", "completions/mean_length", "completions/clipped_ratio", "entropy",
-                "rollout_seconds", "train_seconds"):
+    for key in (
+        "frac_reward_zero_std",
+        "completions/mean_length",
+        "completions/clipped_ratio",
+        "entropy",
+        "rollout_seconds",
+        "train_seconds",
+    ):
         assert key in logged[-1], key
     assert ("kl" in logged[-1]) == (beta > 0)
     assert logged[-1]["rollout_seconds"] > 0
@@ -44,9 +62,18 @@ def test_grpo_runs_with_and_without_a_reference_model(recipe_for, tmp_path, beta
 
 def test_mean_reward_rises(recipe_for, tmp_path):
     """A learnable reward (the share of digits in the completion, a user function by import path)."""
-    train_grpo(grpo_recipe(recipe_for, "train.max_steps=40", "train.save_steps=40", "train.eval_steps=40",
-                           "grpo.rewards={reward_fixtures:digit_share: 1.0}", "grpo.learning_rate=1e-2",
-                           "train.lr_scheduler=constant"), tmp_path / "run")
+    train_grpo(
+        grpo_recipe(
+            recipe_for,
+            "train.max_steps=40",
+            "train.save_steps=40",
+            "train.eval_steps=40",
+            "grpo.rewards={reward_fixtures:digit_share: 1.0}",
+            "grpo.learning_rate=1e-2",
+            "train.lr_scheduler=constant",
+        ),
+        tmp_path / "run",
+    )
     rewards = [r["reward"] for r in records(tmp_path / "run")]
     assert len(rewards) == 40
     first, last = sum(rewards[:10]) / 10, sum(rewards[-10:]) / 10
@@ -55,22 +82,33 @@ def test_mean_reward_rises(recipe_for, tmp_path):
 
 def test_alerts_fire_on_crafted_logs():
     thresholds = RLAlertConfig(window=3)
-    healthy = {"entropy": 1.2, "frac_reward_zero_std": 0.1, "completions/clipped_ratio": 0.0,
-               "rewards/format/mean": 0.5, "rewards/accuracy/mean": 0.5}
+    healthy = {
+        "entropy": 1.2,
+        "frac_reward_zero_std": 0.1,
+        "completions/clipped_ratio": 0.0,
+        "rewards/format/mean": 0.5,
+        "rewards/accuracy/mean": 0.5,
+    }
     assert check_alerts([healthy], thresholds) == []
     assert check_alerts([{**healthy, "entropy": 0.01}], thresholds) == ["entropy_collapse"]
     assert check_alerts([{**healthy, "frac_reward_zero_std": 0.75}], thresholds) == ["zero_variance"]
     assert check_alerts([{**healthy, "completions/clipped_ratio": 0.5}], thresholds) == ["truncation"]
-    hacking = [{**healthy, "rewards/format/mean": f, "rewards/accuracy/mean": 0.1}
-               for f in (0.1, 0.1, 0.2, 0.6, 0.7, 0.8)]
+    hacking = [
+        {**healthy, "rewards/format/mean": f, "rewards/accuracy/mean": 0.1}
+        for f in (0.1, 0.1, 0.2, 0.6, 0.7, 0.8)
+    ]
     assert check_alerts(hacking, thresholds) == ["reward_hacking"]
     learning = [{**h, "rewards/accuracy/mean": a} for h, a in zip(hacking, (0.1, 0.1, 0.2, 0.4, 0.5, 0.6))]
     assert check_alerts(learning, thresholds) == []
 
 
 def test_alerts_reach_the_metrics_file(recipe_for, tmp_path):
-    train_grpo(grpo_recipe(recipe_for, "train.max_steps=2", "grpo.alerts.max_truncation=0.0",
-                           "grpo.max_completion_length=8"), tmp_path / "run")
+    train_grpo(
+        grpo_recipe(
+            recipe_for, "train.max_steps=2", "grpo.alerts.max_truncation=0.0", "grpo.max_completion_length=8"
+        ),
+        tmp_path / "run",
+    )
     assert all(r.get("alert/truncation") == 1.0 for r in records(tmp_path / "run"))
 
 

@@ -10,15 +10,39 @@ import pytest
 
 @pytest.mark.slow
 def test_grpo_with_two_processes(recipe_for, tmp_path):
-    recipe = recipe_for("train.per_device_batch_size=4", "grpo.num_generations=4", "grpo.max_completion_length=16",
-                        "train.max_steps=3", "train.save_steps=3", "train.eval_steps=3",
-                        "grpo.rewards={accuracy: 1.0, tag_count: 0.5}")
+    recipe = recipe_for(
+        "train.per_device_batch_size=4",
+        "grpo.num_generations=4",
+        "grpo.max_completion_length=16",
+        "train.max_steps=3",
+        "train.save_steps=3",
+        "train.eval_steps=3",
+        "grpo.rewards={accuracy: 1.0, tag_count: 0.5}",
+    )
     recipe_path = tmp_path / "recipe.yaml"
     recipe_path.write_text(recipe.to_yaml())
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                           "-m", "r1kit", "train", "grpo", str(recipe_path), "--out", str(tmp_path / "run")],
-                          capture_output=True, text=True, env=env, timeout=600)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            "-m",
+            "r1kit",
+            "train",
+            "grpo",
+            str(recipe_path),
+            "--out",
+            str(tmp_path / "run"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     train = [r for r in rows if r["split"] == "train" and "reward" in r]

@@ -18,11 +18,22 @@ def scrape(port: int) -> dict[str, float]:
 
 def test_metrics_endpoint_while_training(recipe_for, tmp_path):
     recipe_path = tmp_path / "recipe.yaml"
-    recipe_path.write_text(recipe_for("train.max_steps=100000", "train.save_steps=50000", "train.eval_steps=50000",
-                                      "train.metrics_port=0", "train.peak_tflops=1.0").to_yaml())
+    recipe_path.write_text(
+        recipe_for(
+            "train.max_steps=100000",
+            "train.save_steps=50000",
+            "train.eval_steps=50000",
+            "train.metrics_port=0",
+            "train.peak_tflops=1.0",
+        ).to_yaml()
+    )
     run_dir = tmp_path / "run"
-    process = subprocess.Popen([sys.executable, "-m", "r1kit", "train", "sft", str(recipe_path), "--out",
-                                str(run_dir)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "r1kit", "train", "sft", str(recipe_path), "--out", str(run_dir)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline, samples = time.time() + 180, {}
         while time.time() < deadline:
@@ -31,7 +42,10 @@ def test_metrics_endpoint_while_training(recipe_for, tmp_path):
             if metrics_file.exists() and metrics_file.read_text().count('"split": "train"') >= 3:
                 port = json.loads(metrics_file.read_text().splitlines()[0])["metrics_port"]
                 samples = scrape(port)
-                if samples.get("r1kit_train_step", 0) >= 3 and samples.get("r1kit_train_samples_per_second", 0) > 0:
+                if (
+                    samples.get("r1kit_train_step", 0) >= 3
+                    and samples.get("r1kit_train_samples_per_second", 0) > 0
+                ):
                     break
             time.sleep(0.3)
         assert samples["r1kit_train_step"] >= 3

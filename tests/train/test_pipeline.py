@@ -7,15 +7,18 @@ import pytest
 from r1kit.errors import UserError
 from r1kit.pipeline import run_pipeline
 
-GRPO = ("{stage: grpo, set: [train.per_device_batch_size=8, grpo.num_generations=4, grpo.max_completion_length=16,"
-        " train.max_steps=2, train.save_steps=2, train.eval_steps=2]}")
+GRPO = (
+    "{stage: grpo, set: [train.per_device_batch_size=8, grpo.num_generations=4, grpo.max_completion_length=16,"
+    " train.max_steps=2, train.save_steps=2, train.eval_steps=2]}"
+)
 
 
 def test_sft_then_grpo_then_a_rerun_skips_both(recipe_for, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    recipe = recipe_for("train.max_steps=4", "train.save_steps=2", "train.eval_steps=2",
-                        f"pipeline.stages=[sft, {GRPO}]")
+    recipe = recipe_for(
+        "train.max_steps=4", "train.save_steps=2", "train.eval_steps=2", f"pipeline.stages=[sft, {GRPO}]"
+    )
     records = run_pipeline(recipe, tmp_path / "run")
     assert [r["stage"] for r in records] == ["sft", "grpo"] and not any(r["skipped"] for r in records)
     sft_dir, grpo_dir = tmp_path / "run" / "01-sft", tmp_path / "run" / "02-grpo"
@@ -29,8 +32,9 @@ def test_sft_then_grpo_then_a_rerun_skips_both(recipe_for, tmp_path):
     assert all(r["skipped"] for r in again) and again[1]["model"] == records[1]["model"]
     assert (grpo_dir / "final" / "model.safetensors").stat().st_mtime_ns == before
 
-    changed = recipe_for("train.max_steps=6", "train.save_steps=2", "train.eval_steps=2",
-                         f"pipeline.stages=[sft, {GRPO}]")
+    changed = recipe_for(
+        "train.max_steps=6", "train.save_steps=2", "train.eval_steps=2", f"pipeline.stages=[sft, {GRPO}]"
+    )
     with pytest.raises(UserError, match="different recipe"):
         run_pipeline(changed, tmp_path / "run")
     assert json.loads((sft_dir / "stage.json").read_text())["stage"] == "sft"
@@ -47,9 +51,14 @@ def test_an_interrupted_training_stage_resumes(recipe_for, tmp_path):
     stage_dir = tmp_path / "run" / "01-sft"
     train_sft(recipe_for("train.max_steps=2", "train.save_steps=2", "train.eval_steps=2"), stage_dir)
     (stage_dir / "final").rename(stage_dir / "interrupted-final")  # as if killed after its checkpoint
-    records = run_pipeline(recipe_for("train.max_steps=4", "train.save_steps=2", "train.eval_steps=2",
-                                      "pipeline.stages=[sft]"), tmp_path / "run")
-    steps = [json.loads(line)["step"] for line in (stage_dir / "metrics.jsonl").read_text().splitlines()
-             if json.loads(line)["split"] == "train" and "loss" in json.loads(line)]
+    records = run_pipeline(
+        recipe_for("train.max_steps=4", "train.save_steps=2", "train.eval_steps=2", "pipeline.stages=[sft]"),
+        tmp_path / "run",
+    )
+    steps = [
+        json.loads(line)["step"]
+        for line in (stage_dir / "metrics.jsonl").read_text().splitlines()
+        if json.loads(line)["split"] == "train" and "loss" in json.loads(line)
+    ]
     assert steps == [1, 2, 3, 4]  # steps 1-2 from the first run, 3-4 resumed, none repeated
     assert records[0]["model"] == str(stage_dir / "final")

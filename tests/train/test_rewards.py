@@ -28,14 +28,24 @@ def test_accuracy_checks_the_final_answer():
 def test_accuracy_never_pays_for_an_unparseable_gold():
     logged = {}
     with pytest.warns(UserWarning, match="could not be parsed"):
-        scores = rewards.accuracy(None, ["\\boxed{}", "anything"], ["\\frac{", "???"],
-                                  log_metric=lambda name, value: logged.update({name: value}))
+        scores = rewards.accuracy(
+            None,
+            ["\\boxed{}", "anything"],
+            ["\\frac{", "???"],
+            log_metric=lambda name, value: logged.update({name: value}),
+        )
     assert scores == [0.0, 0.0] and logged == {"rewards/unparseable_golds": 2.0}
 
 
 def test_format():
     assert rewards.format(None, [GOOD, chat(GSM8K_STYLE), NO_THINK, UNCLOSED, TWO_BLOCKS, EMPTY_ANSWER]) == [
-        1.0, 1.0, 0.0, 0.0, 0.0, 0.0]
+        1.0,
+        1.0,
+        0.0,
+        0.0,
+        0.0,
+        0.0,
+    ]
 
 
 def test_tag_count_gives_partial_credit():

@@ -25,7 +25,9 @@ def test_loss_decreases_and_the_run_folder_is_complete(recipe_for, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     run_dir = tmp_path / "run"
-    result = train_sft(recipe_for("train.max_steps=30", "train.eval_steps=10", "train.save_steps=10"), run_dir)
+    result = train_sft(
+        recipe_for("train.max_steps=30", "train.eval_steps=10", "train.save_steps=10"), run_dir
+    )
     assert result.global_step == 30 and result.stopped_by is None
 
     train = records(run_dir, "train")
@@ -61,8 +63,16 @@ def test_loss_decreases_and_the_run_folder_is_complete(recipe_for, tmp_path):
 
 def test_top_k_retention_keeps_k_plus_one(recipe_for, tmp_path):
     run_dir = tmp_path / "run"
-    train_sft(recipe_for("train.max_steps=24", "train.eval_steps=4", "train.save_steps=4", "train.keep_best=2",
-                         "train.early_stopping_patience=null"), run_dir)
+    train_sft(
+        recipe_for(
+            "train.max_steps=24",
+            "train.eval_steps=4",
+            "train.save_steps=4",
+            "train.keep_best=2",
+            "train.early_stopping_patience=null",
+        ),
+        run_dir,
+    )
     kept = {int(p.name): p for p in (run_dir / "checkpoints").iterdir() if p.name.isdigit()}
     assert len(kept) == 3
     assert 24 in kept
@@ -73,9 +83,17 @@ def test_top_k_retention_keeps_k_plus_one(recipe_for, tmp_path):
 
 def test_early_stopping_on_a_plateau(recipe_for, tmp_path):
     run_dir = tmp_path / "run"
-    result = train_sft(recipe_for("train.learning_rate=1e-9", "train.max_steps=60", "train.eval_steps=2",
-                                  "train.save_steps=2", "train.early_stopping_patience=2",
-                                  "train.early_stopping_min_delta=0.01"), run_dir)
+    result = train_sft(
+        recipe_for(
+            "train.learning_rate=1e-9",
+            "train.max_steps=60",
+            "train.eval_steps=2",
+            "train.save_steps=2",
+            "train.early_stopping_patience=2",
+            "train.early_stopping_min_delta=0.01",
+        ),
+        run_dir,
+    )
     # Evaluations at 2, 4, 6: the first sets the best, the next two do not improve on it by 0.01.
     assert result.global_step == 6
     assert [r["step"] for r in records(run_dir, "eval")] == [2, 4, 6]
@@ -86,8 +104,16 @@ def test_lora_adapter_trains_and_loads_in_peft(recipe_for, tmp_path):
     from transformers import AutoModelForCausalLM
 
     run_dir = tmp_path / "run"
-    result = train_sft(recipe_for("train.method=lora", "train.lora.r=4", "train.max_steps=6",
-                                  "train.learning_rate=1e-2", "train.save_merged=true"), run_dir)
+    result = train_sft(
+        recipe_for(
+            "train.method=lora",
+            "train.lora.r=4",
+            "train.max_steps=6",
+            "train.learning_rate=1e-2",
+            "train.save_merged=true",
+        ),
+        run_dir,
+    )
     adapter_dir = result.final_dir / "adapter"
     config = json.loads((adapter_dir / "adapter_config.json").read_text())
     assert config["base_model_name_or_path"] == str(run_dir / "base")  # a preset's base is saved with the run
@@ -125,7 +151,9 @@ main()
 
 def run_cli_subprocess(args, env=None, code=None):
     command = [sys.executable, "-c", code, *args] if code else [sys.executable, "-m", "r1kit", *args]
-    return subprocess.run(command, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=600)
+    return subprocess.run(
+        command, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=600
+    )
 
 
 def test_killed_and_resumed_run_matches_an_uninterrupted_one(recipe_for, tmp_path):
@@ -139,13 +167,18 @@ def test_killed_and_resumed_run_matches_an_uninterrupted_one(recipe_for, tmp_pat
     assert sorted(expected) == list(range(1, 13))
 
     interrupted = tmp_path / "interrupted"
-    done = run_cli_subprocess(["train", "sft", str(recipe_path), "--out", str(interrupted)],
-                              env={"KILL_AT_STEP": "6"}, code=KILL_AFTER_SAVE)
+    done = run_cli_subprocess(
+        ["train", "sft", str(recipe_path), "--out", str(interrupted)],
+        env={"KILL_AT_STEP": "6"},
+        code=KILL_AFTER_SAVE,
+    )
     assert done.returncode == -signal.SIGKILL
     assert sorted(p.name for p in (interrupted / "checkpoints").iterdir() if p.name.isdigit()) == ["6"]
     assert not (interrupted / "final").exists()
 
-    done = run_cli_subprocess(["train", "sft", str(recipe_path), "--out", str(interrupted), "--resume", "auto"])
+    done = run_cli_subprocess(
+        ["train", "sft", str(recipe_path), "--out", str(interrupted), "--resume", "auto"]
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     got = {r["step"]: r["loss"] for r in records(interrupted, "train")}  # steps 1-6, then 7-12 after resuming
     assert sorted(got) == list(range(1, 13))
@@ -156,14 +189,20 @@ def test_killed_and_resumed_run_matches_an_uninterrupted_one(recipe_for, tmp_pat
 
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly(recipe_for, tmp_path):
     recipe_path = tmp_path / "recipe.yaml"
-    recipe_path.write_text(recipe_for("train.max_steps=100000", "train.save_steps=50000",
-                                      "train.eval_steps=50000").to_yaml())
+    recipe_path.write_text(
+        recipe_for("train.max_steps=100000", "train.save_steps=50000", "train.eval_steps=50000").to_yaml()
+    )
     run_dir = tmp_path / "run"
-    process = subprocess.Popen([sys.executable, "-m", "r1kit", "train", "sft", str(recipe_path), "--out",
-                                str(run_dir)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "r1kit", "train", "sft", str(recipe_path), "--out", str(run_dir)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 120
-    while (time.time() < deadline and not (run_dir / "metrics.jsonl").exists()) or \
-            len(records(run_dir, "train")) < 3:
+    while (time.time() < deadline and not (run_dir / "metrics.jsonl").exists()) or len(
+        records(run_dir, "train")
+    ) < 3:
         time.sleep(0.2)
         assert process.poll() is None, process.communicate()
     process.send_signal(signal.SIGTERM)
@@ -191,25 +230,36 @@ def test_qlora_on_cpu(recipe_for, tmp_path):
     from transformers import AutoModelForCausalLM
 
     run_dir = tmp_path / "run"
-    result = train_sft(recipe_for("train.method=qlora", "train.lora.r=4", "train.max_steps=4",
-                                  "train.learning_rate=1e-2"), run_dir)
+    result = train_sft(
+        recipe_for("train.method=qlora", "train.lora.r=4", "train.max_steps=4", "train.learning_rate=1e-2"),
+        run_dir,
+    )
     adapter = load_file(result.final_dir / "adapter" / "adapter_model.safetensors")
     assert any("lora_B" in name and tensor.abs().sum() > 0 for name, tensor in adapter.items())
-    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(run_dir / "base"),
-                                      result.final_dir / "adapter")
+    model = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(run_dir / "base"), result.final_dir / "adapter"
+    )
     assert torch.isfinite(model(torch.tensor([[1, 2, 3]])).logits).all()
 
 
 def test_curriculum_raises_the_sequence_length_by_stages(recipe_for, tmp_path):
     run_dir = tmp_path / "run"
-    result = train_sft(recipe_for("train.curriculum=[{max_seq_length: 64, until_step: 6}]",
-                                  "train.max_seq_length=256", "train.max_steps=12", "train.warmup_ratio=0"), run_dir)
+    result = train_sft(
+        recipe_for(
+            "train.curriculum=[{max_seq_length: 64, until_step: 6}]",
+            "train.max_seq_length=256",
+            "train.max_steps=12",
+            "train.warmup_ratio=0",
+        ),
+        run_dir,
+    )
     assert result.global_step == 12
     assert [r["max_seq_length"] for r in records(run_dir, "run")] == [64, 256]
     train = records(run_dir, "train")
     assert [r["step"] for r in train] == list(range(1, 13))
     tokens = [train[0]["num_input_tokens_seen"]] + [
-        b["num_input_tokens_seen"] - a["num_input_tokens_seen"] for a, b in zip(train, train[1:])]
+        b["num_input_tokens_seen"] - a["num_input_tokens_seen"] for a, b in zip(train, train[1:])
+    ]
     assert max(tokens[:6]) <= 64 < max(tokens[6:]) <= 256  # one packed row per step
     rates = [r["learning_rate"] for r in train]
     assert rates == sorted(rates, reverse=True)  # one cosine schedule over both stages, no restart
@@ -221,8 +271,14 @@ def test_curriculum_needs_rising_stages_below_max_steps():
     with pytest.raises(UserError, match="curriculum needs max_steps"):
         load_recipe(None, ["train.curriculum=[{max_seq_length: 64, until_step: 10}]"])
     with pytest.raises(UserError, match="curriculum needs max_steps"):
-        load_recipe(None, ["train.max_steps=20", "train.curriculum=[{max_seq_length: 64, until_step: 10}, "
-                                                 "{max_seq_length: 128, until_step: 5}]"])
+        load_recipe(
+            None,
+            [
+                "train.max_steps=20",
+                "train.curriculum=[{max_seq_length: 64, until_step: 10}, "
+                "{max_seq_length: 128, until_step: 5}]",
+            ],
+        )
 
 
 def test_out_of_memory_ends_with_advice(recipe_for, tmp_path, monkeypatch):
@@ -232,7 +288,9 @@ def test_out_of_memory_ends_with_advice(recipe_for, tmp_path, monkeypatch):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
     monkeypatch.setattr(trl.SFTTrainer, "train", out_of_memory)
-    with pytest.raises(UserError, match="out of memory. Try, in order: a smaller train.per_device_batch_size"):
+    with pytest.raises(
+        UserError, match="out of memory. Try, in order: a smaller train.per_device_batch_size"
+    ):
         train_sft(recipe_for(), tmp_path / "run")
 
 
@@ -253,9 +311,18 @@ def test_pretrain_trains_on_every_token(recipe_for, tmp_path):
 
 def test_accuracy_at_each_validation_drives_the_best_checkpoint(recipe_for, tmp_path):
     run_dir = tmp_path / "run"
-    train_sft(recipe_for("train.max_steps=12", "eval.during_training=true", "eval.during_training_problems=6",
-                         "eval.max_new_tokens=24", "train.metric_for_best_model=eval_accuracy", "train.keep_best=1",
-                         "train.final_model=best"), run_dir)
+    train_sft(
+        recipe_for(
+            "train.max_steps=12",
+            "eval.during_training=true",
+            "eval.during_training_problems=6",
+            "eval.max_new_tokens=24",
+            "train.metric_for_best_model=eval_accuracy",
+            "train.keep_best=1",
+            "train.final_model=best",
+        ),
+        run_dir,
+    )
     evals = records(run_dir, "eval")
     assert [r["step"] for r in evals] == [6, 12]
     assert all(0.0 <= r["accuracy"] <= 1.0 for r in evals)

@@ -46,8 +46,15 @@ class CleanResult:
 
 def _map(ds, fn, *, num_proc: int, desc: str, with_indices: bool = False, **fn_kwargs):
     """A batched map; in worker processes once there is enough work to pay for starting them."""
-    return ds.map(fn, batched=True, batch_size=1000, num_proc=num_proc if len(ds) >= 4000 else None,
-                  with_indices=with_indices, fn_kwargs=fn_kwargs, desc=desc)
+    return ds.map(
+        fn,
+        batched=True,
+        batch_size=1000,
+        num_proc=num_proc if len(ds) >= 4000 else None,
+        with_indices=with_indices,
+        fn_kwargs=fn_kwargs,
+        desc=desc,
+    )
 
 
 def prepare_batch(batch, *, cfg: DataConfig, hashing: dict | None):
@@ -73,8 +80,11 @@ class Duplicates:
     @classmethod
     def from_found(cls, found: dict[int, tuple[int, float]]) -> Duplicates:
         rows = np.array(sorted(found), dtype=np.int64)
-        return cls(rows, np.array([found[r][0] for r in rows], dtype=np.int64),
-                   np.array([found[r][1] for r in rows], dtype=np.float32))
+        return cls(
+            rows,
+            np.array([found[r][0] for r in rows], dtype=np.int64),
+            np.array([found[r][1] for r in rows], dtype=np.float32),
+        )
 
     def position(self, index: int) -> int | None:
         pos = int(np.searchsorted(self.rows, index))
@@ -148,7 +158,9 @@ def find_duplicates(ds, cfg: DataConfig) -> Duplicates:
         bands, _ = dedup.lsh_params(cfg.near_dedup.threshold, cfg.near_dedup.num_perm)
         candidates: dict[int, set[int]] = {}
         for b in range(bands):
-            for row, original in zip(*(a.tolist() for a in dedup.first_of_equal(_column(ds, f"band_{b}"), alive))):
+            for row, original in zip(
+                *(a.tolist() for a in dedup.first_of_equal(_column(ds, f"band_{b}"), alive))
+            ):
                 candidates.setdefault(row, set()).add(original)
         rows = sorted(candidates)
         for start in range(0, len(rows), 20_000):  # signatures of a bounded number of rows at a time
@@ -235,14 +247,24 @@ def clean(inputs: list[str | Path], out_dir: str | Path, cfg: DataConfig, *, see
         rows_per_file: Counter = Counter()
 
         def generate(paths):
-            for row in ingest([Path(p) for p in paths], fields=cfg.fields, text_split=cfg.text_split,
-                              strict=cfg.strict, max_records=cfg.max_records):
+            for row in ingest(
+                [Path(p) for p in paths],
+                fields=cfg.fields,
+                text_split=cfg.text_split,
+                strict=cfg.strict,
+                max_records=cfg.max_records,
+            ):
                 rows_per_file[row["source"].rsplit(":", 1)[0]] += 1
                 yield row
 
         try:
-            ds = Dataset.from_generator(generate, gen_kwargs={"paths": [str(f) for f in files]},
-                                        features=features(), cache_dir=tmp, keep_in_memory=False)
+            ds = Dataset.from_generator(
+                generate,
+                gen_kwargs={"paths": [str(f) for f in files]},
+                features=features(),
+                cache_dir=tmp,
+                keep_in_memory=False,
+            )
         except DatasetGenerationError as exc:  # datasets wraps what the generator raised
             if isinstance(exc.__cause__, UserError):
                 raise exc.__cause__ from None
@@ -251,19 +273,33 @@ def clean(inputs: list[str | Path], out_dir: str | Path, cfg: DataConfig, *, see
         hashing = None
         if cfg.exact_dedup or cfg.near_dedup.enabled:
             bands, rows_per_band = dedup.lsh_params(cfg.near_dedup.threshold, cfg.near_dedup.num_perm)
-            hashing = dict(near=cfg.near_dedup.enabled, num_perm=cfg.near_dedup.num_perm,
-                           shingle_size=cfg.near_dedup.shingle_size, bands=bands, rows_per_band=rows_per_band)
+            hashing = dict(
+                near=cfg.near_dedup.enabled,
+                num_perm=cfg.near_dedup.num_perm,
+                shingle_size=cfg.near_dedup.shingle_size,
+                bands=bands,
+                rows_per_band=rows_per_band,
+            )
         ds = _map(ds, prepare_batch, num_proc=num_proc, desc="prepare", cfg=cfg, hashing=hashing)
         t = timed("normalise_html_length_hash", t)
         duplicates = NO_DUPLICATES
         if hashing is not None:
             duplicates = find_duplicates(ds, cfg)
-            ds = ds.remove_columns([c for c in ds.column_names if c in ("exact_hash", "signature")
-                                    or c.startswith("band_")])
+            ds = ds.remove_columns(
+                [c for c in ds.column_names if c in ("exact_hash", "signature") or c.startswith("band_")]
+            )
             t = timed("dedup", t)
         eval_ngrams = _eval_ngrams(cfg) if cfg.decontam.enabled else None
-        ds = _map(ds, filter_batch, num_proc=num_proc, desc="filter", with_indices=True, cfg=cfg,
-                  duplicates=duplicates, eval_ngrams=eval_ngrams)
+        ds = _map(
+            ds,
+            filter_batch,
+            num_proc=num_proc,
+            desc="filter",
+            with_indices=True,
+            cfg=cfg,
+            duplicates=duplicates,
+            eval_ngrams=eval_ngrams,
+        )
         t = timed("quality_toxicity_decontam", t)
 
         if cfg.semantic.enabled:
@@ -281,8 +317,15 @@ def clean(inputs: list[str | Path], out_dir: str | Path, cfg: DataConfig, *, see
     for path in empty_files:
         warnings.append(f"{path} holds no records (empty file)")
     seconds = time.perf_counter() - start
-    report = write_report(out_dir, counts, files=[str(f) for f in files], cfg=cfg, warnings=warnings,
-                          timings=timings, seconds=seconds)
+    report = write_report(
+        out_dir,
+        counts,
+        files=[str(f) for f in files],
+        cfg=cfg,
+        warnings=warnings,
+        timings=timings,
+        seconds=seconds,
+    )
     return CleanResult(out_dir, report, warnings)
 
 
@@ -291,8 +334,10 @@ def _semantic(ds, cfg: DataConfig):
 
     model_dir = find_model_dir(cfg.semantic.model_dir)
     if model_dir is None:
-        message = ("semantic stage skipped: no sentence-embedding model found "
-                   "(pip install 'r1kit[embed]' or set data.semantic.model_dir)")
+        message = (
+            "semantic stage skipped: no sentence-embedding model found "
+            "(pip install 'r1kit[embed]' or set data.semantic.model_dir)"
+        )
         print0(f"[yellow]warning:[/yellow] {message}")
         return ds, message
     embedder = Embedder(model_dir)
@@ -333,9 +378,13 @@ def _eval_ngrams(cfg: DataConfig) -> set[str]:
 def _write_outputs(ds, out_dir: Path, cfg: DataConfig, seed: int, duplicates: Duplicates) -> dict:
     """Kept rows → train/ and validation/ Parquet shards; rejected rows → rejected.jsonl. Returns counts."""
     originals = np.unique(duplicates.originals).tolist()
-    source_of = dict(zip(originals, _take(ds.data.column("source"), originals).to_pylist())) if originals else {}
+    source_of = (
+        dict(zip(originals, _take(ds.data.column("source"), originals).to_pylist())) if originals else {}
+    )
     schema = _output_schema()
-    writers = {split: _ShardWriter(out_dir / split, cfg.shard_size, schema) for split in ("train", "validation")}
+    writers = {
+        split: _ShardWriter(out_dir / split, cfg.shard_size, schema) for split in ("train", "validation")
+    }
     rejected: Counter = Counter()
     by_stage: Counter = Counter()
     levels: Counter = Counter()
@@ -357,8 +406,12 @@ def _write_outputs(ds, out_dir: Path, cfg: DataConfig, seed: int, duplicates: Du
                     row["reject_detail"] = duplicates.detail(index, source_of)
                 rejected[row["reject_reason"]] += 1
                 by_stage[row["reject_stage"]] += 1
-                entry = {"source": row["source"], "stage": row["reject_stage"], "reason": row["reject_reason"],
-                         "detail": row["reject_detail"]}
+                entry = {
+                    "source": row["source"],
+                    "stage": row["reject_stage"],
+                    "reason": row["reject_reason"],
+                    "detail": row["reject_detail"],
+                }
                 if row["raw"] is not None:
                     entry["raw"] = row["raw"]
                 else:

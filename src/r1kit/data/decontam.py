@@ -42,5 +42,7 @@ def load_eval_ngrams(paths: list[Path], n: int) -> set[str]:
 def check_contamination(row: dict, ngrams: set[str], n: int) -> dict:
     shared = _ngrams(full_text(row), n) & ngrams
     if shared:
-        return reject(row, "decontam", "eval_overlap", f"{len(shared)} {n}-grams shared with an evaluation set")
+        return reject(
+            row, "decontam", "eval_overlap", f"{len(shared)} {n}-grams shared with an evaluation set"
+        )
     return row

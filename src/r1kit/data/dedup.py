@@ -84,8 +84,9 @@ def band_hashes(sig: np.ndarray, bands: int, rows: int) -> list[int]:
     return [hash63(sig[b * rows : (b + 1) * rows].tobytes()) for b in range(bands)]
 
 
-def hash_rows(rows: list[dict], *, near: bool, num_perm: int, shingle_size: int, bands: int,
-              rows_per_band: int) -> dict[str, list]:
+def hash_rows(
+    rows: list[dict], *, near: bool, num_perm: int, shingle_size: int, bands: int, rows_per_band: int
+) -> dict[str, list]:
     """Hash columns for `rows`: `exact_hash`, and with `near` the `signature` and `band_<i>` columns.
     Rejected rows take no part in deduplication: they get zeros, keeping the columns aligned."""
     live = [i for i, row in enumerate(rows) if row["reject_reason"] is None]

@@ -26,9 +26,14 @@ class DomainProfile:
             if not path.is_file():
                 raise UserError(f"data.domain.documents: file not found: {path}")
             texts.append(path.read_text(encoding="utf-8", errors="replace"))
-        self.vectorizer = TfidfVectorizer(tokenizer=_terms, token_pattern=None, lowercase=False,
-                                          stop_words=sorted(ENGLISH_STOP_WORDS), ngram_range=(1, 2),
-                                          sublinear_tf=True)
+        self.vectorizer = TfidfVectorizer(
+            tokenizer=_terms,
+            token_pattern=None,
+            lowercase=False,
+            stop_words=sorted(ENGLISH_STOP_WORDS),
+            ngram_range=(1, 2),
+            sublinear_tf=True,
+        )
         matrix = self.vectorizer.fit_transform(texts)
         centroid = matrix.mean(axis=0).A1
         self.profile = centroid / (float((centroid**2).sum()) ** 0.5 or 1.0)

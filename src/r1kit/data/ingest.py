@@ -30,17 +30,49 @@ from r1kit.errors import UserError
 from r1kit.eval.answers import last_boxed
 from r1kit.serve.reasoning import split_reasoning
 
-FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".parquet": "parquet", ".csv": "csv",
-           ".txt": "text", ".md": "text"}
+FORMATS = {
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "json",
+    ".parquet": "parquet",
+    ".csv": "csv",
+    ".txt": "text",
+    ".md": "text",
+}
 REASONING_FIELDS = ("reasoning", "reasoning_content", "thinking")
-ROLE_NAMES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "model": "assistant",
-              "bot": "assistant", "system": "system"}
-EXPECTED_SHAPES = ("messages | conversations | instruction+output | input+output | prompt+completion "
-                   "| prompt+response | question+answer | problem+answer | problem+solution | text")
+ROLE_NAMES = {
+    "human": "user",
+    "user": "user",
+    "gpt": "assistant",
+    "assistant": "assistant",
+    "model": "assistant",
+    "bot": "assistant",
+    "system": "system",
+}
+EXPECTED_SHAPES = (
+    "messages | conversations | instruction+output | input+output | prompt+completion "
+    "| prompt+response | question+answer | problem+answer | problem+solution | text"
+)
 _GSM8K_CALC = re.compile(r"<<[^<>]*>>")
-SHAPE_FIELDS = frozenset({"messages", "conversations", "system", "instruction", "input", "output", "prompt",
-                          "completion", "response", "question", "problem", "answer", "solution", "text",
-                          *REASONING_FIELDS})
+SHAPE_FIELDS = frozenset(
+    {
+        "messages",
+        "conversations",
+        "system",
+        "instruction",
+        "input",
+        "output",
+        "prompt",
+        "completion",
+        "response",
+        "question",
+        "problem",
+        "answer",
+        "solution",
+        "text",
+        *REASONING_FIELDS,
+    }
+)
 
 
 class Malformed(Exception):
@@ -68,8 +100,13 @@ def split_gsm8k(answer: str) -> tuple[str, str] | None:
 def _text(value: Any, field: str) -> str:
     if value is None:
         raise Malformed("empty_field", f"field {field!r} is empty")
-    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False) if isinstance(
-        value, (dict, list)) else str(value)
+    text = (
+        value
+        if isinstance(value, str)
+        else json.dumps(value, ensure_ascii=False)
+        if isinstance(value, (dict, list))
+        else str(value)
+    )
     if not text.strip():
         raise Malformed("empty_field", f"field {field!r} is empty")
     return text
@@ -78,7 +115,9 @@ def _text(value: Any, field: str) -> str:
 def _assistant(content: str, reasoning: str | None) -> dict:
     """An assistant message; a `<think>` block inside the content becomes its reasoning."""
     if reasoning is None and ("<think>" in content or "</think>" in content):
-        reasoning, content = split_reasoning(content)  # an empty think block stays "" (answered without thinking)
+        reasoning, content = split_reasoning(
+            content
+        )  # an empty think block stays "" (answered without thinking)
     return message("assistant", content, reasoning)
 
 
@@ -99,10 +138,15 @@ def _chat_messages(items: Any, field: str) -> list[dict]:
         role_field, content_field = ("from", "value") if "from" in item else ("role", "content")
         role = ROLE_NAMES.get(str(item.get(role_field, "")).lower())
         if role is None:
-            raise Malformed("bad_messages", f"{field}[{i}] has unknown role {item.get(role_field)!r} "
-                                            f"(known: {', '.join(sorted(ROLE_NAMES))})")
+            raise Malformed(
+                "bad_messages",
+                f"{field}[{i}] has unknown role {item.get(role_field)!r} "
+                f"(known: {', '.join(sorted(ROLE_NAMES))})",
+            )
         content = _text(item.get(content_field), f"{field}[{i}].{content_field}")
-        messages.append(_assistant(content, _reasoning_of(item)) if role == "assistant" else message(role, content))
+        messages.append(
+            _assistant(content, _reasoning_of(item)) if role == "assistant" else message(role, content)
+        )
     if not any(m["role"] == "assistant" for m in messages):
         raise Malformed("bad_messages", f"field {field!r} has no assistant message")
     return messages
@@ -126,10 +170,18 @@ def convert(obj: Any, source: str) -> dict:
         if obj.get("input"):
             prompt += "\n\n" + _text(obj["input"], "input")
         return _pair(obj, source, prompt, _text(obj["output"], "output"))
-    for prompt_field, response_field in (("input", "output"), ("prompt", "completion"), ("prompt", "response")):
+    for prompt_field, response_field in (
+        ("input", "output"),
+        ("prompt", "completion"),
+        ("prompt", "response"),
+    ):
         if prompt_field in obj and response_field in obj:
-            return _pair(obj, source, _text(obj[prompt_field], prompt_field),
-                         _text(obj[response_field], response_field))
+            return _pair(
+                obj,
+                source,
+                _text(obj[prompt_field], prompt_field),
+                _text(obj[response_field], response_field),
+            )
     question_field = "problem" if "problem" in obj else "question" if "question" in obj else None
     if question_field and ("answer" in obj or "solution" in obj):
         return _problem(obj, source, _text(obj[question_field], question_field))
@@ -153,7 +205,9 @@ def _problem(obj: dict, source: str, question: str) -> dict:
     if gsm8k:  # GSM8K: the worked steps are the reasoning, the number after #### the answer.
         steps, gold = gsm8k
         assistant = message("assistant", gold, reasoning or steps)
-    elif solution:  # MATH: the solution is the response; the gold is `answer` or the solution's last \boxed{}.
+    elif (
+        solution
+    ):  # MATH: the solution is the response; the gold is `answer` or the solution's last \boxed{}.
         gold = answer or last_boxed(solution)
         if gold is None:
             raise Malformed("no_gold_answer", "no `answer` field and no \\boxed{} answer in `solution`")
@@ -172,7 +226,9 @@ def _decode(raw: bytes, source: str) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise Malformed("not_utf8", f"not UTF-8 text (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})") from None
+        raise Malformed(
+            "not_utf8", f"not UTF-8 text (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})"
+        ) from None
 
 
 def _jsonl(path: Path) -> Iterator[tuple[str, Any, str | None]]:
@@ -187,7 +243,9 @@ def _jsonl(path: Path) -> Iterator[tuple[str, Any, str | None]]:
                 try:
                     yield source, json.loads(text), None
                 except json.JSONDecodeError as exc:
-                    raise Malformed("malformed_json", f"not valid JSON: {exc.msg}, column {exc.colno}") from None
+                    raise Malformed(
+                        "malformed_json", f"not valid JSON: {exc.msg}, column {exc.colno}"
+                    ) from None
             except Malformed as exc:
                 yield source, exc, raw.decode("utf-8", errors="replace").rstrip("\n")
 
@@ -200,14 +258,25 @@ def _json(path: Path) -> Iterator[tuple[str, Any, str | None]]:
         yield str(path), exc, None
         return
     except json.JSONDecodeError as exc:
-        yield f"{path}:{exc.lineno}", Malformed("malformed_json", f"not valid JSON: {exc.msg}, column {exc.colno}"), None
+        yield (
+            f"{path}:{exc.lineno}",
+            Malformed("malformed_json", f"not valid JSON: {exc.msg}, column {exc.colno}"),
+            None,
+        )
         return
     if isinstance(data, dict):
         lists = [k for k, v in data.items() if isinstance(v, list)]
         key = "data" if "data" in lists else lists[0] if len(lists) == 1 else None
         if key is None:
-            yield str(path), Malformed("unrecognised_shape", "a JSON object must hold its records as a list under "
-                                       f"`data`; found keys: {', '.join(data) or 'none'}"), None
+            yield (
+                str(path),
+                Malformed(
+                    "unrecognised_shape",
+                    "a JSON object must hold its records as a list under "
+                    f"`data`; found keys: {', '.join(data) or 'none'}",
+                ),
+                None,
+            )
             return
         data = data[key]
     elif not isinstance(data, list):
@@ -228,11 +297,16 @@ def _csv(path: Path) -> Iterator[tuple[str, Any, str | None]]:
             for row in reader:
                 source = f"{path}:{reader.line_num}"
                 fields = {k: v for k, v in row.items() if k is not None}
-                bad = next((k for k, v in fields.items() if isinstance(v, str) and _SURROGATE.search(v)), None)
+                bad = next(
+                    (k for k, v in fields.items() if isinstance(v, str) and _SURROGATE.search(v)), None
+                )
                 if bad is not None:
                     raw = ",".join(v for v in fields.values() if isinstance(v, str))
-                    yield source, Malformed("not_utf8", f"field {bad!r} is not UTF-8"), raw.encode(
-                        "utf-8", "surrogateescape").decode("utf-8", "replace")
+                    yield (
+                        source,
+                        Malformed("not_utf8", f"field {bad!r} is not UTF-8"),
+                        raw.encode("utf-8", "surrogateescape").decode("utf-8", "replace"),
+                    )
                 else:
                     yield source, fields, None
     except csv.Error as exc:

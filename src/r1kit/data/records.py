@@ -56,7 +56,9 @@ def new_record(source: str, kind: str, *, messages=(), answer=None, text=None) -
     }
 
 
-def rejected_record(source: str, stage: str, reason: str, detail: str, raw: str | None = None) -> dict[str, Any]:
+def rejected_record(
+    source: str, stage: str, reason: str, detail: str, raw: str | None = None
+) -> dict[str, Any]:
     """A row for an input that could not become a record (malformed line, unknown shape)."""
     row = new_record(source, "text")
     row.update(reject_stage=stage, reject_reason=reason, reject_detail=detail, raw=raw)

@@ -8,8 +8,16 @@ from pathlib import Path
 from r1kit.config import DataConfig
 
 
-def write_report(out_dir: Path, counts: dict, *, files: list[str], cfg: DataConfig, warnings: list[str],
-                 timings: dict[str, float], seconds: float) -> dict:
+def write_report(
+    out_dir: Path,
+    counts: dict,
+    *,
+    files: list[str],
+    cfg: DataConfig,
+    warnings: list[str],
+    timings: dict[str, float],
+    seconds: float,
+) -> dict:
     assert counts["input_records"] == counts["kept"] + sum(counts["rejected"].values())
     report = {
         "input_files": files,
@@ -20,7 +28,9 @@ def write_report(out_dir: Path, counts: dict, *, files: list[str], cfg: DataConf
         "stage_seconds": timings,
         "config": cfg.model_dump(mode="json"),
     }
-    (out_dir / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    (out_dir / "report.json").write_text(
+        json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
     (out_dir / "report.md").write_text(_markdown(report), encoding="utf-8")
     return report
 
@@ -52,5 +62,9 @@ def _markdown(report: dict) -> str:
         lines += [f"| {level} | {count} |" for level, count in report["quality_levels"].items()]
     if report["warnings"]:
         lines += ["", "## Warnings", ""] + [f"- {w}" for w in report["warnings"]]
-    lines += ["", "Every rejected record is in `rejected.jsonl` with its source, stage, reason and detail.", ""]
+    lines += [
+        "",
+        "Every rejected record is in `rejected.jsonl` with its source, stage, reason and detail.",
+        "",
+    ]
     return "\n".join(lines)

@@ -44,10 +44,12 @@ class Embedder:
         self.model = SentenceTransformer(str(model_dir), device="cpu")
 
     def similarities(self, pairs: list[tuple[str, str]], batch_size: int) -> list[float]:
-        questions = self.model.encode([q for q, _ in pairs], batch_size=batch_size, normalize_embeddings=True,
-                                      convert_to_numpy=True)
-        answers = self.model.encode([a for _, a in pairs], batch_size=batch_size, normalize_embeddings=True,
-                                    convert_to_numpy=True)
+        questions = self.model.encode(
+            [q for q, _ in pairs], batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True
+        )
+        answers = self.model.encode(
+            [a for _, a in pairs], batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True
+        )
         return [float(x) for x in (questions * answers).sum(axis=1)]
 
 
@@ -61,12 +63,19 @@ def response_text(row: dict) -> str | None:
 
 def check_consistency(rows: list[dict], embedder: Embedder, cfg) -> None:
     """Reject rows whose answer's embedding is too far from the question's (rows without a pair pass)."""
-    todo = [(row, prompt_and_response(row)[0], response_text(row)) for row in rows
-            if row["reject_reason"] is None and prompt_and_response(row) is not None]
+    todo = [
+        (row, prompt_and_response(row)[0], response_text(row))
+        for row in rows
+        if row["reject_reason"] is None and prompt_and_response(row) is not None
+    ]
     if not todo:
         return
     scores = embedder.similarities([(q, a) for _, q, a in todo], cfg.semantic.batch_size)
     for (row, _, _), similarity in zip(todo, scores):
         if similarity < cfg.semantic.min_similarity:
-            reject(row, "semantic", "off_topic_answer",
-                   f"question/answer cosine {similarity:.3f} < {cfg.semantic.min_similarity}")
+            reject(
+                row,
+                "semantic",
+                "off_topic_answer",
+                f"question/answer cosine {similarity:.3f} < {cfg.semantic.min_similarity}",
+            )

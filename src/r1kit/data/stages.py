@@ -91,8 +91,11 @@ def _blocklist(wordlists: tuple[str, ...], extra_words: tuple[str, ...]):
         path = shipped if shipped.is_file() else Path(name)
         if not path.is_file():
             raise UserError(f"toxicity word list {name!r}: no shipped list of that name and no such file")
-        entries += [line.strip() for line in path.read_text(encoding="utf-8").splitlines()
-                    if line.strip() and not line.startswith("#")]
+        entries += [
+            line.strip()
+            for line in path.read_text(encoding="utf-8").splitlines()
+            if line.strip() and not line.startswith("#")
+        ]
     cjk = frozenset(e for e in entries if quality._CJK_CHAR.search(e))
     spaced = [" ".join(_WORD_CHARS.findall(e.lower())) for e in entries if e not in cjk]
     return frozenset(w for w in spaced if " " not in w), frozenset(w for w in spaced if " " in w), cjk

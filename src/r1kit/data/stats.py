@@ -31,7 +31,9 @@ def _lengths(ds) -> np.ndarray:
     return pc.list_value_length(ds.with_format("arrow")["input_ids"]).to_numpy()
 
 
-def data_stats(data_dir: str | Path, tokenizer, *, max_seq_length: int, assistant_only_loss: bool = True) -> dict:
+def data_stats(
+    data_dir: str | Path, tokenizer, *, max_seq_length: int, assistant_only_loss: bool = True
+) -> dict:
     """Per split: example count, token-length percentiles and histogram, truncation at `max_seq_length`, and
     the packed row count and fill at that length."""
     report = {}
@@ -39,16 +41,20 @@ def data_stats(data_dir: str | Path, tokenizer, *, max_seq_length: int, assistan
         if not list((Path(data_dir) / split).glob("*.parquet")):
             continue
         ds = load_split(data_dir, split)
-        full, _ = tokenize_dataset(ds, tokenizer, max_seq_length=None, assistant_only_loss=assistant_only_loss)
+        full, _ = tokenize_dataset(
+            ds, tokenizer, max_seq_length=None, assistant_only_loss=assistant_only_loss
+        )
         lengths = _lengths(full)
-        fitted, stats = tokenize_dataset(ds, tokenizer, max_seq_length=max_seq_length,
-                                         assistant_only_loss=assistant_only_loss)
+        fitted, stats = tokenize_dataset(
+            ds, tokenizer, max_seq_length=max_seq_length, assistant_only_loss=assistant_only_loss
+        )
         packed = pack(fitted, max_seq_length)
         packed_tokens = int(_lengths(packed).sum())
         report[split] = {
             "examples": len(ds),
             "tokens": int(lengths.sum()),
-            "percentiles": {f"p{q}": int(np.percentile(lengths, q)) for q in (50, 90, 99)} | {"max": int(lengths.max())},
+            "percentiles": {f"p{q}": int(np.percentile(lengths, q)) for q in (50, 90, 99)}
+            | {"max": int(lengths.max())},
             "histogram": histogram(lengths),
             "at_max_seq_length": stats.to_dict(),
             "packed_rows": len(packed),

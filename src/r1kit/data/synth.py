@@ -75,7 +75,7 @@ def _partial_products(a: int, b: int) -> list[str]:
     for i, d in enumerate(reversed(digits)):
         part = a * int(d) * 10**i
         parts.append(part)
-        steps.append(f"{a} × {int(d) * 10 ** i} = {part}")
+        steps.append(f"{a} × {int(d) * 10**i} = {part}")
     if len(parts) > 1:
         steps.append(" + ".join(map(str, parts)) + f" = {sum(parts)}")
     return steps
@@ -90,9 +90,14 @@ def arithmetic_problem(rng: random.Random, level: Difficulty) -> dict:
         result, steps = a + b, _column_addition(a, b)
     elif op == "-":
         result = a - b
-        steps = _place_value_subtraction(a, b) if a >= b else [f"{b} > {a}, so the result is negative: "
-                                                               f"{a} - {b} = -({b} - {a})",
-                                                               *_place_value_subtraction(b, a)]
+        steps = (
+            _place_value_subtraction(a, b)
+            if a >= b
+            else [
+                f"{b} > {a}, so the result is negative: {a} - {b} = -({b} - {a})",
+                *_place_value_subtraction(b, a),
+            ]
+        )
     else:
         result, steps = a * b, _partial_products(a, b)
     symbol = {"+": "+", "-": "-", "*": "×"}[op]
@@ -100,7 +105,9 @@ def arithmetic_problem(rng: random.Random, level: Difficulty) -> dict:
     return {
         "question": question,
         "answer": str(result),
-        "reasoning": f"Compute {a} {symbol} {b} step by step.\n" + "\n".join(steps) + f"\nSo the result is {result}.",
+        "reasoning": f"Compute {a} {symbol} {b} step by step.\n"
+        + "\n".join(steps)
+        + f"\nSo the result is {result}.",
         "solution": f"{a} {symbol} {b} = \\boxed{{{result}}}",
         "task": "arithmetic",
     }
@@ -113,8 +120,10 @@ def addition_problem(rng: random.Random, level: Difficulty) -> dict:
     """Addition of two 2-4-digit numbers (by difficulty) with a compact column-by-column solution, short
     enough for a small model to learn to write and to sample quickly in RL."""
     low_digits, high_digits = ADDITION_DIGITS[level.name]
-    a, b = (rng.randint(10 ** (d - 1), 10**d - 1) for d in (rng.randint(low_digits, high_digits),
-                                                             rng.randint(low_digits, high_digits)))
+    a, b = (
+        rng.randint(10 ** (d - 1), 10**d - 1)
+        for d in (rng.randint(low_digits, high_digits), rng.randint(low_digits, high_digits))
+    )
     lines, carry = [], 0
     da, db = str(a)[::-1], str(b)[::-1]
     for i in range(max(len(da), len(db))):
@@ -167,11 +176,14 @@ def countdown_problem(rng: random.Random, level: Difficulty) -> dict:
     expression, target, steps = built
     listed = ", ".join(map(str, numbers))
     return {
-        "question": (f"Using the numbers [{listed}], create an equation that equals {int(target)}. You can use "
-                     "+, -, * and /, and each number at most once. Give the equation as your final answer."),
+        "question": (
+            f"Using the numbers [{listed}], create an equation that equals {int(target)}. You can use "
+            "+, -, * and /, and each number at most once. Give the equation as your final answer."
+        ),
         "answer": expression,
-        "reasoning": f"I need to reach {int(target)} from {listed}.\n" + "\n".join(steps)
-                     + f"\nThat gives {int(target)}: {expression}.",
+        "reasoning": f"I need to reach {int(target)} from {listed}.\n"
+        + "\n".join(steps)
+        + f"\nThat gives {int(target)}: {expression}.",
         "solution": f"\\boxed{{{expression}}}",
         "task": "countdown",
         "numbers": numbers,
@@ -182,8 +194,15 @@ def countdown_problem(rng: random.Random, level: Difficulty) -> dict:
 TASKS = {"arithmetic": arithmetic_problem, "addition": addition_problem, "countdown": countdown_problem}
 
 
-def synthesize(task: str, n: int, out_path: str | Path, *, difficulty: str = "medium", seed: int = 42,
-               reasoning_share: float = 1.0) -> Path:
+def synthesize(
+    task: str,
+    n: int,
+    out_path: str | Path,
+    *,
+    difficulty: str = "medium",
+    seed: int = 42,
+    reasoning_share: float = 1.0,
+) -> Path:
     """Write `n` problems of `task` to a JSONL file. `reasoning_share`: the fraction whose solution keeps the
     worked reasoning; the others answer after an empty think block (a *mixed* cold-start set, as in R1, so that
     RL can teach the model when reasoning pays)."""

@@ -81,8 +81,15 @@ def _tokenize_batch(batch, *, tokenizer, max_seq_length, assistant_only_loss, tr
     return out
 
 
-def tokenize_dataset(ds, tokenizer, *, max_seq_length: int | None, assistant_only_loss: bool = True,
-                     truncation: Truncation = "truncate", num_proc: int | None = None):
+def tokenize_dataset(
+    ds,
+    tokenizer,
+    *,
+    max_seq_length: int | None,
+    assistant_only_loss: bool = True,
+    truncation: Truncation = "truncate",
+    num_proc: int | None = None,
+):
     """Tokenize a dataset of records → (dataset with `input_ids` and `assistant_masks`, TokenizeStats)."""
     import pyarrow.compute as pc
 
@@ -90,10 +97,18 @@ def tokenize_dataset(ds, tokenizer, *, max_seq_length: int | None, assistant_onl
     if tokenizer.chat_template is None and any(kind != "text" for kind in ds.unique("kind")):
         raise UserError("the tokenizer has no chat template, and the data holds conversations")
     tokenized = ds.map(
-        _tokenize_batch, batched=True, batch_size=500, remove_columns=ds.column_names, desc="tokenize",
+        _tokenize_batch,
+        batched=True,
+        batch_size=500,
+        remove_columns=ds.column_names,
+        desc="tokenize",
         num_proc=num_proc if num_proc and len(ds) >= 4000 else None,
-        fn_kwargs=dict(tokenizer=tokenizer, max_seq_length=max_seq_length,
-                       assistant_only_loss=assistant_only_loss, truncation=truncation),
+        fn_kwargs=dict(
+            tokenizer=tokenizer,
+            max_seq_length=max_seq_length,
+            assistant_only_loss=assistant_only_loss,
+            truncation=truncation,
+        ),
     )
     kept = tokenized.filter(lambda b: [s in ("ok", "truncated") for s in b["status"]], batched=True)
     statuses = tokenized.with_format("arrow")["status"]  # counted in Arrow: no Python list per example

@@ -32,7 +32,7 @@ def last_boxed(text: str) -> str | None:
     for i in range(brace, len(text)):
         depth += {"{": 1, "}": -1}.get(text[i], 0)
         if depth == 0:
-            return text[brace + 1:i].strip()
+            return text[brace + 1 : i].strip()
     return None
 
 
@@ -96,7 +96,9 @@ def _parse(answer: str):
     if _NUMBER.fullmatch(answer):
         answer = clean_number(answer)
     config = [LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig()]
-    return parse(f"${answer}$" if "$" not in answer else answer, extraction_config=config, parsing_timeout=_timeout())
+    return parse(
+        f"${answer}$" if "$" not in answer else answer, extraction_config=config, parsing_timeout=_timeout()
+    )
 
 
 def answers_match(predicted: str | None, gold: str, problems: GoldProblems | None = None) -> bool:
@@ -105,7 +107,9 @@ def answers_match(predicted: str | None, gold: str, problems: GoldProblems | Non
     from math_verify import verify
 
     gold_parsed = _parse(gold)
-    if len(gold_parsed) < 2:  # math-verify returns [value, text] when it parsed, [text] alone when it could not
+    if (
+        len(gold_parsed) < 2
+    ):  # math-verify returns [value, text] when it parsed, [text] alone when it could not
         if problems is not None:
             problems.add(gold)
         return False

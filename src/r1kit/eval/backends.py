@@ -37,8 +37,14 @@ class Settings:
     seed: int
 
 
-def _sample_from(deltas: list[tuple[str, str]], saw_think: bool, token_times: list[float], sent: float,
-                 num_tokens: int, finish_reason: str) -> Sample:
+def _sample_from(
+    deltas: list[tuple[str, str]],
+    saw_think: bool,
+    token_times: list[float],
+    sent: float,
+    num_tokens: int,
+    finish_reason: str,
+) -> Sample:
     reasoning = "".join(t for f, t in deltas if f == REASONING) if saw_think else None
     answer = "".join(t for f, t in deltas if f == CONTENT)
     ttft = token_times[0] - sent if token_times else None
@@ -64,11 +70,14 @@ class LocalBackend:
         self.model, base_dir = load_full_model(model_dir, is_adapter, trust_remote_code)
         self.model.eval()
         has_tokenizer = any((model_dir / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json"))
-        self.tokenizer = load_tokenizer(model_dir if has_tokenizer else base_dir, trust_remote_code=trust_remote_code)
+        self.tokenizer = load_tokenizer(
+            model_dir if has_tokenizer else base_dir, trust_remote_code=trust_remote_code
+        )
         if cuda_available():
             self.model = self.model.to("cuda")
-        self.engine = TransformersEngine(self.model, self.tokenizer, max_batch_size=max_batch_size,
-                                         max_queue_size=1_000_000)
+        self.engine = TransformersEngine(
+            self.model, self.tokenizer, max_batch_size=max_batch_size, max_queue_size=1_000_000
+        )
         self.name = str(model_dir)
 
     def complete(self, chats: list[list[dict]], settings: Settings, seeds: list[int]) -> list[Sample]:
@@ -90,8 +99,9 @@ class LocalBackend:
                     deltas.extend(stream.feed(event.text))
                 elif isinstance(event, Finish):
                     deltas.extend(stream.finish())
-                    results[index] = _sample_from(deltas, stream.saw_think, token_times, sent,
-                                                  event.num_completion_tokens, event.reason)
+                    results[index] = _sample_from(
+                        deltas, stream.saw_think, token_times, sent, event.num_completion_tokens, event.reason
+                    )
                     done.release()
                 elif isinstance(event, Failure):
                     errors.append(event.message)
@@ -102,8 +112,11 @@ class LocalBackend:
                 budget = min(budget, self.engine.context_length - len(ids))
             if budget < 1:
                 raise UserError(f"a prompt of {len(ids)} tokens leaves no room in the model's context")
-            self.engine.submit(GenerationRequest(ids, budget, temperature=settings.temperature,
-                                                 top_p=settings.top_p, seed=seed, sink=sink))
+            self.engine.submit(
+                GenerationRequest(
+                    ids, budget, temperature=settings.temperature, top_p=settings.top_p, seed=seed, sink=sink
+                )
+            )
 
         for index, (messages, seed) in enumerate(zip(chats, seeds)):
             submit(index, messages, seed)
@@ -122,11 +135,14 @@ class EndpointBackend:
     requests in flight. Reasoning comes from `reasoning_content` when the server separates it, else from a
     `<think>` block in `content`."""
 
-    def __init__(self, base_url: str, *, model: str | None = None, api_key: str | None = None,
-                 concurrency: int = 8):
+    def __init__(
+        self, base_url: str, *, model: str | None = None, api_key: str | None = None, concurrency: int = 8
+    ):
         from openai import OpenAI
 
-        self.client = OpenAI(base_url=base_url.rstrip("/"), api_key=api_key or "none", max_retries=2, timeout=600)
+        self.client = OpenAI(
+            base_url=base_url.rstrip("/"), api_key=api_key or "none", max_retries=2, timeout=600
+        )
         try:
             models = [m.id for m in self.client.models.list().data]
         except Exception as error:  # noqa: BLE001 - unreachable server, bad key: say which, before any evaluation starts
@@ -142,8 +158,15 @@ class EndpointBackend:
     def _one(self, messages: list[dict], settings: Settings, seed: int) -> Sample:
         sent = time.perf_counter()
         stream = self.client.chat.completions.create(
-            model=self.model, messages=messages, stream=True, stream_options={"include_usage": True},
-            temperature=settings.temperature, top_p=settings.top_p, max_tokens=settings.max_new_tokens, seed=seed)
+            model=self.model,
+            messages=messages,
+            stream=True,
+            stream_options={"include_usage": True},
+            temperature=settings.temperature,
+            top_p=settings.top_p,
+            max_tokens=settings.max_new_tokens,
+            seed=seed,
+        )
         splitter, deltas, token_times, num_tokens, finish = ReasoningStream(), [], [], 0, "stop"
         separate_reasoning = False
         for chunk in stream:
@@ -160,12 +183,21 @@ class EndpointBackend:
                 separate_reasoning = True
                 deltas.append((REASONING, reasoning))
             if choice.delta.content:
-                deltas.extend([(CONTENT, choice.delta.content)] if separate_reasoning
-                              else splitter.feed(choice.delta.content))
+                deltas.extend(
+                    [(CONTENT, choice.delta.content)]
+                    if separate_reasoning
+                    else splitter.feed(choice.delta.content)
+                )
         if not separate_reasoning:
             deltas.extend(splitter.finish())
-        sample = _sample_from(deltas, separate_reasoning or splitter.saw_think, token_times, sent,
-                              num_tokens or len(token_times), finish)
+        sample = _sample_from(
+            deltas,
+            separate_reasoning or splitter.saw_think,
+            token_times,
+            sent,
+            num_tokens or len(token_times),
+            finish,
+        )
         sample.answer = sample.answer.strip()
         return sample
 

@@ -12,7 +12,9 @@ from r1kit.eval.answers import GoldProblems, is_correct
 from r1kit.eval.suites import Problem
 
 
-def greedy_answers(model, tokenizer, problems: list[Problem], max_new_tokens: int, batch_size: int = 16) -> list[str]:
+def greedy_answers(
+    model, tokenizer, problems: list[Problem], max_new_tokens: int, batch_size: int = 16
+) -> list[str]:
     """Greedy completions (special tokens removed) of each problem's chat, left-padded in batches."""
     import torch
 
@@ -23,13 +25,19 @@ def greedy_answers(model, tokenizer, problems: list[Problem], max_new_tokens: in
     device = next(model.parameters()).device
     texts = []
     for start in range(0, len(prompts), batch_size):
-        batch = prompts[start:start + batch_size]
+        batch = prompts[start : start + batch_size]
         length = max(len(ids) for ids in batch)
         input_ids = torch.tensor([[pad] * (length - len(ids)) + ids for ids in batch], device=device)
         mask = torch.tensor([[0] * (length - len(ids)) + [1] * len(ids) for ids in batch], device=device)
         with torch.inference_mode():
-            output = model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=max_new_tokens,
-                                    do_sample=False, pad_token_id=pad, use_cache=True)
+            output = model.generate(
+                input_ids=input_ids,
+                attention_mask=mask,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=pad,
+                use_cache=True,
+            )
         texts += tokenizer.batch_decode(output[:, length:], skip_special_tokens=True)
     return texts
 

@@ -99,40 +99,70 @@ def _plots(report: dict, out_dir: Path, curves_from: Path | None) -> list[Path]:
 
 def _markdown(report: dict, plots: list[Path], out_dir: Path) -> str:
     s = report["settings"]
-    lines = [f"# Evaluation of {report['model']}", "",
-             f"Sampling: temperature {s['temperature']}, top-p {s['top_p']}, at most {s['max_new_tokens']} new "
-             f"tokens, {s['num_samples']} sample(s) per problem, seed {s['seed']}"
-             + (f", first {s['limit']} problems" if s["limit"] else "") + ".", "",
-             "| suite | problems | accuracy (± s.e.) | pass@k | exact match | BLEU-4 | ROUGE-L | truncated |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# Evaluation of {report['model']}",
+        "",
+        f"Sampling: temperature {s['temperature']}, top-p {s['top_p']}, at most {s['max_new_tokens']} new "
+        f"tokens, {s['num_samples']} sample(s) per problem, seed {s['seed']}"
+        + (f", first {s['limit']} problems" if s["limit"] else "")
+        + ".",
+        "",
+        "| suite | problems | accuracy (± s.e.) | pass@k | exact match | BLEU-4 | ROUGE-L | truncated |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for name, suite in report["suites"].items():
         if "accuracy" not in suite:
             continue
         pass_k = ", ".join(f"@{k} {_pct(v)}" for k, v in suite["pass_at_k"].items())
-        lines.append(f"| {name} | {suite['problems']} | {_pct(suite['accuracy'])} ± {_pct(suite['accuracy_stderr'])} "
-                     f"| {pass_k} | {_pct(suite['exact_match'])} | {_num(suite.get('bleu4'), 1)} "
-                     f"| {_num(suite.get('rouge_l'))} | {_pct(suite['truncated'])} |")
+        lines.append(
+            f"| {name} | {suite['problems']} | {_pct(suite['accuracy'])} ± {_pct(suite['accuracy_stderr'])} "
+            f"| {pass_k} | {_pct(suite['exact_match'])} | {_num(suite.get('bleu4'), 1)} "
+            f"| {_num(suite.get('rouge_l'))} | {_pct(suite['truncated'])} |"
+        )
         if suite["unparseable_golds"]:
-            lines.append(f"\n{suite['unparseable_golds']} gold answers of {name} could not be parsed and "
-                         f"scored 0: {suite['unparseable_gold_examples']}\n")
+            lines.append(
+                f"\n{suite['unparseable_golds']} gold answers of {name} could not be parsed and "
+                f"scored 0: {suite['unparseable_gold_examples']}\n"
+            )
     for suite in report["suites"].values():
         if "perplexity" in suite:
-            lines += ["", f"Perplexity: **{suite['perplexity']:.3f}** on {suite['texts']} texts from {suite['source']}."]
-    speed_rows = [(name, suite.get("speed") or suite) for name, suite in report["suites"].items()
-                  if "speed" in suite or name == "speed"]
+            lines += [
+                "",
+                f"Perplexity: **{suite['perplexity']:.3f}** on {suite['texts']} texts from {suite['source']}.",
+            ]
+    speed_rows = [
+        (name, suite.get("speed") or suite)
+        for name, suite in report["suites"].items()
+        if "speed" in suite or name == "speed"
+    ]
     if speed_rows:
-        lines += ["", "| suite | requests | tokens/s | TTFT p50 | TTFT p95 | inter-token |", "|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "| suite | requests | tokens/s | TTFT p50 | TTFT p95 | inter-token |",
+            "|---|---|---|---|---|---|",
+        ]
         for name, speed in speed_rows:
-            lines.append(f"| {name} | {speed['requests']} | {speed['tokens_per_second']:.1f} | "
-                         f"{_num(speed['ttft_p50'])} s | {_num(speed['ttft_p95'])} s | "
-                         f"{_num(None if speed['itl_mean'] is None else 1000 * speed['itl_mean'], 1)} ms |")
+            lines.append(
+                f"| {name} | {speed['requests']} | {speed['tokens_per_second']:.1f} | "
+                f"{_num(speed['ttft_p50'])} s | {_num(speed['ttft_p95'])} s | "
+                f"{_num(None if speed['itl_mean'] is None else 1000 * speed['itl_mean'], 1)} ms |"
+            )
     lines += [""] + [f"![{p.stem}]({p.relative_to(out_dir)})" for p in plots]
     for name, suite in report["suites"].items():
         for example in suite.get("examples", []):
-            lines += ["", f"**{name} {example['id']}** ({'correct' if example['correct'] else 'wrong'}, "
-                          f"gold `{example['gold']}`)", "", f"> {example['prompt'][:300]}", ""]
+            lines += [
+                "",
+                f"**{name} {example['id']}** ({'correct' if example['correct'] else 'wrong'}, "
+                f"gold `{example['gold']}`)",
+                "",
+                f"> {example['prompt'][:300]}",
+                "",
+            ]
             if example["reasoning"]:
-                lines += [f"<details><summary>reasoning</summary>\n\n{example['reasoning'][:1500]}\n\n</details>", ""]
+                lines += [
+                    f"<details><summary>reasoning</summary>\n\n{example['reasoning'][:1500]}\n\n</details>",
+                    "",
+                ]
             lines.append(f"Answer: {example['answer'][:500]}")
     lines += ["", "Versions: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items()), ""]
     return "\n".join(lines)
@@ -161,6 +191,10 @@ def compare(path_a: str | Path, path_b: str | Path) -> str:
         va, vb = a.get(key), b.get(key)
         percent = "accuracy" in key or "pass@" in key
         show = (lambda v: _pct(v)) if percent else (lambda v: _num(v, 3))
-        diff = "–" if va is None or vb is None else (f"{100 * (vb - va):+.1f} pts" if percent else f"{vb - va:+.3f}")
+        diff = (
+            "–"
+            if va is None or vb is None
+            else (f"{100 * (vb - va):+.1f} pts" if percent else f"{vb - va:+.3f}")
+        )
         lines.append(f"| {key} | {show(va)} | {show(vb)} | {diff} |")
     return "\n".join(lines)

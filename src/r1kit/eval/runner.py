@@ -28,12 +28,15 @@ def latency_summary(samples: list[Sample], seconds: float) -> dict:
     itls = [s.itl for s in samples if s.itl is not None]
     tokens = sum(s.num_tokens for s in samples)
     return {
-        "requests": len(samples), "generated_tokens": tokens, "seconds": seconds,
+        "requests": len(samples),
+        "generated_tokens": tokens,
+        "seconds": seconds,
         "tokens_per_second": tokens / seconds if seconds > 0 else 0.0,
         "ttft_p50": statistics.median(ttfts) if ttfts else None,
         "ttft_p95": sorted(ttfts)[min(len(ttfts) - 1, round(0.95 * (len(ttfts) - 1)))] if ttfts else None,
         "itl_mean": statistics.fmean(itls) if itls else None,
-        "ttft_all": ttfts, "itl_all": itls,
+        "ttft_all": ttfts,
+        "itl_all": itls,
     }
 
 
@@ -43,25 +46,39 @@ def score_problems(problems: list[suites.Problem], samples: list[Sample], cfg: E
     n, gold_problems = cfg.num_samples, GoldProblems()
     per_problem, exact, by_tag, examples = [], [], {}, []
     for i, problem in enumerate(problems):
-        group = samples[i * n:(i + 1) * n]
+        group = samples[i * n : (i + 1) * n]
         correct = [is_correct(s.answer, problem.gold, gold_problems) for s in group]
         per_problem.append(correct)
         exact += [extract_answer(s.answer) == problem.gold.strip() for s in group]
         for key, value in problem.tags.items():
             by_tag.setdefault(key, {}).setdefault(value, []).append(sum(correct) / n)
         if len(examples) < 3:
-            examples.append({"id": problem.id, "prompt": problem.messages[-1]["content"], "gold": problem.gold,
-                             "reasoning": group[0].reasoning, "answer": group[0].answer, "correct": correct[0]})
+            examples.append(
+                {
+                    "id": problem.id,
+                    "prompt": problem.messages[-1]["content"],
+                    "gold": problem.gold,
+                    "reasoning": group[0].reasoning,
+                    "answer": group[0].answer,
+                    "correct": correct[0],
+                }
+            )
     accuracy = metrics.mean_with_error([sum(c) / n for c in per_problem])
     result = {
-        "problems": len(problems), "samples_per_problem": n,
-        "accuracy": accuracy.mean, "accuracy_stderr": accuracy.stderr,
-        "pass_at_k": {str(k): statistics.fmean(metrics.pass_at_k(n, sum(c), k) for c in per_problem)
-                      for k in cfg.pass_k},
+        "problems": len(problems),
+        "samples_per_problem": n,
+        "accuracy": accuracy.mean,
+        "accuracy_stderr": accuracy.stderr,
+        "pass_at_k": {
+            str(k): statistics.fmean(metrics.pass_at_k(n, sum(c), k) for c in per_problem) for k in cfg.pass_k
+        },
         "exact_match": sum(exact) / len(exact) if exact else 0.0,
-        "unparseable_golds": gold_problems.count, "unparseable_gold_examples": gold_problems.examples,
-        "by_tag": {key: {value: statistics.fmean(accs) for value, accs in sorted(groups.items())}
-                   for key, groups in by_tag.items()},
+        "unparseable_golds": gold_problems.count,
+        "unparseable_gold_examples": gold_problems.examples,
+        "by_tag": {
+            key: {value: statistics.fmean(accs) for value, accs in sorted(groups.items())}
+            for key, groups in by_tag.items()
+        },
         "truncated": sum(s.finish_reason == "length" for s in samples) / len(samples) if samples else 0.0,
         "examples": examples,
     }
@@ -73,7 +90,9 @@ def score_problems(problems: list[suites.Problem], samples: list[Sample], cfg: E
     return result
 
 
-def run_generation_suite(name: str, problems: list[suites.Problem], backend, cfg: EvalConfig, seed: int) -> dict:
+def run_generation_suite(
+    name: str, problems: list[suites.Problem], backend, cfg: EvalConfig, seed: int
+) -> dict:
     settings = Settings(cfg.temperature, cfg.top_p, cfg.max_new_tokens, seed)
     chats = [p.messages for p in problems for _ in range(cfg.num_samples)]
     seeds = [sample_seed(seed, i, j) for i in range(len(problems)) for j in range(cfg.num_samples)]
@@ -98,13 +117,25 @@ def versions() -> dict:
     from r1kit import __version__
     from r1kit.hardware import package_version
 
-    return {"r1kit": __version__, **{name: package_version(name) for name in
-                                     ("torch", "transformers", "math-verify", "sacrebleu", "rouge-score")}}
+    return {
+        "r1kit": __version__,
+        **{
+            name: package_version(name)
+            for name in ("torch", "transformers", "math-verify", "sacrebleu", "rouge-score")
+        },
+    }
 
 
-def run_eval(recipe: Recipe, out_dir: str | Path, *, model_dir: str | Path | None = None,
-             endpoint: str | None = None, endpoint_model: str | None = None, api_key: str | None = None,
-             curves_from: str | Path | None = None) -> dict:
+def run_eval(
+    recipe: Recipe,
+    out_dir: str | Path,
+    *,
+    model_dir: str | Path | None = None,
+    endpoint: str | None = None,
+    endpoint_model: str | None = None,
+    api_key: str | None = None,
+    curves_from: str | Path | None = None,
+) -> dict:
     """Evaluate and write the report; returns the report as a dict."""
     from r1kit.eval.report import write_report
 
@@ -116,23 +147,35 @@ def run_eval(recipe: Recipe, out_dir: str | Path, *, model_dir: str | Path | Non
     data_dir = cfg.dataset or recipe.train.dataset
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    backend = (LocalBackend(model_dir, trust_remote_code=recipe.model.trust_remote_code) if model_dir is not None
-               else EndpointBackend(endpoint, model=endpoint_model, api_key=api_key, concurrency=cfg.concurrency))
-    report = {"model": backend.name, "settings": {**cfg.model_dump(), "seed": recipe.seed, "dataset": data_dir},
-              "versions": versions(), "suites": {}}
+    backend = (
+        LocalBackend(model_dir, trust_remote_code=recipe.model.trust_remote_code)
+        if model_dir is not None
+        else EndpointBackend(endpoint, model=endpoint_model, api_key=api_key, concurrency=cfg.concurrency)
+    )
+    report = {
+        "model": backend.name,
+        "settings": {**cfg.model_dump(), "seed": recipe.seed, "dataset": data_dir},
+        "versions": versions(),
+        "suites": {},
+    }
     try:
         for name in cfg.suites:
             start = time.perf_counter()
             if name == "perplexity":
                 texts, source = suites.perplexity_texts(data_dir, backend.tokenizer, cfg.limit)
-                result = {"perplexity": metrics.perplexity(backend.model, backend.tokenizer, texts),
-                          "texts": len(texts), "source": source}
+                result = {
+                    "perplexity": metrics.perplexity(backend.model, backend.tokenizer, texts),
+                    "texts": len(texts),
+                    "source": source,
+                }
             elif name == "speed":
                 result = run_speed_suite(backend, cfg, recipe.seed)
             else:
-                problems = {"gsm8k": lambda: suites.gsm8k(cfg.instruction, cfg.limit),
-                            "math500": lambda: suites.math500(cfg.instruction, cfg.limit),
-                            "heldout": lambda: suites.heldout(data_dir, cfg.limit)}[name]()
+                problems = {
+                    "gsm8k": lambda: suites.gsm8k(cfg.instruction, cfg.limit),
+                    "math500": lambda: suites.math500(cfg.instruction, cfg.limit),
+                    "heldout": lambda: suites.heldout(data_dir, cfg.limit),
+                }[name]()
                 result = run_generation_suite(name, problems, backend, cfg, recipe.seed)
             result["wall_seconds"] = time.perf_counter() - start
             report["suites"][name] = result

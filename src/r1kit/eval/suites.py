@@ -27,7 +27,9 @@ class Problem:
 
 def _jsonl(path: Path) -> list[dict]:
     if not path.is_file():
-        raise UserError(f"{path} not found (r1kit reads reference data from ../shared/data or $R1KIT_SHARED_DATA)")
+        raise UserError(
+            f"{path} not found (r1kit reads reference data from ../shared/data or $R1KIT_SHARED_DATA)"
+        )
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
@@ -36,24 +38,41 @@ def gsm8k(instruction: str, limit: int | None = None) -> list[Problem]:
     problems = []
     for i, row in enumerate(rows):
         solution, _, gold = row["answer"].rpartition("####")
-        problems.append(Problem(f"gsm8k-{i}", [{"role": "user", "content": f"{row['question']}\n{instruction}"}],
-                                gold.strip(), _CALCULATOR_NOTE.sub("", solution).strip()))
+        problems.append(
+            Problem(
+                f"gsm8k-{i}",
+                [{"role": "user", "content": f"{row['question']}\n{instruction}"}],
+                gold.strip(),
+                _CALCULATOR_NOTE.sub("", solution).strip(),
+            )
+        )
     return problems
 
 
 def math500(instruction: str, limit: int | None = None) -> list[Problem]:
     rows = _jsonl(shared_data_dir() / "math500" / "test.jsonl")[:limit]
-    return [Problem(row["unique_id"], [{"role": "user", "content": f"{row['problem']}\n{instruction}"}],
-                    row["answer"], row["solution"], {"subject": row["subject"], "level": str(row["level"])})
-            for row in rows]
+    return [
+        Problem(
+            row["unique_id"],
+            [{"role": "user", "content": f"{row['problem']}\n{instruction}"}],
+            row["answer"],
+            row["solution"],
+            {"subject": row["subject"], "level": str(row["level"])},
+        )
+        for row in rows
+    ]
 
 
-def heldout(data_dir: str | Path | None, limit: int | None = None, split: str = "validation") -> list[Problem]:
+def heldout(
+    data_dir: str | Path | None, limit: int | None = None, split: str = "validation"
+) -> list[Problem]:
     """The records of `split` with a gold answer: the conversation up to its last user turn is the prompt."""
     from r1kit.data.tokenize import chat_messages, load_split
 
     if data_dir is None:
-        raise UserError("the heldout suite needs eval.dataset (or train.dataset): a `data clean` output folder")
+        raise UserError(
+            "the heldout suite needs eval.dataset (or train.dataset): a `data clean` output folder"
+        )
     problems = []
     for i, row in enumerate(load_split(data_dir, split)):
         if not row["answer"]:
@@ -69,7 +88,9 @@ def heldout(data_dir: str | Path | None, limit: int | None = None, split: str = 
     return problems
 
 
-def perplexity_texts(data_dir: str | Path | None, tokenizer, limit: int | None = None) -> tuple[list[str], str]:
+def perplexity_texts(
+    data_dir: str | Path | None, tokenizer, limit: int | None = None
+) -> tuple[list[str], str]:
     """(texts, where they came from): the validation split rendered as the model sees it in training, else
     GSM8K questions with their worked solutions."""
     if data_dir is not None:
@@ -82,5 +103,7 @@ def perplexity_texts(data_dir: str | Path | None, tokenizer, limit: int | None =
             elif row["messages"]:
                 texts.append(tokenizer.apply_chat_template(chat_messages(row["messages"]), tokenize=False))
         return texts[:limit], f"{data_dir} (validation split)"
-    rows = _jsonl(shared_data_dir() / "gsm8k" / "test.jsonl")[:limit or 200]
-    return [f"{r['question']}\n{_CALCULATOR_NOTE.sub('', r['answer'])}" for r in rows], "GSM8K test (question + solution)"
+    rows = _jsonl(shared_data_dir() / "gsm8k" / "test.jsonl")[: limit or 200]
+    return [
+        f"{r['question']}\n{_CALCULATOR_NOTE.sub('', r['answer'])}" for r in rows
+    ], "GSM8K test (question + solution)"

@@ -58,19 +58,31 @@ def _model_config(recipe: Recipe):
         tokenizer = _preset_tokenizer(recipe)
         return build_config(cfg.preset, tokenizer), cfg.preset, PRESETS[cfg.preset].summary
     if cfg.path is None:
-        raise UserError("model: set `path` (a model folder, a config.json, or a known checkpoint name such as "
-                        "DeepSeek-R1-Distill-Qwen-7B) or `preset`")
+        raise UserError(
+            "model: set `path` (a model folder, a config.json, or a known checkpoint name such as "
+            "DeepSeek-R1-Distill-Qwen-7B) or `preset`"
+        )
     path = Path(cfg.path)
     if path.is_file() and path.suffix == ".json":
-        return AutoConfig.from_pretrained(path.parent if path.name == "config.json" else path,
-                                          trust_remote_code=cfg.trust_remote_code), path.stem, str(path)
+        return (
+            AutoConfig.from_pretrained(
+                path.parent if path.name == "config.json" else path, trust_remote_code=cfg.trust_remote_code
+            ),
+            path.stem,
+            str(path),
+        )
     if (path / "config.json").is_file():
-        return (AutoConfig.from_pretrained(path, trust_remote_code=cfg.trust_remote_code), path.name,
-                str(path / "config.json"))
+        return (
+            AutoConfig.from_pretrained(path, trust_remote_code=cfg.trust_remote_code),
+            path.name,
+            str(path / "config.json"),
+        )
     known = known_config(cfg.path)
     if known is None:
-        raise UserError(f"model.path: {cfg.path} has no config.json, and its name is not a checkpoint r1kit knows "
-                        f"({', '.join(KNOWN_MODELS)}); point it to a folder or a config.json")
+        raise UserError(
+            f"model.path: {cfg.path} has no config.json, and its name is not a checkpoint r1kit knows "
+            f"({', '.join(KNOWN_MODELS)}); point it to a folder or a config.json"
+        )
     return known, path.name, "published config (r1kit's table of known checkpoints)"
 
 
@@ -101,8 +113,14 @@ def _count(config, lora_rank: int, lora_targets) -> dict[str, int]:
 
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)
-    experts = next((getattr(config, k) for k in ("n_routed_experts", "num_local_experts", "num_experts")
-                    if getattr(config, k, None)), 0)
+    experts = next(
+        (
+            getattr(config, k)
+            for k in ("n_routed_experts", "num_local_experts", "num_experts")
+            if getattr(config, k, None)
+        ),
+        0,
+    )
     top_k = getattr(config, "num_experts_per_tok", 0) or 0
     total = routed = 0
     for name, param in model.named_parameters():
@@ -122,8 +140,16 @@ def _count(config, lora_rank: int, lora_targets) -> dict[str, int]:
             modules, inputs = modules + 1, inputs + module.in_features
     active = total - routed + (routed * top_k // experts if experts else 0)
     layers = config.get_text_config().num_hidden_layers
-    return {"total": total, "active": active, "embeddings": embeddings, "lora": lora, "experts": experts,
-            "top_k": top_k, "lora_modules": modules // layers, "lora_inputs": inputs // layers}
+    return {
+        "total": total,
+        "active": active,
+        "embeddings": embeddings,
+        "lora": lora,
+        "experts": experts,
+        "top_k": top_k,
+        "lora_modules": modules // layers,
+        "lora_inputs": inputs // layers,
+    }
 
 
 def describe_model(recipe: Recipe) -> Architecture:
@@ -133,17 +159,38 @@ def describe_model(recipe: Recipe) -> Architecture:
     heads = text.num_attention_heads
     head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
     kv_heads = getattr(text, "num_key_value_heads", None) or heads
-    if getattr(text, "kv_lora_rank", None):  # multi-head latent attention caches one compressed latent per token
+    if getattr(
+        text, "kv_lora_rank", None
+    ):  # multi-head latent attention caches one compressed latent per token
         kv_width = text.kv_lora_rank + text.qk_rope_head_dim
         head_dim = getattr(text, "v_head_dim", head_dim)
     else:
         kv_width = kv_heads * head_dim
     mlp = getattr(text, "intermediate_size", None) or getattr(text, "n_inner", None) or 4 * text.hidden_size
     if counts["experts"]:
-        mlp = text.moe_intermediate_size * (counts["top_k"] + (getattr(text, "n_shared_experts", 0) or 0)) \
-            if getattr(text, "moe_intermediate_size", None) else mlp * counts["top_k"]
-    return Architecture(name, source, counts["total"], counts["active"], counts["embeddings"], counts["lora"],
-                        recipe.train.lora.r, counts["lora_modules"], counts["lora_inputs"],
-                        text.num_hidden_layers, text.hidden_size, kv_width, mlp, heads * head_dim, heads, text.vocab_size,
-                        str(getattr(config, "dtype", None) or getattr(config, "torch_dtype", None) or "") or None,
-                        counts["experts"], counts["top_k"])
+        mlp = (
+            text.moe_intermediate_size * (counts["top_k"] + (getattr(text, "n_shared_experts", 0) or 0))
+            if getattr(text, "moe_intermediate_size", None)
+            else mlp * counts["top_k"]
+        )
+    return Architecture(
+        name,
+        source,
+        counts["total"],
+        counts["active"],
+        counts["embeddings"],
+        counts["lora"],
+        recipe.train.lora.r,
+        counts["lora_modules"],
+        counts["lora_inputs"],
+        text.num_hidden_layers,
+        text.hidden_size,
+        kv_width,
+        mlp,
+        heads * head_dim,
+        heads,
+        text.vocab_size,
+        str(getattr(config, "dtype", None) or getattr(config, "torch_dtype", None) or "") or None,
+        counts["experts"],
+        counts["top_k"],
+    )

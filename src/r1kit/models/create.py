@@ -39,11 +39,19 @@ def r1_generation_config(tokenizer):
     """DeepSeek's recommended sampling for R1 models (temperature 0.6, top-p 0.95); generation stops at EOS."""
     from transformers import GenerationConfig
 
-    return GenerationConfig(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                            pad_token_id=tokenizer.pad_token_id, do_sample=True, temperature=0.6, top_p=0.95)
+    return GenerationConfig(
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        do_sample=True,
+        temperature=0.6,
+        top_p=0.95,
+    )
 
 
-def init_model(preset_name: str, tokenizer_dir: str | Path, out_dir: str | Path, *, seed: int = 42) -> InitResult:
+def init_model(
+    preset_name: str, tokenizer_dir: str | Path, out_dir: str | Path, *, seed: int = 42
+) -> InitResult:
     """Write a Hugging Face folder (config, safetensors weights, tokenizer, generation config) for a new
     model of `preset_name`, initialised with `seed`."""
     import torch

@@ -223,8 +223,14 @@ def wrap_tokenizer(tokenizer, *, unk_token: str | None = None, model_max_length:
 
 def train_from_config(cfg: TokenizerConfig, out_dir: str | Path) -> TokenizerResult:
     """Train with the settings of a recipe's `tokenizer` section."""
-    return train_tokenizer(cfg.inputs, out_dir, vocab_size=cfg.vocab_size, type=cfg.type,
-                           min_frequency=cfg.min_frequency, character_coverage=cfg.character_coverage)
+    return train_tokenizer(
+        cfg.inputs,
+        out_dir,
+        vocab_size=cfg.vocab_size,
+        type=cfg.type,
+        min_frequency=cfg.min_frequency,
+        character_coverage=cfg.character_coverage,
+    )
 
 
 def train_tokenizer(

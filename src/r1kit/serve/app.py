@@ -33,8 +33,15 @@ from r1kit.serve.reasoning import CONTENT, REASONING, ReasoningStream
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None,
-                 kind: str = "invalid_request_error"):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        kind: str = "invalid_request_error",
+    ):
         super().__init__(message)
         self.status, self.message, self.param, self.code, self.kind = status, message, param, code, kind
 
@@ -55,10 +62,25 @@ class Prompt:
 class Service:
     """What the routes share: the engine, the tokenizer, limits and metrics."""
 
-    def __init__(self, engine, tokenizer, *, model_name: str, max_tokens_limit: int, context_length: int | None,
-                 api_key: str | None):
-        self.engine, self.tokenizer = engine, copy.deepcopy(tokenizer)  # the engine's thread decodes with its own
-        self.model_name, self.max_tokens_limit, self.context_length = model_name, max_tokens_limit, context_length
+    def __init__(
+        self,
+        engine,
+        tokenizer,
+        *,
+        model_name: str,
+        max_tokens_limit: int,
+        context_length: int | None,
+        api_key: str | None,
+    ):
+        self.engine, self.tokenizer = (
+            engine,
+            copy.deepcopy(tokenizer),
+        )  # the engine's thread decodes with its own
+        self.model_name, self.max_tokens_limit, self.context_length = (
+            model_name,
+            max_tokens_limit,
+            context_length,
+        )
         self.api_key = api_key
         self.metrics = ServeMetrics(engine)
         self.draining = False
@@ -67,15 +89,25 @@ class Service:
     def check_key(self, authorization: str | None, query_key: str | None = None) -> None:
         if self.api_key is None:
             return
-        given = query_key or (authorization[7:] if authorization and authorization.startswith("Bearer ") else "")
+        given = query_key or (
+            authorization[7:] if authorization and authorization.startswith("Bearer ") else ""
+        )
         if not hmac.compare_digest(given.encode(), self.api_key.encode()):
-            raise ApiError(401, "missing or wrong API key: send the header `Authorization: Bearer <key>`",
-                           code="invalid_api_key", kind="authentication_error")
+            raise ApiError(
+                401,
+                "missing or wrong API key: send the header `Authorization: Bearer <key>`",
+                code="invalid_api_key",
+                kind="authentication_error",
+            )
 
     def check_model(self, name: str) -> None:
         if name != self.model_name:
-            raise ApiError(404, f"model {name!r} not found; this server serves {self.model_name!r}", param="model",
-                           code="model_not_found")
+            raise ApiError(
+                404,
+                f"model {name!r} not found; this server serves {self.model_name!r}",
+                param="model",
+                code="model_not_found",
+            )
 
     def chat_prompt(self, messages: list[dict], limit: int | None) -> Prompt:
         try:
@@ -92,16 +124,30 @@ class Service:
         """The completion's token budget: as asked, within the server's limit and the model's context."""
         context = self.context_length
         if context is not None and num_prompt_tokens >= context:
-            raise ApiError(400, f"the prompt is {num_prompt_tokens} tokens; the model's context is {context}",
-                           param="messages", code="context_length_exceeded")
+            raise ApiError(
+                400,
+                f"the prompt is {num_prompt_tokens} tokens; the model's context is {context}",
+                param="messages",
+                code="context_length_exceeded",
+            )
         if asked is None:
-            return min(self.max_tokens_limit, context - num_prompt_tokens if context else self.max_tokens_limit)
+            return min(
+                self.max_tokens_limit, context - num_prompt_tokens if context else self.max_tokens_limit
+            )
         if asked > self.max_tokens_limit:
-            raise ApiError(400, f"max_tokens is {asked}; this server allows at most {self.max_tokens_limit}",
-                           param="max_tokens")
+            raise ApiError(
+                400,
+                f"max_tokens is {asked}; this server allows at most {self.max_tokens_limit}",
+                param="max_tokens",
+            )
         if context is not None and num_prompt_tokens + asked > context:
-            raise ApiError(400, f"the prompt ({num_prompt_tokens} tokens) plus max_tokens ({asked}) exceeds the "
-                           f"model's context of {context} tokens", param="max_tokens", code="context_length_exceeded")
+            raise ApiError(
+                400,
+                f"the prompt ({num_prompt_tokens} tokens) plus max_tokens ({asked}) exceeds the "
+                f"model's context of {context} tokens",
+                param="max_tokens",
+                code="context_length_exceeded",
+            )
         return asked
 
     # ---- running them
@@ -117,9 +163,15 @@ class Service:
             except RuntimeError:  # the event loop has closed: nobody is listening any more
                 pass
 
-        request = GenerationRequest(prompt.ids, prompt.max_new_tokens, temperature=body.temperature,
-                                    top_p=body.top_p, seed=body.seed, stop=getattr(body, "stop", None) or [],
-                                    sink=sink)
+        request = GenerationRequest(
+            prompt.ids,
+            prompt.max_new_tokens,
+            temperature=body.temperature,
+            top_p=body.top_p,
+            seed=body.seed,
+            stop=getattr(body, "stop", None) or [],
+            sink=sink,
+        )
         try:
             self.engine.submit(request)
         except EngineOverloaded as error:
@@ -146,8 +198,11 @@ class Service:
 
 
 def usage(finish: Finish) -> dict:
-    return {"prompt_tokens": finish.num_prompt_tokens, "completion_tokens": finish.num_completion_tokens,
-            "total_tokens": finish.num_prompt_tokens + finish.num_completion_tokens}
+    return {
+        "prompt_tokens": finish.num_prompt_tokens,
+        "completion_tokens": finish.num_completion_tokens,
+        "total_tokens": finish.num_prompt_tokens + finish.num_completion_tokens,
+    }
 
 
 async def collect(events: AsyncIterator[Event], splitter: ReasoningStream | None):
@@ -157,7 +212,7 @@ async def collect(events: AsyncIterator[Event], splitter: ReasoningStream | None
         if isinstance(event, Failure):
             raise ApiError(500, event.message, kind="server_error")
         if isinstance(event, Token):
-            for field, text in (splitter.feed(event.text) if splitter else [(CONTENT, event.text)]):
+            for field, text in splitter.feed(event.text) if splitter else [(CONTENT, event.text)]:
                 parts[field].append(text)
         if isinstance(event, Finish):
             for field, text in splitter.finish() if splitter else []:
@@ -166,10 +221,24 @@ async def collect(events: AsyncIterator[Event], splitter: ReasoningStream | None
             return reasoning, "".join(parts[CONTENT]), event
 
 
-def create_app(engine, tokenizer, *, model_name: str, max_tokens_limit: int = 4096,
-               context_length: int | None = None, api_key: str | None = None, strict: bool = True) -> FastAPI:
-    service = Service(engine, tokenizer, model_name=model_name, max_tokens_limit=max_tokens_limit,
-                      context_length=context_length, api_key=api_key)
+def create_app(
+    engine,
+    tokenizer,
+    *,
+    model_name: str,
+    max_tokens_limit: int = 4096,
+    context_length: int | None = None,
+    api_key: str | None = None,
+    strict: bool = True,
+) -> FastAPI:
+    service = Service(
+        engine,
+        tokenizer,
+        model_name=model_name,
+        max_tokens_limit=max_tokens_limit,
+        context_length=context_length,
+        api_key=api_key,
+    )
     ChatRequest, CompletionRequest, GenerateRequest = request_models(strict)
 
     async def lifespan(app):
@@ -191,7 +260,9 @@ def create_app(engine, tokenizer, *, model_name: str, max_tokens_limit: int = 40
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException):
-        return JSONResponse(ApiError(error.status_code, str(error.detail)).body(), status_code=error.status_code)
+        return JSONResponse(
+            ApiError(error.status_code, str(error.detail)).body(), status_code=error.status_code
+        )
 
     def authorize(request: Request) -> None:  # a dependency: runs before the body is read and validated
         service.check_key(request.headers.get("authorization"))
@@ -205,8 +276,10 @@ def create_app(engine, tokenizer, *, model_name: str, max_tokens_limit: int = 40
     @app.get("/health")
     async def health():
         status = 503 if service.draining else 200
-        return JSONResponse({"status": "draining" if service.draining else "ok", "model": model_name,
-                             "engine": engine.name}, status_code=status)
+        return JSONResponse(
+            {"status": "draining" if service.draining else "ok", "model": model_name, "engine": engine.name},
+            status_code=status,
+        )
 
     @app.get("/metrics")
     async def metrics():
@@ -214,22 +287,34 @@ def create_app(engine, tokenizer, *, model_name: str, max_tokens_limit: int = 40
 
     @app.get("/v1/models", dependencies=guarded)
     async def models(request: Request):
-        return {"object": "list", "data": [{"id": model_name, "object": "model", "created": 0, "owned_by": "r1kit"}]}
+        return {
+            "object": "list",
+            "data": [{"id": model_name, "object": "model", "created": 0, "owned_by": "r1kit"}],
+        }
 
     @app.post("/v1/chat/completions", dependencies=guarded)
     async def chat_completions(request: Request, body: ChatRequest):
         service.check_model(body.model)
-        messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in body.messages]
+        messages = [
+            {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
+            for m in body.messages
+        ]
         prompt = service.chat_prompt(messages, body.limit())
         events = service.start(prompt, body, "/v1/chat/completions")
         base = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": model_name}
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
-            return EventSourceResponse(_chat_chunks(events, ReasoningStream(prompt.opened), base, include_usage))
+            return EventSourceResponse(
+                _chat_chunks(events, ReasoningStream(prompt.opened), base, include_usage)
+            )
         reasoning, content, finish = await collect(events, ReasoningStream(prompt.opened))
         message = {"role": "assistant", "content": content, "reasoning_content": reasoning}
-        return {**base, "object": "chat.completion", "usage": usage(finish),
-                "choices": [{"index": 0, "message": message, "finish_reason": finish.reason, "logprobs": None}]}
+        return {
+            **base,
+            "object": "chat.completion",
+            "usage": usage(finish),
+            "choices": [{"index": 0, "message": message, "finish_reason": finish.reason, "logprobs": None}],
+        }
 
     @app.post("/v1/completions", dependencies=guarded)
     async def completions(request: Request, body: CompletionRequest):
@@ -241,17 +326,27 @@ def create_app(engine, tokenizer, *, model_name: str, max_tokens_limit: int = 40
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
             return EventSourceResponse(_completion_chunks(events, base, include_usage))
         _, text, finish = await collect(events, None)
-        return {**base, "object": "text_completion", "usage": usage(finish),
-                "choices": [{"index": 0, "text": text, "finish_reason": finish.reason, "logprobs": None}]}
+        return {
+            **base,
+            "object": "text_completion",
+            "usage": usage(finish),
+            "choices": [{"index": 0, "text": text, "finish_reason": finish.reason, "logprobs": None}],
+        }
 
     @app.post("/generate", dependencies=guarded)
     async def generate(request: Request, body: GenerateRequest):
         """The simple API: a prompt in, the reasoning and the answer out."""
         prompt = service.chat_prompt(_user_turn(body), body.limit())
-        reasoning, content, finish = await collect(service.start(prompt, body, "/generate"),
-                                                   ReasoningStream(prompt.opened))
-        return {"model": model_name, "reasoning": reasoning, "answer": content, "finish_reason": finish.reason,
-                "usage": usage(finish)}
+        reasoning, content, finish = await collect(
+            service.start(prompt, body, "/generate"), ReasoningStream(prompt.opened)
+        )
+        return {
+            "model": model_name,
+            "reasoning": reasoning,
+            "answer": content,
+            "finish_reason": finish.reason,
+            "usage": usage(finish),
+        }
 
     @app.websocket("/v1/stream")
     async def stream(socket: WebSocket):
@@ -274,7 +369,8 @@ def create_app(engine, tokenizer, *, model_name: str, max_tokens_limit: int = 40
 
 def _user_turn(body) -> list[dict]:
     return ([{"role": "system", "content": body.system}] if body.system else []) + [
-        {"role": "user", "content": body.prompt}]
+        {"role": "user", "content": body.prompt}
+    ]
 
 
 async def _serve_socket_request(socket: WebSocket, raw: str, service: Service, GenerateRequest) -> None:
@@ -321,8 +417,11 @@ async def _chat_chunks(events, splitter: ReasoningStream, base: dict, include_us
                 yield chunk({field: text})
             yield chunk({}, event.reason)
             if include_usage:
-                yield {"data": json.dumps({**base, "object": "chat.completion.chunk", "choices": [],
-                                           "usage": usage(event)})}
+                yield {
+                    "data": json.dumps(
+                        {**base, "object": "chat.completion.chunk", "choices": [], "usage": usage(event)}
+                    )
+                }
     yield {"data": "[DONE]"}
 
 
@@ -340,6 +439,9 @@ async def _completion_chunks(events, base: dict, include_usage: bool):
         if isinstance(event, Finish):
             yield chunk("", event.reason)
             if include_usage:
-                yield {"data": json.dumps({**base, "object": "text_completion", "choices": [],
-                                           "usage": usage(event)})}
+                yield {
+                    "data": json.dumps(
+                        {**base, "object": "text_completion", "choices": [], "usage": usage(event)}
+                    )
+                }
     yield {"data": "[DONE]"}

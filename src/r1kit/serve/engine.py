@@ -81,7 +81,8 @@ class _Row:
         self._prefix, self._read = 0, 0  # incremental decoding window: ids[prefix:read] are already in text
         self.num_sent_chars = 0
         self.generator = torch.Generator().manual_seed(
-            request.seed if request.seed is not None else random.getrandbits(63))
+            request.seed if request.seed is not None else random.getrandbits(63)
+        )
         self.finished = False
 
     def accept(self, token_id: int) -> None:
@@ -98,7 +99,9 @@ class _Row:
                 return self._finish("stop")
         self._send(self.text[: len(self.text) - _held_back(self.text, request.stop)])
         if len(self.ids) >= request.max_new_tokens:
-            self.text = self.tokenizer.decode(self.ids, skip_special_tokens=True)  # an unfinished character too
+            self.text = self.tokenizer.decode(
+                self.ids, skip_special_tokens=True
+            )  # an unfinished character too
             self._send(self.text)
             self._finish("length")
 
@@ -107,15 +110,15 @@ class _Row:
         starts a few tokens back decodes word boundaries (a leading space, a merged byte) as the full text
         would, and text that ends mid-character waits for the next token."""
         decode = self.tokenizer.decode
-        before = decode(self.ids[self._prefix:self._read], skip_special_tokens=True)
-        after = decode(self.ids[self._prefix:], skip_special_tokens=True)
+        before = decode(self.ids[self._prefix : self._read], skip_special_tokens=True)
+        after = decode(self.ids[self._prefix :], skip_special_tokens=True)
         if len(after) > len(before) and not after.endswith("\ufffd"):
-            self.text += after[len(before):]
+            self.text += after[len(before) :]
             self._prefix, self._read = self._read, len(self.ids)
 
     def _send(self, text: str) -> None:
         if len(text) > self.num_sent_chars:
-            self.request.sink(Token(text[self.num_sent_chars:]))
+            self.request.sink(Token(text[self.num_sent_chars :]))
             self.num_sent_chars = len(text)
 
     def _finish(self, reason: str) -> None:
@@ -166,14 +169,18 @@ class TransformersEngine:
         self.model, self.tokenizer = model.eval(), tokenizer
         self.max_batch_size, self.max_queue_size = max_batch_size, max_queue_size
         eos = model.generation_config.eos_token_id
-        self.eos_ids = {*(eos if isinstance(eos, list) else [eos] if eos is not None else []),
-                        *([tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else [])}
+        self.eos_ids = {
+            *(eos if isinstance(eos, list) else [eos] if eos is not None else []),
+            *([tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []),
+        }
         self.context_length = getattr(model.config, "max_position_embeddings", None)
         probe = DynamicCache(config=model.config)
         self.joins_mid_batch = all(type(layer) is DynamicLayer for layer in probe.layers)
         if not self.joins_mid_batch:
-            log.warning("this model's cache has sliding-window or other non-full layers: requests are batched in "
-                        "waves (a new batch starts when the current one ends), not joined mid-generation")
+            log.warning(
+                "this model's cache has sliding-window or other non-full layers: requests are batched in "
+                "waves (a new batch starts when the current one ends), not joined mid-generation"
+            )
         self._torch = torch
         self._waiting: collections.deque[GenerationRequest] = collections.deque()
         self._rows: list[_Row] = []
@@ -193,7 +200,9 @@ class TransformersEngine:
             if not self._accepting:
                 raise EngineOverloaded("the server is shutting down")
             if len(self._waiting) >= self.max_queue_size:
-                raise EngineOverloaded(f"{len(self._waiting)} requests are already waiting; try again shortly")
+                raise EngineOverloaded(
+                    f"{len(self._waiting)} requests are already waiting; try again shortly"
+                )
             self._waiting.append(request)
             self._lock.notify()
 
@@ -204,9 +213,12 @@ class TransformersEngine:
                 self._recent.popleft()
             recent = sum(n for _, n in self._recent)
             span = now - self._recent[0][0] if self._recent else 0.0
-            return {"queue_depth": len(self._waiting), "batch_size": len(self._rows),
-                    "tokens_per_second": recent / span if span > 0.5 else 0.0,
-                    "generated_tokens": self.num_generated_tokens}
+            return {
+                "queue_depth": len(self._waiting),
+                "batch_size": len(self._rows),
+                "tokens_per_second": recent / span if span > 0.5 else 0.0,
+                "generated_tokens": self.num_generated_tokens,
+            }
 
     def shutdown(self, timeout: float = 300.0) -> None:
         """Stop taking requests, finish the ones already taken (waiting or running), then stop the thread."""
@@ -239,7 +251,9 @@ class TransformersEngine:
                         self._prefill(admitted)
                     if self._rows:
                         self._decode_step()
-            except Exception as error:  # a failed forward (out of memory, say) fails its requests, not the server
+            except (
+                Exception
+            ) as error:  # a failed forward (out of memory, say) fails its requests, not the server
                 log.exception("generation step failed")
                 for row in self._rows:
                     row.request.sink(Failure(f"generation failed: {error}"))
@@ -281,17 +295,27 @@ class TransformersEngine:
 
     def _forward(self, input_ids, mask, cache):
         """Logits of the last position, (B, V); position ids count real tokens only."""
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, -input_ids.shape[1]:]
-        output = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
-                            past_key_values=cache, use_cache=True, logits_to_keep=1)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, -input_ids.shape[1] :]
+        output = self.model(
+            input_ids=input_ids,
+            attention_mask=mask,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
         return output.logits[:, -1]
 
     def _accept(self, logits, rows: list[_Row]) -> None:
         """Sample a token for each of `rows` (the last len(rows) rows of the batch), send it, retire rows that
         finished or whose client left."""
         offset = len(self._rows) - len(rows)
-        tokens = sample(logits, [r.request.temperature for r in rows], [r.request.top_p for r in rows],
-                        [r.generator for r in rows])
+        tokens = sample(
+            logits,
+            [r.request.temperature for r in rows],
+            [r.request.top_p for r in rows],
+            [r.generator for r in rows],
+        )
         for i, (row, token) in enumerate(zip(rows, tokens)):
             if not row.request.cancelled:
                 row.accept(token)

@@ -7,23 +7,46 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64, 128)
-ROUTES = {"/", "/health", "/metrics", "/generate", "/v1/models", "/v1/chat/completions", "/v1/completions",
-          "/v1/stream"}
+ROUTES = {
+    "/",
+    "/health",
+    "/metrics",
+    "/generate",
+    "/v1/models",
+    "/v1/chat/completions",
+    "/v1/completions",
+    "/v1/stream",
+}
 
 
 class ServeMetrics:
     def __init__(self, engine):
         self.registry = CollectorRegistry()
-        self.requests = Counter("r1kit_serve_requests", "HTTP requests by route and status code",
-                                ["route", "status"], registry=self.registry)
-        self.latency = Histogram("r1kit_serve_request_latency_seconds", "Generation requests, arrival to last byte",
-                                 ["route"], buckets=LATENCY_BUCKETS, registry=self.registry)
-        self.ttft = Histogram("r1kit_serve_time_to_first_token_seconds", "Arrival to the first generated token",
-                              buckets=LATENCY_BUCKETS, registry=self.registry)
-        self.prompt_tokens = Counter("r1kit_serve_prompt_tokens", "Prompt tokens of finished requests",
-                                     registry=self.registry)
-        self.completion_tokens = Counter("r1kit_serve_completion_tokens", "Generated tokens of finished requests",
-                                         registry=self.registry)
+        self.requests = Counter(
+            "r1kit_serve_requests",
+            "HTTP requests by route and status code",
+            ["route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "r1kit_serve_request_latency_seconds",
+            "Generation requests, arrival to last byte",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.ttft = Histogram(
+            "r1kit_serve_time_to_first_token_seconds",
+            "Arrival to the first generated token",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.prompt_tokens = Counter(
+            "r1kit_serve_prompt_tokens", "Prompt tokens of finished requests", registry=self.registry
+        )
+        self.completion_tokens = Counter(
+            "r1kit_serve_completion_tokens", "Generated tokens of finished requests", registry=self.registry
+        )
         self.registry.register(_EngineCollector(engine))
 
     def route_of(self, path: str) -> str:

@@ -52,7 +52,7 @@ class ReasoningStream:
                 if not head or (THINK_OPEN.startswith(head) and head != THINK_OPEN):
                     return deltas  # nothing yet, or a think tag still arriving
                 if head.startswith(THINK_OPEN):
-                    self.state, self.saw_think, self._buffer = "reasoning", True, head[len(THINK_OPEN):]
+                    self.state, self.saw_think, self._buffer = "reasoning", True, head[len(THINK_OPEN) :]
                 else:
                     self.state, self._buffer = "answer", head
                 continue
@@ -65,7 +65,7 @@ class ReasoningStream:
             ready = self._buffer[: len(self._buffer) - hold]
             sendable = ready.rstrip()  # trailing whitespace waits: it is dropped if the part ends here
             self._emit(REASONING if self.state == "reasoning" else CONTENT, sendable, deltas)
-            self._buffer = self._buffer[len(sendable):]
+            self._buffer = self._buffer[len(sendable) :]
             return deltas
 
     def finish(self) -> list[tuple[str, str]]:

@@ -25,15 +25,18 @@ def build_engine(model_dir: Path, config: ServeConfig, *, trust_remote_code: boo
         require_module("vllm", "gpu", "serve.engine: vllm")
         from r1kit.serve.vllm_engine import VllmEngine
 
-        engine = VllmEngine(model_dir, max_batch_size=config.max_batch_size, trust_remote_code=trust_remote_code)
+        engine = VllmEngine(
+            model_dir, max_batch_size=config.max_batch_size, trust_remote_code=trust_remote_code
+        )
         return engine, tokenizer, engine.context_length
     from r1kit.serve.engine import TransformersEngine
 
     model = load_model(model_dir, trust_remote_code=trust_remote_code)
     if cuda_available():
         model = model.to("cuda")
-    engine = TransformersEngine(model, tokenizer, max_batch_size=config.max_batch_size,
-                                max_queue_size=config.max_queue_size)
+    engine = TransformersEngine(
+        model, tokenizer, max_batch_size=config.max_batch_size, max_queue_size=config.max_queue_size
+    )
     return engine, tokenizer, engine.context_length
 
 
@@ -50,31 +53,57 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(model_dir: str | Path, config: ServeConfig, *, model_name: str | None = None,
-          trust_remote_code: bool = False) -> None:
+def serve(
+    model_dir: str | Path,
+    config: ServeConfig,
+    *,
+    model_name: str | None = None,
+    trust_remote_code: bool = False,
+) -> None:
     import uvicorn
     from sse_starlette.sse import AppStatus
 
     from r1kit.serve.app import create_app
 
     if (Path(model_dir) / "adapter_config.json").is_file():
-        raise UserError(f"{model_dir} is a LoRA adapter: merge it into its base first "
-                        f"(r1kit export --model {model_dir} --out DIR), then serve DIR")
+        raise UserError(
+            f"{model_dir} is a LoRA adapter: merge it into its base first "
+            f"(r1kit export --model {model_dir} --out DIR), then serve DIR"
+        )
     model_dir = resolve_model_dir(model_dir)
     engine, tokenizer, context_length = build_engine(model_dir, config, trust_remote_code=trust_remote_code)
     name = model_name or model_dir.resolve().name
-    app = create_app(engine, tokenizer, model_name=name, max_tokens_limit=config.max_tokens_limit,
-                     context_length=context_length, api_key=config.api_key, strict=config.strict)
+    app = create_app(
+        engine,
+        tokenizer,
+        model_name=name,
+        max_tokens_limit=config.max_tokens_limit,
+        context_length=context_length,
+        api_key=config.api_key,
+        strict=config.strict,
+    )
     sock = bind(config.host, config.port)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
-    print(f"r1kit serve: http://{shown}:{port} (model {name!r}, {engine.name} engine, "
-          f"{'API key required' if config.api_key else 'no API key'})", flush=True)
+    print(
+        f"r1kit serve: http://{shown}:{port} (model {name!r}, {engine.name} engine, "
+        f"{'API key required' if config.api_key else 'no API key'})",
+        flush=True,
+    )
     if config.host not in ("127.0.0.1", "localhost", "::1") and not config.api_key:
-        print("warning: listening beyond this machine without an API key (--api-key or R1KIT_API_KEY)",
-              file=sys.stderr, flush=True)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=config.shutdown_timeout,
-                                           ws="websockets-sansio"))
+        print(
+            "warning: listening beyond this machine without an API key (--api-key or R1KIT_API_KEY)",
+            file=sys.stderr,
+            flush=True,
+        )
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            log_level="warning",
+            timeout_graceful_shutdown=config.shutdown_timeout,
+            ws="websockets-sansio",
+        )
+    )
     # sse-starlette ends every open stream as soon as uvicorn is told to exit; r1kit's streams end on their own
     # (max_tokens bounds them) and uvicorn's graceful timeout bounds the wait, so let them finish instead.
     AppStatus.disable_automatic_graceful_drain()

@@ -25,9 +25,12 @@ class VllmEngine:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="r1kit-vllm", daemon=True)
         self._thread.start()
-        args = AsyncEngineArgs(model=str(model_dir), max_num_seqs=max_batch_size,
-                               trust_remote_code=trust_remote_code)
-        self._engine = asyncio.run_coroutine_threadsafe(self._create(AsyncLLMEngine, args), self._loop).result()
+        args = AsyncEngineArgs(
+            model=str(model_dir), max_num_seqs=max_batch_size, trust_remote_code=trust_remote_code
+        )
+        self._engine = asyncio.run_coroutine_threadsafe(
+            self._create(AsyncLLMEngine, args), self._loop
+        ).result()
         self.context_length = self._engine.model_config.max_model_len
         self._in_flight, self._accepting = 0, True
         self._recent: list[tuple[float, int]] = []
@@ -46,12 +49,20 @@ class VllmEngine:
     async def _run(self, request: GenerationRequest) -> None:
         from vllm import SamplingParams
 
-        params = SamplingParams(n=1, temperature=request.temperature, top_p=request.top_p, seed=request.seed,
-                                max_tokens=request.max_new_tokens, stop=request.stop or None,
-                                skip_special_tokens=True)
+        params = SamplingParams(
+            n=1,
+            temperature=request.temperature,
+            top_p=request.top_p,
+            seed=request.seed,
+            max_tokens=request.max_new_tokens,
+            stop=request.stop or None,
+            skip_special_tokens=True,
+        )
         request_id, sent, output = uuid.uuid4().hex, 0, None
         try:
-            async for result in self._engine.generate({"prompt_token_ids": request.prompt_ids}, params, request_id):
+            async for result in self._engine.generate(
+                {"prompt_token_ids": request.prompt_ids}, params, request_id
+            ):
                 if request.cancelled:
                     await self._engine.abort(request_id)
                     return
@@ -73,8 +84,12 @@ class VllmEngine:
         now = time.perf_counter()
         self._recent = [(t, n) for t, n in self._recent if now - t <= 10.0]
         recent = sum(n for _, n in self._recent)
-        return {"queue_depth": 0, "batch_size": self._in_flight,
-                "tokens_per_second": recent / 10.0, "generated_tokens": self.num_generated_tokens}
+        return {
+            "queue_depth": 0,
+            "batch_size": self._in_flight,
+            "tokens_per_second": recent / 10.0,
+            "generated_tokens": self.num_generated_tokens,
+        }
 
     def shutdown(self, timeout: float = 300.0) -> None:
         self._accepting = False

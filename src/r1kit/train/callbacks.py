@@ -66,7 +66,12 @@ class CheckpointPublisher(TrainerCallback):
     with the tracked metric of its step, then deletes all but the latest and the `keep_best` best."""
 
     def __init__(self, run_dir: Path, metric: str, greater_is_better: bool, keep_best: int):
-        self.run_dir, self.metric, self.greater_is_better, self.keep_best = run_dir, metric, greater_is_better, keep_best
+        self.run_dir, self.metric, self.greater_is_better, self.keep_best = (
+            run_dir,
+            metric,
+            greater_is_better,
+            keep_best,
+        )
         self.metrics: dict[int, float] = {}
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
@@ -95,7 +100,9 @@ class StopOnSignal(TrainerCallback):
 
     def _handle(self, signum, frame):
         self.received = signal.Signals(signum).name
-        print0(f"[yellow]{self.received} received: saving a checkpoint after this step, then stopping[/yellow]")
+        print0(
+            f"[yellow]{self.received} received: saving a checkpoint after this step, then stopping[/yellow]"
+        )
 
     def on_train_begin(self, args, state, control, **kwargs):
         self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
@@ -173,7 +180,9 @@ class NonFiniteGuard:
             self.skipped += 1
             self.in_a_row += 1
             self._step_of_last_skip = step
-            print0(f"[yellow]non-finite loss at step {step + 1}: step skipped ({self.in_a_row} in a row)[/yellow]")
+            print0(
+                f"[yellow]non-finite loss at step {step + 1}: step skipped ({self.in_a_row} in a row)[/yellow]"
+            )
             if self.in_a_row >= self.max_in_a_row:
                 raise UserError(
                     f"training diverged: {self.in_a_row} optimizer steps in a row had a NaN/inf loss (up to step "

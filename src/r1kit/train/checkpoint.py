@@ -58,7 +58,9 @@ def to_delete(metrics: dict[int, float | None], keep_best: int, greater_is_bette
     if not metrics:
         return []
     latest = max(metrics)
-    scored = [(m, step) for step, m in metrics.items() if step != latest and m is not None and not math.isnan(m)]
+    scored = [
+        (m, step) for step, m in metrics.items() if step != latest and m is not None and not math.isnan(m)
+    ]
     scored.sort(key=lambda item: (-item[0] if greater_is_better else item[0], -item[1]))
     keep = {latest} | {step for _, step in scored[:keep_best]}
     return sorted(step for step in metrics if step not in keep)

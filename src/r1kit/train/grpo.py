@@ -64,11 +64,15 @@ def problem_dataset(recipe: Recipe, run_dir: Path, tokenizer):
             continue
         rows.append({"prompt": prompt, "answer": record["answer"]})
     if not rows:
-        raise UserError(f"{data_dir}: no training problem with a gold answer (and a prompt within "
-                        f"grpo.max_prompt_length = {recipe.grpo.max_prompt_length} tokens; {too_long} were longer)")
+        raise UserError(
+            f"{data_dir}: no training problem with a gold answer (and a prompt within "
+            f"grpo.max_prompt_length = {recipe.grpo.max_prompt_length} tokens; {too_long} were longer)"
+        )
     if too_long:
-        print0(f"[yellow]{too_long} problems dropped: prompt over grpo.max_prompt_length "
-               f"({recipe.grpo.max_prompt_length} tokens)[/yellow]")
+        print0(
+            f"[yellow]{too_long} problems dropped: prompt over grpo.max_prompt_length "
+            f"({recipe.grpo.max_prompt_length} tokens)[/yellow]"
+        )
     return Dataset.from_list(rows), too_long
 
 
@@ -84,9 +88,11 @@ def grpo_config(recipe: Recipe, run_dir: Path, precision: str):
     t, g = recipe.train, recipe.grpo
     completions_per_step = t.per_device_batch_size * t.gradient_accumulation_steps * world_size()
     if completions_per_step % g.num_generations:
-        raise UserError(f"train.per_device_batch_size x gradient_accumulation_steps x processes "
-                        f"({completions_per_step}) counts completions per step in GRPO and must be a multiple of "
-                        f"grpo.num_generations ({g.num_generations})")
+        raise UserError(
+            f"train.per_device_batch_size x gradient_accumulation_steps x processes "
+            f"({completions_per_step}) counts completions per step in GRPO and must be a multiple of "
+            f"grpo.num_generations ({g.num_generations})"
+        )
     vllm = g.rollout_engine.startswith("vllm")
     return GRPOConfig(
         **shared_trainer_args(recipe, run_dir, precision),
@@ -124,19 +130,25 @@ def keep_reference(model, reference_dir: Path) -> None:
     deadline = time.monotonic() + 600
     while not reference_dir.is_dir():
         if time.monotonic() > deadline:
-            raise UserError(f"{reference_dir} did not appear: the main process failed to write the reference model")
+            raise UserError(
+                f"{reference_dir} did not appear: the main process failed to write the reference model"
+            )
         time.sleep(0.5)
     model.config._name_or_path = str(reference_dir)
 
 
-def train_grpo(recipe: Recipe, run_dir: str | Path | None = None, *, resume: str | None = None) -> TrainResult:
+def train_grpo(
+    recipe: Recipe, run_dir: str | Path | None = None, *, resume: str | None = None
+) -> TrainResult:
     import torch
     from trl import GRPOTrainer
 
     run_dir = Path(run_dir) if run_dir else recipe.run_dir
     check_rollout_engine(recipe.grpo.rollout_engine)
     resume_from, precision, tokenizer = start_run(recipe, run_dir, resume)
-    rewards = [resolve(name, max_completion_length=recipe.grpo.max_completion_length) for name in recipe.grpo.rewards]
+    rewards = [
+        resolve(name, max_completion_length=recipe.grpo.max_completion_length) for name in recipe.grpo.rewards
+    ]
     dataset, dropped = problem_dataset(recipe, run_dir, tokenizer)
     model, base_dir = load_model(recipe, tokenizer, precision, run_dir)
     if recipe.grpo.beta > 0 and recipe.train.method == "full" and recipe.model.preset is not None:
@@ -145,16 +157,33 @@ def train_grpo(recipe: Recipe, run_dir: str | Path | None = None, *, resume: str
         configure_wandb(recipe, run_dir)
     args = grpo_config(recipe, run_dir, precision)
 
-    metrics_logger = MetricsLogger(run_dir / "metrics.jsonl", run_record(
-        "grpo", recipe, precision, problems=len(dataset), dropped_long_prompts=dropped,
-        rewards=recipe.grpo.rewards))
+    metrics_logger = MetricsLogger(
+        run_dir / "metrics.jsonl",
+        run_record(
+            "grpo",
+            recipe,
+            precision,
+            problems=len(dataset),
+            dropped_long_prompts=dropped,
+            rewards=recipe.grpo.rewards,
+        ),
+    )
     callbacks, stopper, exporter = build_callbacks(recipe, run_dir, True, False, model)
     health = RLHealth(recipe.grpo.alerts, exporter.registry if exporter else None)
     try:
-        trainer = GRPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                              reward_funcs=rewards, callbacks=callbacks,
-                              peft_config=lora_config(recipe) if recipe.train.method != "full" else None)
-        trainer.callback_handler.callbacks[0:0] = [health, metrics_logger]  # alerts in the logs before they are written
+        trainer = GRPOTrainer(
+            model=model,
+            args=args,
+            train_dataset=dataset,
+            processing_class=tokenizer,
+            reward_funcs=rewards,
+            callbacks=callbacks,
+            peft_config=lora_config(recipe) if recipe.train.method != "full" else None,
+        )
+        trainer.callback_handler.callbacks[0:0] = [
+            health,
+            metrics_logger,
+        ]  # alerts in the logs before they are written
         health.time_rollouts(trainer)
         metrics_logger.first_record["metrics_port"] = exporter.port if exporter else None
         try:

@@ -40,8 +40,10 @@ def r1kit_command(args: list[str]) -> list[str]:
     if args and args[0] in ("r1kit", "python -m r1kit"):
         args = args[1:]
     if not args:
-        raise UserError("give the r1kit command to launch after --, e.g. r1kit launch --nproc-per-node 8 -- "
-                        "r1kit train sft recipe.yaml")
+        raise UserError(
+            "give the r1kit command to launch after --, e.g. r1kit launch --nproc-per-node 8 -- "
+            "r1kit train sft recipe.yaml"
+        )
     return args
 
 
@@ -67,11 +69,21 @@ def torchrun_command(spec: LaunchSpec, module: str = "r1kit") -> list[str]:
         cmd.append("--standalone")
     else:
         if spec.master_addr is None:
-            raise UserError("a run on several nodes needs --master-addr (the address of the node with rank 0)")
+            raise UserError(
+                "a run on several nodes needs --master-addr (the address of the node with rank 0)"
+            )
         if not 0 <= spec.node_rank < spec.nnodes:
             raise UserError(f"--node-rank {spec.node_rank} is outside 0..{spec.nnodes - 1}")
-        cmd += ["--nnodes", str(spec.nnodes), "--node-rank", str(spec.node_rank), "--master-addr", spec.master_addr,
-                "--master-port", str(spec.master_port)]
+        cmd += [
+            "--nnodes",
+            str(spec.nnodes),
+            "--node-rank",
+            str(spec.node_rank),
+            "--master-addr",
+            spec.master_addr,
+            "--master-port",
+            str(spec.master_port),
+        ]
     return [*cmd, "-m", module, *spec.command]
 
 
@@ -91,24 +103,36 @@ def default_processes() -> int:
     return 1
 
 
-def slurm_script(spec: LaunchSpec, *, job_name: str, time_limit: str | None = None,
-                 partition: str | None = None) -> str:
+def slurm_script(
+    spec: LaunchSpec, *, job_name: str, time_limit: str | None = None, partition: str | None = None
+) -> str:
     """A batch script for `sbatch`: one task per node, each running torchrun with c10d rendezvous on the first
     node of the allocation."""
-    lines = ["#!/bin/bash", f"#SBATCH --job-name={job_name}", f"#SBATCH --nodes={spec.nnodes}",
-             "#SBATCH --ntasks-per-node=1", f"#SBATCH --gpus-per-node={spec.nproc_per_node}",
-             "#SBATCH --exclusive", "#SBATCH --output=%x-%j.out"]
+    lines = [
+        "#!/bin/bash",
+        f"#SBATCH --job-name={job_name}",
+        f"#SBATCH --nodes={spec.nnodes}",
+        "#SBATCH --ntasks-per-node=1",
+        f"#SBATCH --gpus-per-node={spec.nproc_per_node}",
+        "#SBATCH --exclusive",
+        "#SBATCH --output=%x-%j.out",
+    ]
     if time_limit:
         lines.append(f"#SBATCH --time={time_limit}")
     if partition:
         lines.append(f"#SBATCH --partition={partition}")
-    lines += ["set -euo pipefail", 'export MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
-              f"export MASTER_PORT={spec.master_port}"]
+    lines += [
+        "set -euo pipefail",
+        'export MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
+        f"export MASTER_PORT={spec.master_port}",
+    ]
     lines += [f"export {k}={shlex.quote(v)}" for k, v in sorted(launch_env(spec, base={}).items())]
     command = " ".join(shlex.quote(arg) for arg in spec.command)
-    lines.append(f"srun torchrun --nnodes {spec.nnodes} --nproc-per-node {spec.nproc_per_node} "
-                 "--rdzv-id $SLURM_JOB_ID --rdzv-backend c10d --rdzv-endpoint $MASTER_ADDR:$MASTER_PORT "
-                 f"-m r1kit {command}")
+    lines.append(
+        f"srun torchrun --nnodes {spec.nnodes} --nproc-per-node {spec.nproc_per_node} "
+        "--rdzv-id $SLURM_JOB_ID --rdzv-backend c10d --rdzv-endpoint $MASTER_ADDR:$MASTER_PORT "
+        f"-m r1kit {command}"
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -149,8 +173,14 @@ def allreduce_probe(small_repeats: int = 20, large_mib: int | None = None) -> di
         seconds = statistics.median(timed(large) for _ in range(5))
         bus = large.numel() * 4 / seconds * 2 * (world - 1) / world
         correct = bool(torch.all(small == world ** (small_repeats + 1)).item())
-        result = {"backend": backend, "processes": world, "latency_us": latency * 1e6,
-                  "bus_bandwidth_gbps": bus / 1e9, "size_mib": large_mib, "sum_correct": correct}
+        result = {
+            "backend": backend,
+            "processes": world,
+            "latency_us": latency * 1e6,
+            "bus_bandwidth_gbps": bus / 1e9,
+            "size_mib": large_mib,
+            "sum_correct": correct,
+        }
         return result if dist.get_rank() == 0 else None
     finally:
         dist.destroy_process_group()

@@ -23,7 +23,9 @@ def size_tiles_for_cpu() -> bool:
     from trl.trainer import utils
 
     if not (hasattr(chunked_logprob, "TOKEN_CHUNK_SIZE") and hasattr(utils, "_CHUNKED_LOGPROB_CHUNK_SIZE")):
-        warnings.warn("this TRL release has no LM-head tile sizes r1kit knows; its defaults are kept", stacklevel=2)
+        warnings.warn(
+            "this TRL release has no LM-head tile sizes r1kit knows; its defaults are kept", stacklevel=2
+        )
         return False
     chunked_logprob.TOKEN_CHUNK_SIZE = CPU_TOKEN_TILE
     utils._CHUNKED_LOGPROB_CHUNK_SIZE = CPU_VOCAB_TILE

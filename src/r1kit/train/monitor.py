@@ -45,14 +45,18 @@ class PrometheusExporter(TrainerCallback):
         "gpu_utilization": "GPU utilisation percent",
     }
 
-    def __init__(self, host: str, port: int, num_parameters: int, peak_flops: float | None, rows_per_step: int):
+    def __init__(
+        self, host: str, port: int, num_parameters: int, peak_flops: float | None, rows_per_step: int
+    ):
         from prometheus_client import CollectorRegistry, Gauge
 
         self.host, self.requested_port = host, port
         self.num_parameters, self.peak_flops, self.rows_per_step = num_parameters, peak_flops, rows_per_step
         self.registry = CollectorRegistry()
-        self.gauges = {name: Gauge(f"r1kit_train_{name}", doc, registry=self.registry)
-                       for name, doc in self.GAUGES.items()}
+        self.gauges = {
+            name: Gauge(f"r1kit_train_{name}", doc, registry=self.registry)
+            for name, doc in self.GAUGES.items()
+        }
         self.server = None
         self.port: int | None = None
         self._last = (time.perf_counter(), 0)
@@ -73,14 +77,23 @@ class PrometheusExporter(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         logs = logs or {}
         self.gauges["step"].set(state.global_step)
-        for name in ("loss", "learning_rate", "grad_norm", "tokens_per_second", "eval_loss", "eval_perplexity"):
+        for name in (
+            "loss",
+            "learning_rate",
+            "grad_norm",
+            "tokens_per_second",
+            "eval_loss",
+            "eval_perplexity",
+        ):
             if isinstance(logs.get(name), (int, float)):
                 self.gauges[name].set(logs[name])
         if "loss" in logs and "train_loss" not in logs:
             now, step = time.perf_counter(), state.global_step
             last_time, last_step = self._last
             if now > last_time and step > last_step:
-                self.gauges["samples_per_second"].set((step - last_step) * self.rows_per_step / (now - last_time))
+                self.gauges["samples_per_second"].set(
+                    (step - last_step) * self.rows_per_step / (now - last_time)
+                )
             self._last = (now, step)
             if self.peak_flops and "tokens_per_second" in logs:
                 self.gauges["mfu"].set(6 * self.num_parameters * logs["tokens_per_second"] / self.peak_flops)

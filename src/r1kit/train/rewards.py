@@ -44,36 +44,51 @@ def accuracy(prompts, completions, answer, log_metric=None, **_) -> list[float]:
     if problems.count:
         import warnings
 
-        warnings.warn(f"{problems.count} gold answers could not be parsed and scored 0, e.g. {problems.examples[0]!r}",
-                      stacklevel=2)
+        warnings.warn(
+            f"{problems.count} gold answers could not be parsed and scored 0, e.g. {problems.examples[0]!r}",
+            stacklevel=2,
+        )
     return rewards
 
 
-_FORMAT = re.compile(rf"^\s*(?:{re.escape(THINK_OPEN)})?(?:(?!{re.escape(THINK_OPEN)}).)*?{re.escape(THINK_CLOSE)}"
-                     r"\s*\S", re.DOTALL)
+_FORMAT = re.compile(
+    rf"^\s*(?:{re.escape(THINK_OPEN)})?(?:(?!{re.escape(THINK_OPEN)}).)*?{re.escape(THINK_CLOSE)}"
+    r"\s*\S",
+    re.DOTALL,
+)
 
 
 def format(prompts, completions, **_) -> list[float]:
     rewards = []
     for c in completions:
         text = completion_text(c)
-        ok = (text.lstrip().startswith(THINK_OPEN) and text.count(THINK_OPEN) == 1 and text.count(THINK_CLOSE) == 1
-              and bool(_FORMAT.match(text)))
+        ok = (
+            text.lstrip().startswith(THINK_OPEN)
+            and text.count(THINK_OPEN) == 1
+            and text.count(THINK_CLOSE) == 1
+            and bool(_FORMAT.match(text))
+        )
         rewards.append(float(ok))
     return rewards
 
 
 def tag_count(prompts, completions, **_) -> list[float]:
-    return [0.5 * (completion_text(c).count(THINK_OPEN) == 1) + 0.5 * (completion_text(c).count(THINK_CLOSE) == 1)
-            for c in completions]
+    return [
+        0.5 * (completion_text(c).count(THINK_OPEN) == 1) + 0.5 * (completion_text(c).count(THINK_CLOSE) == 1)
+        for c in completions
+    ]
 
 
-def length(prompts, completions, completion_ids=None, *, max_length: int = 1024, buffer: int | None = None,
-           **_) -> list[float]:
+def length(
+    prompts, completions, completion_ids=None, *, max_length: int = 1024, buffer: int | None = None, **_
+) -> list[float]:
     """`max_length` is the rollouts' max_completion_length (the recipe sets it); `buffer` defaults to a quarter."""
     buffer = buffer if buffer is not None else max(1, max_length // 4)
-    sizes = [len(ids) for ids in completion_ids] if completion_ids is not None else [
-        len(completion_text(c).split()) for c in completions]
+    sizes = (
+        [len(ids) for ids in completion_ids]
+        if completion_ids is not None
+        else [len(completion_text(c).split()) for c in completions]
+    )
     return [0.0 if n <= max_length - buffer else max(-1.0, (max_length - buffer - n) / buffer) for n in sizes]
 
 
@@ -81,13 +96,18 @@ def repetition(prompts, completions, *, ngram: int = 3, **_) -> list[float]:
     rewards = []
     for c in completions:
         words = completion_text(c).lower().split()
-        grams = [tuple(words[i:i + ngram]) for i in range(len(words) - ngram + 1)]
+        grams = [tuple(words[i : i + ngram]) for i in range(len(words) - ngram + 1)]
         rewards.append(-(1.0 - len(set(grams)) / len(grams)) if grams else 0.0)
     return rewards
 
 
-BUILT_IN: dict[str, RewardFunction] = {"accuracy": accuracy, "format": format, "tag_count": tag_count,
-                                       "length": length, "repetition": repetition}
+BUILT_IN: dict[str, RewardFunction] = {
+    "accuracy": accuracy,
+    "format": format,
+    "tag_count": tag_count,
+    "length": length,
+    "repetition": repetition,
+}
 
 
 def resolve(name: str, *, max_completion_length: int) -> RewardFunction:
@@ -96,16 +116,21 @@ def resolve(name: str, *, max_completion_length: int) -> RewardFunction:
     if name in BUILT_IN:
         function = BUILT_IN[name]
         if function is length:
+
             def length_reward(prompts, completions, completion_ids=None, **kwargs):
-                return length(prompts, completions, completion_ids, max_length=max_completion_length, **kwargs)
+                return length(
+                    prompts, completions, completion_ids, max_length=max_completion_length, **kwargs
+                )
 
             length_reward.__name__ = "length"
             return length_reward
         return function
     module_name, _, attribute = name.partition(":")
     if not attribute:
-        raise UserError(f"grpo.rewards: unknown reward {name!r}; built-in: {', '.join(BUILT_IN)}, "
-                        "or give an import path as module:function")
+        raise UserError(
+            f"grpo.rewards: unknown reward {name!r}; built-in: {', '.join(BUILT_IN)}, "
+            "or give an import path as module:function"
+        )
     try:
         function = getattr(importlib.import_module(module_name), attribute)
     except (ImportError, AttributeError) as error:

@@ -25,14 +25,18 @@ from transformers import TrainerCallback
 from r1kit.config import RLAlertConfig
 from r1kit.dist import print0
 
-GAUGES = {"reward": "mean total reward", "reward_std": "reward standard deviation",
-          "frac_reward_zero_std": "share of groups with zero reward variance",
-          "completions/mean_length": "mean completion length (tokens)",
-          "completions/clipped_ratio": "share of completions cut at max_completion_length",
-          "entropy": "mean token entropy of the policy", "kl": "KL divergence to the reference model",
-          "clip_ratio/region_mean": "share of tokens whose ratio was clipped",
-          "rollout_seconds": "seconds spent generating rollouts since the previous log",
-          "train_seconds": "seconds spent on the rest of the steps since the previous log"}
+GAUGES = {
+    "reward": "mean total reward",
+    "reward_std": "reward standard deviation",
+    "frac_reward_zero_std": "share of groups with zero reward variance",
+    "completions/mean_length": "mean completion length (tokens)",
+    "completions/clipped_ratio": "share of completions cut at max_completion_length",
+    "entropy": "mean token entropy of the policy",
+    "kl": "KL divergence to the reference model",
+    "clip_ratio/region_mean": "share of tokens whose ratio was clipped",
+    "rollout_seconds": "seconds spent generating rollouts since the previous log",
+    "train_seconds": "seconds spent on the rest of the steps since the previous log",
+}
 
 
 def check_alerts(history: list[dict], thresholds: RLAlertConfig) -> list[str]:
@@ -45,7 +49,7 @@ def check_alerts(history: list[dict], thresholds: RLAlertConfig) -> list[str]:
     if latest.get("completions/clipped_ratio", 0.0) > thresholds.max_truncation:
         alerts.append("truncation")
     fmt, acc = "rewards/format/mean", "rewards/accuracy/mean"
-    window = [h for h in history if fmt in h and acc in h][-2 * thresholds.window:]
+    window = [h for h in history if fmt in h and acc in h][-2 * thresholds.window :]
     if len(window) >= 2 * thresholds.window:
         half = thresholds.window
 
@@ -69,10 +73,13 @@ class RLHealth(TrainerCallback):
         if registry is not None:
             from prometheus_client import Gauge
 
-            self.gauges = {key: Gauge("r1kit_rl_" + key.replace("/", "_"), doc, registry=registry)
-                           for key, doc in GAUGES.items()}
-            self.alert_gauge = Gauge("r1kit_rl_alert", "1 while an RL health alert holds", ["alert"],
-                                     registry=registry)
+            self.gauges = {
+                key: Gauge("r1kit_rl_" + key.replace("/", "_"), doc, registry=registry)
+                for key, doc in GAUGES.items()
+            }
+            self.alert_gauge = Gauge(
+                "r1kit_rl_alert", "1 while an RL health alert holds", ["alert"], registry=registry
+            )
 
     def time_rollouts(self, trainer) -> None:
         generate = trainer._generate
@@ -100,8 +107,10 @@ class RLHealth(TrainerCallback):
             if raised:
                 logs[f"alert/{name}"] = 1.0
                 if name not in self.active:
-                    print0(f"[yellow]RL health alert at step {state.global_step}: {name.replace('_', ' ')} "
-                           f"({_why(name, logs)})[/yellow]")
+                    print0(
+                        f"[yellow]RL health alert at step {state.global_step}: {name.replace('_', ' ')} "
+                        f"({_why(name, logs)})[/yellow]"
+                    )
             if self.alert_gauge is not None:
                 self.alert_gauge.labels(name).set(float(raised))
             (self.active.add if raised else self.active.discard)(name)
@@ -112,7 +121,9 @@ class RLHealth(TrainerCallback):
 
 
 def _why(name: str, logs: dict) -> str:
-    return {"entropy_collapse": f"entropy {logs.get('entropy', 0):.3f}",
-            "zero_variance": f"{100 * logs.get('frac_reward_zero_std', 0):.0f}% of groups score alike",
-            "truncation": f"{100 * logs.get('completions/clipped_ratio', 0):.0f}% of completions cut",
-            "reward_hacking": "format reward rising, accuracy flat"}[name]
+    return {
+        "entropy_collapse": f"entropy {logs.get('entropy', 0):.3f}",
+        "zero_variance": f"{100 * logs.get('frac_reward_zero_std', 0):.0f}% of groups score alike",
+        "truncation": f"{100 * logs.get('completions/clipped_ratio', 0):.0f}% of completions cut",
+        "reward_hacking": "format reward rising, accuracy flat",
+    }[name]

@@ -49,7 +49,9 @@ def rejection_sample(recipe: Recipe, model_dir: str | Path, out_dir: str | Path)
     cfg, out_dir = recipe.sample, Path(out_dir)
     data_dir = cfg.dataset or recipe.train.dataset
     if data_dir is None:
-        raise UserError("r1kit sample needs problems: sample.dataset (or train.dataset), a `data clean` folder")
+        raise UserError(
+            "r1kit sample needs problems: sample.dataset (or train.dataset), a `data clean` folder"
+        )
     if out_dir.exists() and any(out_dir.iterdir()):
         raise UserError(f"{out_dir} exists and is not empty: choose a new output folder")
     problems = heldout(data_dir, cfg.limit, split="train")
@@ -64,17 +66,25 @@ def rejection_sample(recipe: Recipe, model_dir: str | Path, out_dir: str | Path)
     out_dir.mkdir(parents=True, exist_ok=True)
     kept_rows, correct_count, solved, truncated = [], 0, 0, 0
     for i, problem in enumerate(problems):
-        group = samples[i * cfg.num_samples:(i + 1) * cfg.num_samples]
+        group = samples[i * cfg.num_samples : (i + 1) * cfg.num_samples]
         truncated += sum(s.finish_reason == "length" for s in group)
         correct = [s for s in group if s.finish_reason != "length" and is_correct(s.answer, problem.gold)]
         correct_count += len(correct)
         solved += bool(correct)
         for sample in choose(correct, cfg.keep):
-            assistant = {"role": "assistant", "content": sample.answer, "reasoning_content": sample.reasoning or ""}
+            assistant = {
+                "role": "assistant",
+                "content": sample.answer,
+                "reasoning_content": sample.reasoning or "",
+            }
             kept_rows.append({"messages": [*problem.messages, assistant], "answer": problem.gold})
     samples_file = out_dir / "samples.jsonl"
-    samples_file.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept_rows), encoding="utf-8")
-    report = SampleReport(len(problems), len(samples), correct_count, solved, len(kept_rows), truncated, cfg.keep)
+    samples_file.write_text(
+        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept_rows), encoding="utf-8"
+    )
+    report = SampleReport(
+        len(problems), len(samples), correct_count, solved, len(kept_rows), truncated, cfg.keep
+    )
     (out_dir / "report.json").write_text(json.dumps(asdict(report), indent=2) + "\n")
     if kept_rows:
         clean([samples_file], out_dir / "data", recipe.data, seed=recipe.seed)

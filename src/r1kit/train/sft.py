@@ -42,10 +42,12 @@ from r1kit.train.lm_head import size_tiles_for_cpu
 from r1kit.train.strategies import check_strategy, nodes, strategy_settings
 
 Mode = Literal["sft", "pretrain"]
-OOM_ADVICE = ("out of memory. Try, in order: a smaller train.per_device_batch_size (raise "
-              "gradient_accumulation_steps to keep the batch), train.gradient_checkpointing: true, a shorter "
-              "train.max_seq_length, train.method: lora or qlora, or train.strategy: zero3 with "
-              "offload_optimizer/offload_parameters on several GPUs.")
+OOM_ADVICE = (
+    "out of memory. Try, in order: a smaller train.per_device_batch_size (raise "
+    "gradient_accumulation_steps to keep the batch), train.gradient_checkpointing: true, a shorter "
+    "train.max_seq_length, train.method: lora or qlora, or train.strategy: zero3 with "
+    "offload_optimizer/offload_parameters on several GPUs."
+)
 
 
 @dataclass
@@ -67,8 +69,10 @@ def resolve_resume(run_dir: Path, resume: str | None) -> Path | None:
     Starting afresh in a folder that holds checkpoints is refused, so no run's work is overwritten."""
     if resume is None:
         if checkpoint.complete_checkpoints(run_dir):
-            raise UserError(f"{run_dir} already holds checkpoints: pass --resume auto to continue that run, "
-                            "or --out a new folder")
+            raise UserError(
+                f"{run_dir} already holds checkpoints: pass --resume auto to continue that run, "
+                "or --out a new folder"
+            )
         return None
     if resume == "auto":
         latest = checkpoint.latest_checkpoint(run_dir)
@@ -97,7 +101,9 @@ def load_model(recipe: Recipe, tokenizer, precision: str, run_dir: Path):
     if cfg.preset is not None:
         config = build_config(cfg.preset, tokenizer)
     else:
-        config = AutoConfig.from_pretrained(resolve_model_dir(cfg.path), trust_remote_code=cfg.trust_remote_code)
+        config = AutoConfig.from_pretrained(
+            resolve_model_dir(cfg.path), trust_remote_code=cfg.trust_remote_code
+        )
     if recipe.train.dropout is not None:
         for name in [n for n in config.to_dict() if n.endswith("dropout")]:
             setattr(config, name, recipe.train.dropout)
@@ -121,13 +127,19 @@ def load_model(recipe: Recipe, tokenizer, precision: str, run_dir: Path):
         from transformers import BitsAndBytesConfig
 
         kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type=recipe.train.lora.quant_type,
+            load_in_4bit=True,
+            bnb_4bit_quant_type=recipe.train.lora.quant_type,
             bnb_4bit_use_double_quant=recipe.train.lora.double_quant,
-            bnb_4bit_compute_dtype={"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision],
+            bnb_4bit_compute_dtype={"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[
+                precision
+            ],
         )
-    dtype = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[cfg.dtype]
-    model = AutoModelForCausalLM.from_pretrained(base_dir, config=config, dtype=dtype,
-                                                 trust_remote_code=cfg.trust_remote_code, **kwargs)
+    dtype = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[
+        cfg.dtype
+    ]
+    model = AutoModelForCausalLM.from_pretrained(
+        base_dir, config=config, dtype=dtype, trust_remote_code=cfg.trust_remote_code, **kwargs
+    )
     return model, base_dir if method != "full" else None
 
 
@@ -137,8 +149,13 @@ def configure_wandb(recipe: Recipe, run_dir: Path) -> None:
 
     require_module("wandb", "wandb", "train.wandb_project")
     (run_dir / "wandb").mkdir(parents=True, exist_ok=True)
-    os.environ.update(WANDB_PROJECT=recipe.train.wandb_project, WANDB_MODE=recipe.train.wandb_mode,
-                      WANDB_DIR=str(run_dir), WANDB_NAME=recipe.name, WANDB_SILENT="true")
+    os.environ.update(
+        WANDB_PROJECT=recipe.train.wandb_project,
+        WANDB_MODE=recipe.train.wandb_mode,
+        WANDB_DIR=str(run_dir),
+        WANDB_NAME=recipe.name,
+        WANDB_SILENT="true",
+    )
 
 
 def require_qlora_backend() -> None:
@@ -147,16 +164,23 @@ def require_qlora_backend() -> None:
     if not cuda_available():
         version = package_version("bitsandbytes") or "0"
         if tuple(int(p) for p in version.split(".")[:2] if p.isdigit()) < (0, 48):
-            raise UserError(f"train.method: qlora on a CPU needs bitsandbytes 0.48 or later (installed: {version}); "
-                            "use method: lora, or a CUDA GPU")
+            raise UserError(
+                f"train.method: qlora on a CPU needs bitsandbytes 0.48 or later (installed: {version}); "
+                "use method: lora, or a CUDA GPU"
+            )
 
 
 def lora_config(recipe: Recipe):
     from peft import LoraConfig
 
     lora = recipe.train.lora
-    return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, task_type="CAUSAL_LM",
-                      target_modules=lora.target_modules)
+    return LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        task_type="CAUSAL_LM",
+        target_modules=lora.target_modules,
+    )
 
 
 def data_dir_of(recipe: Recipe, run_dir: Path) -> Path:
@@ -170,23 +194,33 @@ def prepare_data(recipe: Recipe, run_dir: Path, tokenizer, mode: Mode, max_seq_l
     data_dir = data_dir_of(recipe, run_dir)
     if not train.dataset and not (data_dir / "report.json").is_file():
         if not recipe.data.inputs:
-            raise UserError("no training data: set train.dataset (a `r1kit data clean` folder) or data.inputs")
+            raise UserError(
+                "no training data: set train.dataset (a `r1kit data clean` folder) or data.inputs"
+            )
         from r1kit.data.clean import clean
 
         print0(f"cleaning {', '.join(recipe.data.inputs)} into {data_dir}")
         clean(recipe.data.inputs, data_dir, recipe.data, seed=recipe.seed)
     assistant_only = train.assistant_only_loss and mode == "sft"
-    kwargs = dict(max_seq_length=max_seq_length, assistant_only_loss=assistant_only,
-                  truncation=train.truncation, num_proc=recipe.data.num_proc)
+    kwargs = dict(
+        max_seq_length=max_seq_length,
+        assistant_only_loss=assistant_only,
+        truncation=train.truncation,
+        num_proc=recipe.data.num_proc,
+    )
     train_ds, train_stats = tokenize_dataset(load_split(data_dir, "train"), tokenizer, **kwargs)
     if train_stats.num_kept == 0:
-        raise UserError(f"{data_dir}: no training example is left after tokenization ({train_stats.to_dict()})")
+        raise UserError(
+            f"{data_dir}: no training example is left after tokenization ({train_stats.to_dict()})"
+        )
     eval_ds, eval_stats = None, None
     if list((data_dir / "validation").glob("*.parquet")):
         eval_ds, eval_stats = tokenize_dataset(load_split(data_dir, "validation"), tokenizer, **kwargs)
-    print0(f"train: {train_stats.num_kept} examples, {train_stats.num_tokens} tokens "
-           f"({train_stats.num_truncated} truncated, {train_stats.num_dropped_too_long} dropped as too long, "
-           f"{train_stats.num_dropped_no_trainable_tokens} without trainable tokens)")
+    print0(
+        f"train: {train_stats.num_kept} examples, {train_stats.num_tokens} tokens "
+        f"({train_stats.num_truncated} truncated, {train_stats.num_dropped_too_long} dropped as too long, "
+        f"{train_stats.num_dropped_no_trainable_tokens} without trainable tokens)"
+    )
     return train_ds, eval_ds, train_stats, eval_stats
 
 
@@ -228,8 +262,15 @@ def shared_trainer_args(recipe: Recipe, run_dir: Path, precision: str) -> dict:
     )
 
 
-def trainer_config(recipe: Recipe, run_dir: Path, precision: str, max_seq_length: int, *, has_eval: bool,
-                   ignore_data_skip: bool):
+def trainer_config(
+    recipe: Recipe,
+    run_dir: Path,
+    precision: str,
+    max_seq_length: int,
+    *,
+    has_eval: bool,
+    ignore_data_skip: bool,
+):
     """TRL's config from the recipe. `ignore_data_skip`: a stage that starts on new data (the first, or the next
     of a curriculum) must not skip the batches an earlier stage consumed."""
     from trl import SFTConfig
@@ -262,14 +303,18 @@ def phases(train) -> list[tuple[int, int | None]]:
     """(max_seq_length, last step) of each stage of the run: the curriculum's, then `max_seq_length` to the end
     (None: until the epochs are done)."""
     return [(stage.max_seq_length, stage.until_step) for stage in train.curriculum] + [
-        (train.max_seq_length, train.max_steps)]
+        (train.max_seq_length, train.max_steps)
+    ]
 
 
 def build_callbacks(recipe: Recipe, run_dir: Path, greater_is_better: bool, has_eval: bool, model):
     """The callbacks every stage of the run shares: (list, signal stopper, Prometheus exporter or None)."""
     t = recipe.train
     stopper = StopOnSignal()
-    callbacks = [CheckpointPublisher(run_dir, t.metric_for_best_model, greater_is_better, t.keep_best), stopper]
+    callbacks = [
+        CheckpointPublisher(run_dir, t.metric_for_best_model, greater_is_better, t.keep_best),
+        stopper,
+    ]
     if t.tensorboard:
         from torch.utils.tensorboard import SummaryWriter
         from transformers.integrations import TensorBoardCallback
@@ -278,8 +323,12 @@ def build_callbacks(recipe: Recipe, run_dir: Path, greater_is_better: bool, has_
     if has_eval and t.early_stopping_patience:
         from transformers import EarlyStoppingCallback
 
-        callbacks.append(EarlyStoppingCallback(early_stopping_patience=t.early_stopping_patience,
-                                               early_stopping_threshold=t.early_stopping_min_delta))
+        callbacks.append(
+            EarlyStoppingCallback(
+                early_stopping_patience=t.early_stopping_patience,
+                early_stopping_threshold=t.early_stopping_min_delta,
+            )
+        )
     if not cuda_available() and ReleaseFreedMemory.available():
         callbacks.append(ReleaseFreedMemory())
     exporter = None
@@ -287,9 +336,13 @@ def build_callbacks(recipe: Recipe, run_dir: Path, greater_is_better: bool, has_
         from r1kit.dist import world_size
         from r1kit.train.monitor import PrometheusExporter, device_peak_flops
 
-        exporter = PrometheusExporter(t.metrics_host, t.metrics_port, sum(p.numel() for p in model.parameters()),
-                                      device_peak_flops(t.peak_tflops),
-                                      t.per_device_batch_size * t.gradient_accumulation_steps * world_size())
+        exporter = PrometheusExporter(
+            t.metrics_host,
+            t.metrics_port,
+            sum(p.numel() for p in model.parameters()),
+            device_peak_flops(t.peak_tflops),
+            t.per_device_batch_size * t.gradient_accumulation_steps * world_size(),
+        )
         exporter.start()
         callbacks.append(exporter)
     return callbacks, stopper, exporter
@@ -318,7 +371,11 @@ def start_run(recipe: Recipe, run_dir: Path, resume: str | None):
     tokenizer_dir = recipe.model.tokenizer or recipe.model.path
     if tokenizer_dir is None:
         raise UserError("model.tokenizer is needed with model.preset (a folder from `r1kit tokenizer train`)")
-    return resume_from, precision, load_tokenizer(tokenizer_dir, trust_remote_code=recipe.model.trust_remote_code)
+    return (
+        resume_from,
+        precision,
+        load_tokenizer(tokenizer_dir, trust_remote_code=recipe.model.trust_remote_code),
+    )
 
 
 def run_record(mode: str, recipe: Recipe, precision: str, **extra) -> dict:
@@ -326,14 +383,24 @@ def run_record(mode: str, recipe: Recipe, precision: str, **extra) -> dict:
     from r1kit.dist import world_size
     from r1kit.train.strategies import effective_strategy
 
-    versions = {name: package_version(name) for name in
-                ("torch", "transformers", "trl", "peft", "deepspeed", "r1kit")}
-    return {"mode": mode, "seed": recipe.seed, "precision": precision, "python": platform.python_version(),
-            "processes": world_size(), "strategy": effective_strategy(recipe.train), "versions": versions, **extra}
+    versions = {
+        name: package_version(name) for name in ("torch", "transformers", "trl", "peft", "deepspeed", "r1kit")
+    }
+    return {
+        "mode": mode,
+        "seed": recipe.seed,
+        "precision": precision,
+        "python": platform.python_version(),
+        "processes": world_size(),
+        "strategy": effective_strategy(recipe.train),
+        "versions": versions,
+        **extra,
+    }
 
 
-def train_sft(recipe: Recipe, run_dir: str | Path | None = None, *, resume: str | None = None,
-              mode: Mode = "sft") -> TrainResult:
+def train_sft(
+    recipe: Recipe, run_dir: str | Path | None = None, *, resume: str | None = None, mode: Mode = "sft"
+) -> TrainResult:
     """Train per `recipe.train` into `run_dir` (default runs/<name>), stage by stage of the curriculum."""
     import torch
     from trl import SFTTrainer
@@ -352,25 +419,43 @@ def train_sft(recipe: Recipe, run_dir: str | Path | None = None, *, resume: str 
             if last_step is not None and last_step <= start_step:
                 stage_start = last_step
                 continue
-            train_ds, eval_ds, train_stats, eval_stats = prepare_data(recipe, run_dir, tokenizer, mode, seq_length)
+            train_ds, eval_ds, train_stats, eval_stats = prepare_data(
+                recipe, run_dir, tokenizer, mode, seq_length
+            )
             # Resuming mid-stage skips the batches already seen, as the trainer counts them from step 0: exact in
             # the first stage; a later stage's data starts over (its order is not recorded per stage).
-            args = trainer_config(recipe, run_dir, precision, seq_length, has_eval=eval_ds is not None,
-                                  ignore_data_skip=start_step == stage_start or stage_start > 0)
+            args = trainer_config(
+                recipe,
+                run_dir,
+                precision,
+                seq_length,
+                has_eval=eval_ds is not None,
+                ignore_data_skip=start_step == stage_start or stage_start > 0,
+            )
             if callbacks is None:
-                callbacks, stopper, exporter = build_callbacks(recipe, run_dir, args.greater_is_better,
-                                                               eval_ds is not None, model)
+                callbacks, stopper, exporter = build_callbacks(
+                    recipe, run_dir, args.greater_is_better, eval_ds is not None, model
+                )
             metrics_logger.first_record.update(
-                max_seq_length=seq_length, train_tokens=train_stats.to_dict(),
-                eval_tokens=eval_stats.to_dict() if eval_stats else None, resumed_from=str(resume_from or ""),
-                metrics_port=exporter.port if exporter else None)
+                max_seq_length=seq_length,
+                train_tokens=train_stats.to_dict(),
+                eval_tokens=eval_stats.to_dict() if eval_stats else None,
+                resumed_from=str(resume_from or ""),
+                metrics_port=exporter.port if exporter else None,
+            )
             stage_end = [StopAtStep(last_step)] if last_step != recipe.train.max_steps else []
             from peft import PeftModel
 
             trainer = SFTTrainer(
-                model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tokenizer,
-                peft_config=lora_config(recipe) if recipe.train.method != "full" and not isinstance(
-                    model, PeftModel) else None, callbacks=[*callbacks, *stage_end],
+                model=model,
+                args=args,
+                train_dataset=train_ds,
+                eval_dataset=eval_ds,
+                processing_class=tokenizer,
+                peft_config=lora_config(recipe)
+                if recipe.train.method != "full" and not isinstance(model, PeftModel)
+                else None,
+                callbacks=[*callbacks, *stage_end],
             )
             # First, so that perplexity and tokens/s are in the logs before TensorBoard's callback sees them.
             trainer.callback_handler.callbacks.insert(0, metrics_logger)
@@ -379,17 +464,28 @@ def train_sft(recipe: Recipe, run_dir: str | Path | None = None, *, resume: str 
                 from r1kit.eval.during_training import AccuracyAtValidation
                 from r1kit.eval.suites import heldout
 
-                AccuracyAtValidation(trainer, tokenizer, heldout(data_dir_of(recipe, run_dir),
-                                                                 recipe.eval.during_training_problems),
-                                     recipe.eval.max_new_tokens)
+                AccuracyAtValidation(
+                    trainer,
+                    tokenizer,
+                    heldout(data_dir_of(recipe, run_dir), recipe.eval.during_training_problems),
+                    recipe.eval.max_new_tokens,
+                )
             try:
                 output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
             except torch.OutOfMemoryError:
                 raise UserError(OOM_ADVICE) from None
             model, step = trainer.model, trainer.state.global_step
             if stopper.received:  # the checkpoint is saved; the run continues with --resume auto
-                return TrainResult(run_dir, None, step, stopper.received, guard.skipped, train_stats, eval_stats,
-                                   output.metrics)
+                return TrainResult(
+                    run_dir,
+                    None,
+                    step,
+                    stopper.received,
+                    guard.skipped,
+                    train_stats,
+                    eval_stats,
+                    output.metrics,
+                )
             if last_step is None or step < last_step:  # early stopping, or the epochs ran out
                 break
             resume_from, start_step, stage_start = checkpoint.latest_checkpoint(run_dir), step, step
@@ -397,10 +493,20 @@ def train_sft(recipe: Recipe, run_dir: str | Path | None = None, *, resume: str 
         if exporter is not None:
             exporter.stop()
     if trainer is None:
-        raise UserError(f"{run_dir} is complete: its newest checkpoint is at step {start_step}, the run's last step")
+        raise UserError(
+            f"{run_dir} is complete: its newest checkpoint is at step {start_step}, the run's last step"
+        )
     final_dir = save_final(trainer, recipe, run_dir, tokenizer, base_dir)
-    return TrainResult(run_dir, final_dir, trainer.state.global_step, None, guard.skipped, train_stats, eval_stats,
-                       output.metrics)
+    return TrainResult(
+        run_dir,
+        final_dir,
+        trainer.state.global_step,
+        None,
+        guard.skipped,
+        train_stats,
+        eval_stats,
+        output.metrics,
+    )
 
 
 def save_final(trainer, recipe: Recipe, run_dir: Path, tokenizer, base_dir: Path | None) -> Path:
@@ -444,7 +550,9 @@ def save_final(trainer, recipe: Recipe, run_dir: Path, tokenizer, base_dir: Path
 
 
 def _best_checkpoint(run_dir: Path, greater_is_better: bool) -> Path | None:
-    scored = {step: checkpoint.metric_of(path) for step, path in checkpoint.complete_checkpoints(run_dir).items()}
+    scored = {
+        step: checkpoint.metric_of(path) for step, path in checkpoint.complete_checkpoints(run_dir).items()
+    }
     scored = {step: m for step, m in scored.items() if m is not None}
     if not scored:
         return None

@@ -23,7 +23,9 @@ ZERO_STAGES = {"zero1": 1, "zero2": 2, "zero3": 3}
 
 def nodes() -> int:
     """Nodes of the current torchrun launch (1 outside one)."""
-    return max(int(os.environ.get("WORLD_SIZE", "1")) // max(int(os.environ.get("LOCAL_WORLD_SIZE", "1")), 1), 1)
+    return max(
+        int(os.environ.get("WORLD_SIZE", "1")) // max(int(os.environ.get("LOCAL_WORLD_SIZE", "1")), 1), 1
+    )
 
 
 def effective_strategy(t: TrainConfig) -> str:
@@ -35,19 +37,27 @@ def check_strategy(recipe: Recipe, *, cuda: bool, nodes: int = 1) -> None:
     t = recipe.train
     strategy = effective_strategy(t)
     if strategy == "fsdp" and not cuda:
-        raise UserError("train.strategy: fsdp needs CUDA GPUs; on CPUs accelerate would silently run plain DDP "
-                        "(every process holding the whole model). Use ddp, or zero2/zero3 (DeepSpeed runs on CPUs)")
+        raise UserError(
+            "train.strategy: fsdp needs CUDA GPUs; on CPUs accelerate would silently run plain DDP "
+            "(every process holding the whole model). Use ddp, or zero2/zero3 (DeepSpeed runs on CPUs)"
+        )
     if strategy == "fsdp" and t.fsdp_sharding == "hybrid" and nodes < 2:
-        raise UserError("train.fsdp_sharding: hybrid shards within a node and replicates across nodes; on one node "
-                        "use full")
+        raise UserError(
+            "train.fsdp_sharding: hybrid shards within a node and replicates across nodes; on one node "
+            "use full"
+        )
     if strategy in ZERO_STAGES or t.deepspeed_config:
         require_module("deepspeed", "deepspeed", f"train.strategy: {strategy}")
         if t.method == "qlora" and strategy == "zero3":
-            raise UserError("train.method: qlora cannot run under zero3 (4-bit weights are not partitioned); "
-                            "use zero2 or ddp")
+            raise UserError(
+                "train.method: qlora cannot run under zero3 (4-bit weights are not partitioned); "
+                "use zero2 or ddp"
+            )
     if t.deepspeed_config and strategy not in ZERO_STAGES:
-        raise UserError(f"train.deepspeed_config is given but train.strategy is {t.strategy!r}; set it to the "
-                        "file's ZeRO stage (zero1, zero2 or zero3)")
+        raise UserError(
+            f"train.deepspeed_config is given but train.strategy is {t.strategy!r}; set it to the "
+            "file's ZeRO stage (zero1, zero2 or zero3)"
+        )
 
 
 def find_ninja() -> None:
@@ -76,16 +86,24 @@ def deepspeed_config(t: TrainConfig, precision: str, *, cuda: bool) -> dict:
             raise UserError(f"train.deepspeed_config: cannot read {path}: {exc}") from None
         stage = config.get("zero_optimization", {}).get("stage")
         if stage != ZERO_STAGES[effective_strategy(t)]:
-            raise UserError(f"train.deepspeed_config: {path} sets ZeRO stage {stage}, but train.strategy is "
-                            f"{t.strategy}")
+            raise UserError(
+                f"train.deepspeed_config: {path} sets ZeRO stage {stage}, but train.strategy is {t.strategy}"
+            )
         return config
     stage = ZERO_STAGES[effective_strategy(t)]
-    zero: dict = {"stage": stage, "overlap_comm": cuda, "contiguous_gradients": True,
-                  "reduce_bucket_size": "auto"}
+    zero: dict = {
+        "stage": stage,
+        "overlap_comm": cuda,
+        "contiguous_gradients": True,
+        "reduce_bucket_size": "auto",
+    }
     if stage == 3:
         # the final save gathers the 16-bit weights into one plain state dict
-        zero.update(stage3_gather_16bit_weights_on_model_save=True, stage3_prefetch_bucket_size="auto",
-                    stage3_param_persistence_threshold="auto")
+        zero.update(
+            stage3_gather_16bit_weights_on_model_save=True,
+            stage3_prefetch_bucket_size="auto",
+            stage3_param_persistence_threshold="auto",
+        )
     if t.offload_optimizer:
         zero["offload_optimizer"] = {"device": "cpu", "pin_memory": cuda}
     if t.offload_parameters:
@@ -112,8 +130,13 @@ def decoder_layer_class(recipe: Recipe) -> str | None:
     from r1kit.models.presets import PRESETS
 
     cfg = recipe.model
-    model_type = PRESETS[cfg.preset].model_type if cfg.preset else AutoConfig.from_pretrained(
-        resolve_model_dir(cfg.path), trust_remote_code=cfg.trust_remote_code).model_type
+    model_type = (
+        PRESETS[cfg.preset].model_type
+        if cfg.preset
+        else AutoConfig.from_pretrained(
+            resolve_model_dir(cfg.path), trust_remote_code=cfg.trust_remote_code
+        ).model_type
+    )
     model_class = getattr(transformers, MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(model_type, ""), None)
     layers = getattr(model_class, "_no_split_modules", None) or []
     return layers[0] if layers else None
@@ -123,11 +146,18 @@ def fsdp_settings(recipe: Recipe, layer_class: str) -> dict:
     """FSDP2 through accelerate: each decoder layer its own shard unit, sharded checkpoints (consolidated by
     `r1kit export`), hybrid shard as a 2-D mesh (replicate across nodes, shard within one)."""
     t = recipe.train
-    settings: dict = {"fsdp": True, "fsdp_config": {
-        "version": 2, "auto_wrap_policy": "TRANSFORMER_BASED_WRAP", "transformer_layer_cls_to_wrap": [layer_class],
-        "state_dict_type": "SHARDED_STATE_DICT", "reshard_after_forward": True,
-        "activation_checkpointing": t.gradient_checkpointing, "cpu_ram_efficient_loading": True,
-    }}
+    settings: dict = {
+        "fsdp": True,
+        "fsdp_config": {
+            "version": 2,
+            "auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
+            "transformer_layer_cls_to_wrap": [layer_class],
+            "state_dict_type": "SHARDED_STATE_DICT",
+            "reshard_after_forward": True,
+            "activation_checkpointing": t.gradient_checkpointing,
+            "cpu_ram_efficient_loading": True,
+        },
+    }
     if t.fsdp_sharding == "hybrid":
         from accelerate.parallelism_config import ParallelismConfig
 
