@@ -9,7 +9,7 @@ EXTRAS ?= serve,export,embed,deepspeed,test
 DEMO_OUT ?= runs/demo
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test lint clean
 
 setup: $(VENV)/.installed
 
@@ -32,6 +32,10 @@ demo: setup
 test: setup
 	@$(BIN)/python -m pytest --cov --cov-report=term $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+# The pre-commit gates on every file (ruff lint and format, mypy on the public API, end of file, large files).
+lint: setup
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/pre-commit run --all-files
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -13,8 +13,9 @@ import json
 import re
 import types
 import typing
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -30,7 +31,10 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_assignment=True)
 
 
-PresetName = Literal[tuple(PRESETS)]  # type: ignore[valid-type]
+if TYPE_CHECKING:  # a Literal built at run time from the presets table; type checkers see its base type
+    PresetName = str
+else:
+    PresetName = Literal[tuple(PRESETS)]
 
 
 class ModelConfig(Section):
@@ -436,7 +440,7 @@ class EvalConfig(Section):
     """How many validation problems (with gold answers) that in-training evaluation answers."""
 
     @model_validator(mode="after")
-    def _pass_k_within_samples(self):
+    def _pass_k_within_samples(self) -> EvalConfig:
         if any(k < 1 or k > self.num_samples for k in self.pass_k):
             raise ValueError(
                 f"pass_k {self.pass_k}: each k must be between 1 and num_samples ({self.num_samples})"
@@ -519,7 +523,7 @@ class PipelineConfig(Section):
 
     @model_validator(mode="before")
     @classmethod
-    def _names_as_stages(cls, data):
+    def _names_as_stages(cls, data: Any) -> Any:
         if isinstance(data, dict) and isinstance(data.get("stages"), list):
             data = {**data, "stages": [{"stage": s} if isinstance(s, str) else s for s in data["stages"]]}
         return data
@@ -687,7 +691,7 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
-def build_recipe(raw: Any, source: str, overrides: list[str] = ()) -> Recipe:
+def build_recipe(raw: Any, source: str, overrides: Sequence[str] = ()) -> Recipe:
     """Validate a raw mapping (plus overrides) into a Recipe."""
     if raw is None:
         raw = {}
@@ -701,7 +705,7 @@ def build_recipe(raw: Any, source: str, overrides: list[str] = ()) -> Recipe:
         raise UserError(format_validation_error(exc, source)) from None
 
 
-def load_recipe(path: str | Path | None, overrides: list[str] = ()) -> Recipe:
+def load_recipe(path: str | Path | None, overrides: Sequence[str] = ()) -> Recipe:
     """Read, override and validate a recipe. `path=None` starts from the defaults."""
     if path is None:
         return build_recipe({}, "the command-line settings", overrides)

@@ -36,9 +36,10 @@ memory-bound) and a reference forward when the KL coefficient is not 0. Cost is 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 
-from r1kit.config import Recipe
+from r1kit.config import GrpoConfig, Recipe, TrainConfig
 from r1kit.errors import UserError
 from r1kit.hardware import ACCELERATORS, cpu_has_native_bf16
 from r1kit.models.architecture import Architecture, describe_model
@@ -130,7 +131,7 @@ class Plan:
 def _dtype_bytes(recipe: Recipe, config_dtype: str | None) -> int:
     """Bytes per weight as loaded: `auto` takes the config's dtype (fp32 when it records none, and for presets,
     which are built new)."""
-    dtype = recipe.model.dtype
+    dtype: str = recipe.model.dtype
     if dtype == "auto":
         dtype = "float32" if recipe.model.preset is not None else (config_dtype or "float32")
     return {"float32": 4, "bfloat16": 2, "float16": 2}.get(str(dtype).removeprefix("torch."), 2)
@@ -146,7 +147,7 @@ def memory_breakdown(
     arch: Architecture,
     s: Setup,
     *,
-    grpo=None,
+    grpo: tuple[GrpoConfig, TrainConfig] | None = None,
     on_cpu: bool,
     overhead_gb: float,
     capacity_gb: float,
@@ -158,6 +159,7 @@ def memory_breakdown(
     n, mixed = s.shards, s.strategy in ("zero1", "zero2", "zero3", "fsdp", "fsdp_hybrid")
     shard_weights = s.strategy in ("zero3", "fsdp", "fsdp_hybrid")
     layer_params = (arch.total_params - arch.embedding_params) / max(arch.layers, 1)
+    weights: float
     if s.method == "full":
         trainable, weights = arch.total_params, arch.total_params * s.weight_bytes
         if mixed:
@@ -259,7 +261,7 @@ def _host_memory_gb() -> float:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GB
 
 
-def _changes(s: Setup):
+def _changes(s: Setup) -> Iterator[tuple[str, Setup]]:
     """Candidate changes, least disruptive first: (description, changed setup)."""
     if not s.gradient_checkpointing:
         yield "train.gradient_checkpointing: true", replace(s, gradient_checkpointing=True)
@@ -288,7 +290,9 @@ def _changes(s: Setup):
         )
 
 
-def smallest_fix(s: Setup, fits, *, devices_allowed: bool = True):
+def smallest_fix(
+    s: Setup, fits: Callable[[Setup], float | None], *, devices_allowed: bool = True
+) -> tuple[str | None, float | None]:
     """The first single change that fits, else the first run of changes applied in turn, else more devices
     with ZeRO-3; (description, total GB) or (None, None)."""
     for text, changed in _changes(s):
@@ -348,9 +352,8 @@ def make_plan(recipe: Recipe, stage: str = "sft") -> Plan:
                 f"plan.device: {p.device!r} is not in r1kit's table ({', '.join(ACCELERATORS)}, cpu); "
                 "give plan.memory_gb and plan.peak_tflops for it"
             )
-        known_memory, known_peak = ACCELERATORS.get(p.device, (None, None))
-        capacity = p.memory_gb or known_memory
-        peak = p.peak_tflops * 1e12 if p.peak_tflops else known_peak
+        capacity = p.memory_gb if p.memory_gb is not None else ACCELERATORS[p.device][0]
+        peak = p.peak_tflops * 1e12 if p.peak_tflops is not None else ACCELERATORS[p.device][1]
         overhead = p.overhead_gb if p.overhead_gb is not None else 1.5
     grpo = stage == "grpo"
     seq = recipe.grpo.max_prompt_length + recipe.grpo.max_completion_length if grpo else t.max_seq_length
@@ -375,7 +378,7 @@ def make_plan(recipe: Recipe, stage: str = "sft") -> Plan:
     if strategy == "fsdp" and t.fsdp_sharding == "hybrid":
         setup = replace(setup, strategy="fsdp_hybrid")
 
-    def breakdown(s: Setup):
+    def breakdown(s: Setup) -> tuple[dict[str, float], float, list[str]]:
         return memory_breakdown(
             arch,
             s,
@@ -387,7 +390,7 @@ def make_plan(recipe: Recipe, stage: str = "sft") -> Plan:
             lora_dropout=t.lora.dropout,
         )
 
-    def total_if_fits(s: Setup):
+    def total_if_fits(s: Setup) -> float | None:
         total = sum(breakdown(s)[0].values())
         return total if total <= capacity else None
 

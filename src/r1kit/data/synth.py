@@ -238,7 +238,7 @@ def check_countdown(expression: str, numbers: list[int], target: int) -> bool:
         return False
     available = list(numbers)
 
-    def value(node) -> Fraction:
+    def value(node: ast.AST) -> Fraction:
         if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Sub, ast.Mult, ast.Div)):
             left, right = value(node.left), value(node.right)
             if isinstance(node.op, ast.Div):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 from r1kit.models.tokenizer import THINK_CLOSE
 
@@ -89,7 +90,8 @@ def _timeout() -> int | None:
     return 5 if threading.current_thread() is threading.main_thread() else None
 
 
-def _parse(answer: str):
+def _parse(answer: str) -> list[Any]:
+    """math-verify's parse: the extracted expressions (sympy, then the matched text); empty when none."""
     from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse
 
     answer = clean_latex(answer)

@@ -8,9 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from r1kit.config import Recipe
 from r1kit.errors import UserError
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig
 
 
 @dataclass(frozen=True)
@@ -44,7 +48,7 @@ class Architecture:
     experts_per_token: int = 0
 
 
-def _model_config(recipe: Recipe):
+def _model_config(recipe: Recipe) -> tuple[PretrainedConfig, str, str]:
     """(transformers config, name, source) of the recipe's model, without loading weights."""
     from transformers import AutoConfig
 
@@ -98,7 +102,7 @@ class _SizedVocabulary:
         return self.size
 
 
-def _preset_tokenizer(recipe: Recipe):
+def _preset_tokenizer(recipe: Recipe) -> Any:
     folder = recipe.model.tokenizer
     if folder and Path(folder).is_dir():
         from transformers import AutoTokenizer
@@ -107,7 +111,7 @@ def _preset_tokenizer(recipe: Recipe):
     return _SizedVocabulary(recipe.tokenizer.vocab_size)
 
 
-def _count(config, lora_rank: int, lora_targets) -> dict[str, int]:
+def _count(config: PretrainedConfig, lora_rank: int, lora_targets: list[str] | str) -> dict[str, int]:
     import torch
     from transformers import AutoModelForCausalLM
 

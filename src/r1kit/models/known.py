@@ -8,7 +8,10 @@ weights or downloads. A recipe's `model.path` is matched by its last path compon
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig
 
 _QWEN2 = dict(
     model_type="qwen2",
@@ -108,7 +111,7 @@ KNOWN_MODELS: dict[str, dict[str, Any]] = {
 }
 
 
-def known_config(name: str):
+def known_config(name: str) -> PretrainedConfig | None:
     """The transformers config of a known checkpoint named `name` (or a path ending in it), else None."""
     from transformers import AutoConfig
 

@@ -20,23 +20,34 @@ from __future__ import annotations
 
 import importlib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from r1kit.errors import UserError
 from r1kit.eval.answers import GoldProblems, is_correct
 from r1kit.models.tokenizer import THINK_CLOSE, THINK_OPEN
 
 RewardFunction = Callable[..., list[float]]
+"""`(prompts, completions, **columns) -> one reward per completion`; TRL passes the dataset's other columns
+(e.g. `answer`) and `completion_ids` as keywords."""
+Completion = str | list[dict[str, Any]]
+"""A completion as TRL passes it: text, or chat messages `[{"role": "assistant", "content": ...}]`."""
 
 
-def completion_text(completion) -> str:
+def completion_text(completion: Completion) -> str:
     """A completion as text: TRL passes chat completions as `[{"role": "assistant", "content": ...}]`."""
     if isinstance(completion, str):
         return completion
     return "".join(m.get("content") or "" for m in completion)
 
 
-def accuracy(prompts, completions, answer, log_metric=None, **_) -> list[float]:
+def accuracy(
+    prompts: Sequence[Any],
+    completions: Sequence[Completion],
+    answer: Sequence[str],
+    log_metric: Callable[[str, float], None] | None = None,
+    **_: Any,
+) -> list[float]:
     problems = GoldProblems()
     rewards = [float(is_correct(completion_text(c), gold, problems)) for c, gold in zip(completions, answer)]
     if log_metric is not None:
@@ -58,7 +69,7 @@ _FORMAT = re.compile(
 )
 
 
-def format(prompts, completions, **_) -> list[float]:
+def format(prompts: Sequence[Any], completions: Sequence[Completion], **_: Any) -> list[float]:
     rewards = []
     for c in completions:
         text = completion_text(c)
@@ -72,7 +83,7 @@ def format(prompts, completions, **_) -> list[float]:
     return rewards
 
 
-def tag_count(prompts, completions, **_) -> list[float]:
+def tag_count(prompts: Sequence[Any], completions: Sequence[Completion], **_: Any) -> list[float]:
     return [
         0.5 * (completion_text(c).count(THINK_OPEN) == 1) + 0.5 * (completion_text(c).count(THINK_CLOSE) == 1)
         for c in completions
@@ -80,7 +91,13 @@ def tag_count(prompts, completions, **_) -> list[float]:
 
 
 def length(
-    prompts, completions, completion_ids=None, *, max_length: int = 1024, buffer: int | None = None, **_
+    prompts: Sequence[Any],
+    completions: Sequence[Completion],
+    completion_ids: Sequence[Sequence[int]] | None = None,
+    *,
+    max_length: int = 1024,
+    buffer: int | None = None,
+    **_: Any,
 ) -> list[float]:
     """`max_length` is the rollouts' max_completion_length (the recipe sets it); `buffer` defaults to a quarter."""
     buffer = buffer if buffer is not None else max(1, max_length // 4)
@@ -92,7 +109,9 @@ def length(
     return [0.0 if n <= max_length - buffer else max(-1.0, (max_length - buffer - n) / buffer) for n in sizes]
 
 
-def repetition(prompts, completions, *, ngram: int = 3, **_) -> list[float]:
+def repetition(
+    prompts: Sequence[Any], completions: Sequence[Completion], *, ngram: int = 3, **_: Any
+) -> list[float]:
     rewards = []
     for c in completions:
         words = completion_text(c).lower().split()
@@ -117,7 +136,12 @@ def resolve(name: str, *, max_completion_length: int) -> RewardFunction:
         function = BUILT_IN[name]
         if function is length:
 
-            def length_reward(prompts, completions, completion_ids=None, **kwargs):
+            def length_reward(
+                prompts: Sequence[Any],
+                completions: Sequence[Completion],
+                completion_ids: Sequence[Sequence[int]] | None = None,
+                **kwargs: Any,
+            ) -> list[float]:
                 return length(
                     prompts, completions, completion_ids, max_length=max_completion_length, **kwargs
                 )
