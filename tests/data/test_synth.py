@@ -107,7 +107,15 @@ def test_addition_with_a_mixed_cold_start(tmp_path):
     for r in rows:
         a, b = (int(x) for x in r["question"].removeprefix("What is ").removesuffix("?").split(" + "))
         assert r["answer"] == str(a + b) and 10 <= a <= 9999 and 10 <= b <= 9999
-    assert worked[0]["reasoning"].splitlines()[0].count("=") == 1
+    # one line per column, each naming the numbers left to add: the last line's total leads the answer, the
+    # other lines give its remaining digits from the right
+    for r in worked:
+        lines = r["reasoning"].splitlines()
+        a, b = (int(x) for x in r["question"].removeprefix("What is ").removesuffix("?").split(" + "))
+        assert len(lines) == max(len(str(a)), len(str(b)))
+        assert lines[0].startswith(f"{a}+{b}: {a % 10}+{b % 10}=")
+        totals = [line.rsplit("=", 1)[1] for line in lines]
+        assert totals[-1] + "".join(t[-1] for t in reversed(totals[:-1])) == r["answer"]
     # An empty think block survives ingestion as "" (answered without thinking), not as no block at all.
     assistants = [rec["messages"][-1] for rec in ingest([path])]
     assert sum(m["reasoning"] == "" for m in assistants) == len(rows) - len(worked)

@@ -2,8 +2,8 @@
 
 - arithmetic: multi-digit addition, subtraction and multiplication, solved the way a person does it on
   paper (column addition with carries, place-value subtraction, partial products).
-- addition: two 2-4-digit numbers added column by column in a compact form (`7+6=13`, `5+8+1=14`), for
-  small models (the GRPO learning benchmark).
+- addition: two 2-4-digit numbers added column by column in a compact form (`1597+806: 7+6=13`,
+  `159+80: 9+0+1=10`), for small models (the GRPO learning benchmark).
 - countdown: reach a target with some of the given numbers and + - × ÷ (each number at most once), the task
   of the R1-Zero reproductions; any expression that evaluates to the target is correct.
 
@@ -117,20 +117,24 @@ ADDITION_DIGITS = {"easy": (2, 2), "medium": (2, 4), "hard": (3, 6)}
 
 
 def addition_problem(rng: random.Random, level: Difficulty) -> dict:
-    """Addition of two 2-4-digit numbers (by difficulty) with a compact column-by-column solution, short
-    enough for a small model to learn to write and to sample quickly in RL."""
+    """Addition of two 2-4-digit numbers (by difficulty), worked one column per line: the numbers still to add,
+    then their last digits with the carry (`1597+806: 7+6=13`, `159+80: 9+0+1=10`, ...).
+
+    Naming the remaining numbers on each line keeps every lookup local: the digits a line adds are the last ones
+    of the numbers it has just written, and the next line copies those numbers less their last digit. A small
+    model learns this far sooner than lines that must find the i-th digit from the right in the question (on
+    our 2-core machines, 38% held-out accuracy after 750 SFT steps against ~20%)."""
     low_digits, high_digits = ADDITION_DIGITS[level.name]
     a, b = (
         rng.randint(10 ** (d - 1), 10**d - 1)
         for d in (rng.randint(low_digits, high_digits), rng.randint(low_digits, high_digits))
     )
-    lines, carry = [], 0
-    da, db = str(a)[::-1], str(b)[::-1]
-    for i in range(max(len(da), len(db))):
-        x, y = int(da[i]) if i < len(da) else 0, int(db[i]) if i < len(db) else 0
+    lines, carry, left, right = [], 0, a, b
+    while left or right:
+        x, y = left % 10, right % 10
         total = x + y + carry
-        lines.append(f"{x}+{y}" + (f"+{carry}" if carry else "") + f"={total}")
-        carry = total // 10
+        lines.append(f"{left}+{right}: {x}+{y}" + (f"+{carry}" if carry else "") + f"={total}")
+        carry, left, right = total // 10, left // 10, right // 10
     return {
         "question": f"What is {a} + {b}?",
         "answer": str(a + b),
