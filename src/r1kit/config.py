@@ -296,6 +296,10 @@ class TrainConfig(Section):
     """An evaluation counts as an improvement only when the metric gets better by more than this."""
     metric_for_best_model: str = "eval_loss"
     """Metric that picks the best checkpoints and drives early stopping (eval_loss ranks like perplexity)."""
+    stop_at_metric: float | None = None
+    """Stop (with a checkpoint) once `metric_for_best_model` reaches this value: at least it for accuracies, at
+    most it for losses. For a run that needs to be good enough rather than its best, such as a cold start that
+    only has to give RL a learning signal. Needs a validation split."""
     final_model: Literal["last", "best"] = "last"
     """What `final/` holds: the weights at the end of the run, or those of the best checkpoint."""
     dataset: str | None = None

@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -97,6 +98,34 @@ def test_early_stopping_on_a_plateau(recipe_for, tmp_path):
     # Evaluations at 2, 4, 6: the first sets the best, the next two do not improve on it by 0.01.
     assert result.global_step == 6
     assert [r["step"] for r in records(run_dir, "eval")] == [2, 4, 6]
+
+
+def test_stop_at_metric_ends_the_run_when_good_enough(recipe_for, tmp_path):
+    from r1kit.errors import UserError
+
+    quick = [
+        "train.max_steps=40",
+        "train.eval_steps=2",
+        "train.save_steps=100",
+        "train.early_stopping_patience=null",
+    ]
+    # eval_loss starts near ln(vocabulary) and falls: a target just under the first value is reached soon after
+    first = train_sft(recipe_for(*quick, "train.max_steps=2"), tmp_path / "probe")
+    start = records(tmp_path / "probe", "eval")[0]["loss"]
+    run_dir = tmp_path / "run"
+    result = train_sft(recipe_for(*quick, f"train.stop_at_metric={start - 0.3}"), run_dir)
+    losses = [r["loss"] for r in records(run_dir, "eval")]
+    assert first.global_step == 2 and 2 < result.global_step < 40
+    assert losses[-1] <= start - 0.3 < min(losses[:-1])  # stopped at the first evaluation that got there
+    assert result.global_step == records(run_dir, "eval")[-1]["step"]
+    assert (run_dir / "checkpoints" / str(result.global_step)).is_dir()
+    # a run with no validation split cannot measure it
+    no_validation = tmp_path / "data"
+    shutil.copytree(recipe_for().train.dataset, no_validation, ignore=shutil.ignore_patterns("validation"))
+    with pytest.raises(UserError, match="no validation split"):
+        train_sft(
+            recipe_for(*quick, "train.stop_at_metric=0.5", f"train.dataset={no_validation}"), tmp_path / "x"
+        )
 
 
 def test_lora_adapter_trains_and_loads_in_peft(recipe_for, tmp_path):

@@ -129,6 +129,25 @@ class StopAtStep(TrainerCallback):
             control.should_training_stop = True
 
 
+class StopAtMetric(TrainerCallback):
+    """Ends the run, with a checkpoint, at the first evaluation whose `metric` reaches `target`."""
+
+    def __init__(self, metric: str, target: float, greater_is_better: bool):
+        self.metric, self.target, self.greater_is_better = metric, target, greater_is_better
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        value = (metrics or {}).get(self.metric)
+        if value is None:
+            return
+        if value >= self.target if self.greater_is_better else value <= self.target:
+            print0(
+                f"{self.metric} {value:.4g} reached train.stop_at_metric {self.target:g}: stopping at step "
+                f"{state.global_step}"
+            )
+            control.should_save = True
+            control.should_training_stop = True
+
+
 class ReleaseFreedMemory(TrainerCallback):
     """Hands the C heap's freed pages back to the system after every micro-step (glibc `malloc_trim`).
 

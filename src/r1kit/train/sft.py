@@ -35,6 +35,7 @@ from r1kit.train.callbacks import (
     MetricsLogger,
     NonFiniteGuard,
     ReleaseFreedMemory,
+    StopAtMetric,
     StopAtStep,
     StopOnSignal,
 )
@@ -329,6 +330,10 @@ def build_callbacks(recipe: Recipe, run_dir: Path, greater_is_better: bool, has_
                 early_stopping_threshold=t.early_stopping_min_delta,
             )
         )
+    if t.stop_at_metric is not None:
+        if not has_eval:
+            raise UserError("train.stop_at_metric: the dataset has no validation split to measure it on")
+        callbacks.append(StopAtMetric(t.metric_for_best_model, t.stop_at_metric, greater_is_better))
     if not cuda_available() and ReleaseFreedMemory.available():
         callbacks.append(ReleaseFreedMemory())
     exporter = None
