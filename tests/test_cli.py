@@ -1,5 +1,6 @@
 """The `r1kit` command as a user runs it: real subprocesses, exit codes, and messages instead of tracebacks."""
 
+import json
 import re
 
 import pytest
@@ -136,36 +137,49 @@ def test_generate_rejects_bad_values(cli, tmp_path):
 
 
 def test_demo_runs_end_to_end(cli, tmp_path):
-    # The demo with its model shrunk to the tiny preset; `make demo` runs the same code at small-qwen2 size.
+    from r1kit.demo import GRPO_STAGE
+
+    # The demo's steps at a few training steps each; `make demo` runs the same code with the recipe's own.
     out_dir = tmp_path / "demo"
-    done = cli(
-        "demo",
-        "--out",
-        str(out_dir),
-        "--set",
-        "model.preset=tiny-qwen2",
-        "--set",
+    overrides = [
         "train.max_steps=10",
-        "--set",
         "train.eval_steps=5",
-        "--set",
         "train.save_steps=10",
-        "--set",
+        "eval.during_training_problems=8",
         "eval.max_new_tokens=8",
-        check=True,
-    )
+        "eval.limit=16",
+        "grpo.max_completion_length=8",
+        f"pipeline.stages=[sft, {{stage: grpo, set: [{', '.join(GRPO_STAGE)}, train.per_device_batch_size=16, "
+        "train.max_steps=2]}]",
+    ]
+    done = cli("demo", "--out", str(out_dir), *[a for o in overrides for a in ("--set", o)], check=True)
     assert "doctor:" in done.stdout and "0 fail" in done.stdout
-    assert "data: 3000 records in" in done.stdout
-    assert re.search(r"SFT: 10 steps, validation loss [\d.]+ -> [\d.]+", done.stdout)
+    assert "data: 4000 records in" in done.stdout
+    assert "SFT: 10 steps; GRPO: 2 steps" in done.stdout
     assert len(re.findall(r"\d+ tokens in [\d.]+ s", done.stdout)) == 3
     assert done.stdout.count("gold ") == 3
+    accuracy = re.search(
+        r"held-out accuracy \(16 problems, greedy\): ([\d.]+)% after SFT -> ([\d.]+)% after GRPO", done.stdout
+    )
+    assert accuracy, done.stdout
     assert (out_dir / "sft" / "final" / "model.safetensors").is_file()
-    assert (out_dir / "data" / "report.json").is_file()
-    assert "preset: tiny-qwen2" in (out_dir / "config.yaml").read_text()
-    assert re.search(r"eval: held-out accuracy [\d.]+% ± [\d.]+ \(\d+ problems, greedy\)", done.stdout)
-    assert (out_dir / "eval" / "report.md").is_file() and (
-        out_dir / "eval" / "plots" / "training_curves.png"
-    ).is_file()
+    assert (out_dir / "grpo" / "final" / "model.safetensors").is_file()
+    assert "preset: mini-qwen2" in (out_dir / "config.yaml").read_text()
     assert re.search(r"export int8-dynamic: [\d.]+ -> [\d.]+ MiB", done.stdout)
     assert (out_dir / "model-int8" / "export.json").is_file()
     assert "served at http://127.0.0.1:" in done.stdout and "content" in done.stdout
+    # the report: the figures of this run, the served answer, and the plots it links to exist
+    report = (out_dir / "report.md").read_text()
+    assert f"report: {out_dir / 'report.md'}" in done.stdout.replace("\n", "")
+    before, after = (json.loads((out_dir / d / "report.json").read_text()) for d in ("eval-sft", "eval"))
+    assert (
+        f"| after cold-start SFT (10 steps) | {100 * before['suites']['heldout']['accuracy']:.1f}%" in report
+    )
+    assert f"| after GRPO (2 steps) | {100 * after['suites']['heldout']['accuracy']:.1f}%" in report
+    assert accuracy.groups() == (
+        f"{100 * before['suites']['heldout']['accuracy']:.1f}",
+        f"{100 * after['suites']['heldout']['accuracy']:.1f}",
+    )
+    assert "`reasoning_content`" in report and "mean reward" in report and "| total |" in report
+    for image in re.findall(r"!\[[^]]*\]\(([^)]+)\)", report):
+        assert (out_dir / image).is_file(), image

@@ -768,58 +768,31 @@ def demo(
     ),
     overrides: SetOption = None,
 ) -> None:
-    """Run every stage that exists so far, end to end, on this machine."""
-    import json
-
+    """The R1 recipe end to end on this machine: data, tokenizer, SFT, GRPO, eval, export, serve, report."""
     from r1kit.demo import is_correct, run_demo
 
     result = run_demo(out_dir, overrides or [])
     counts = {s: sum(c.status == s for c in result.checks) for s in ("pass", "warn", "fail")}
     report = result.data.report
     out.print(f"doctor: {counts['pass']} pass, {counts['warn']} warn, {counts['fail']} fail")
-    out.print(
-        f"data: {report['input_records']} records in, {report['kept']} kept, rejected "
-        f"{json.dumps(report['rejected'])} -> {escape(str(result.data.out_dir / 'report.md'))}"
-    )
-    out.print(f"tokenizer: {result.tokenizer.vocab_size} tokens -> {escape(str(result.tokenizer.out_dir))}")
-    metrics = [
-        json.loads(line) for line in (result.training.run_dir / "metrics.jsonl").read_text().splitlines()
-    ]
-    evals = [m for m in metrics if m["split"] == "eval"]
-    speeds = [m["tokens_per_second"] for m in metrics if m["split"] == "train" and "tokens_per_second" in m]
-    out.print(
-        f"SFT: {result.training.global_step} steps, validation loss {evals[0]['loss']:.3f} -> "
-        f"{evals[-1]['loss']:.3f}, ~{sorted(speeds)[len(speeds) // 2]:.0f} tokens/s -> "
-        f"{escape(str(result.training.final_dir))}"
-        if evals and speeds
-        else f"SFT: {result.training.global_step} steps -> {escape(str(result.training.final_dir))}"
-    )
+    out.print(f"data: {report['input_records']} records in, {report['kept']} kept")
+    out.print(f"SFT: {result.sft.global_step} steps; GRPO: {result.grpo.global_step} steps")
     for completion, gold in result.completions:
         _print_completion(completion)
-        verdict = (
-            "[green]correct[/green]" if is_correct(completion, gold) else "[yellow]not yet correct[/yellow]"
-        )
+        verdict = "[green]correct[/green]" if is_correct(completion, gold) else "[yellow]not correct[/yellow]"
         out.print(f"gold      {escape(gold)}: {verdict}")
-    heldout = result.evaluation["suites"]["heldout"]
-    speed = result.evaluation["suites"]["speed"]
-    ttft = (
-        "–" if speed["ttft_p50"] is None else f"{1000 * speed['ttft_p50']:.0f} ms"
-    )  # None: no text came out
+    before, after = result.before["suites"]["heldout"], result.evaluation["suites"]["heldout"]
     out.print(
-        f"eval: held-out accuracy {100 * heldout['accuracy']:.1f}% ± {100 * heldout['accuracy_stderr']:.1f} "
-        f"({heldout['problems']} problems, greedy); {speed['tokens_per_second']:.0f} tokens/s, time to first "
-        f"token {ttft} -> {escape(str(out_dir / 'eval' / 'report.md'))}"
+        f"held-out accuracy ({after['problems']} problems, greedy): {100 * before['accuracy']:.1f}% after SFT -> "
+        f"{100 * after['accuracy']:.1f}% after GRPO ({100 * (after['accuracy'] - before['accuracy']):+.1f} points)"
     )
     b, a = result.export.before, result.export.after
-    out.print(
-        f"export {result.export.quantize}: {b.size_mib:.1f} -> {a.size_mib:.1f} MiB, {b.tokens_per_second:.0f} -> "
-        f"{a.tokens_per_second:.0f} tokens/s -> {escape(str(result.export.out_dir))}"
-    )
+    out.print(f"export {result.export.quantize}: {b.size_mib:.1f} -> {a.size_mib:.1f} MiB")
     served = result.served
     out.print(f"served at {served['url']}: asked {escape(served['question'])!r}", highlight=False)
     out.print(f"[dim]reasoning_content[/dim] {escape(str(served['reasoning']))}", highlight=False)
     out.print(f"[bold]content[/bold]           {escape(str(served['answer']))}", highlight=False)
-    out.print(f"resolved recipe: {escape(str(result.recipe.run_dir / 'config.yaml'))}")
+    out.print(f"{sum(result.seconds.values()) / 60:.1f} min; report: {escape(str(result.report))}")
 
 
 def main() -> None:

@@ -299,7 +299,8 @@ class TrainConfig(Section):
     stop_at_metric: float | None = None
     """Stop (with a checkpoint) once `metric_for_best_model` reaches this value: at least it for accuracies, at
     most it for losses. For a run that needs to be good enough rather than its best, such as a cold start that
-    only has to give RL a learning signal. Needs a validation split."""
+    only has to give RL a learning signal. SFT and pretraining, on their validation split (GRPO does not
+    evaluate while training)."""
     final_model: Literal["last", "best"] = "last"
     """What `final/` holds: the weights at the end of the run, or those of the best checkpoint."""
     dataset: str | None = None

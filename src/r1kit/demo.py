@@ -1,18 +1,18 @@
-"""`r1kit demo`: the stages end to end on this machine, from one recipe.
+"""`r1kit demo`: the R1 recipe end to end on this machine, from one recipe, in a few minutes on 2 CPU cores.
 
-doctor → synthetic arithmetic problems with worked solutions → data cleaning (with its report) → tokenizer →
-SFT of a new small Qwen2 model (the R1-Distill architecture) → answers to held-out problems, reasoning shown
-apart and checked against the gold answer → evaluation (held-out accuracy, speed, report with plots) → int8
-export for CPU inference → the server started, asked one question through the official OpenAI client, and
-stopped. A few minutes on 2 CPU cores: the model learns the R1 format (think, then a boxed answer) long
-before it learns to add, and the demo says which answers are right. GRPO joins once its CPU recipe learns
-reliably within the demo's time (benchmarks/grpo_learning.py).
+doctor → 4,000 synthetic addition problems with worked solutions → cleaning (with its report) → tokenizer → a
+new mini Qwen2 (the R1-Distill architecture) → cold-start SFT, stopped once a quarter of the validation problems
+come out right → held-out accuracy → GRPO with the accuracy reward → held-out accuracy, speed and plots → int8
+export → the server, asked one question through the official OpenAI client, then stopped → `report.md`, where
+every figure is measured in this run. The recipe is `benchmarks/grpo_learning.py`'s, shortened.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from r1kit.config import Recipe, build_recipe
@@ -25,9 +25,20 @@ from r1kit.errors import UserError
 from r1kit.eval.answers import last_boxed
 from r1kit.generate import Completion, generate
 from r1kit.models.tokenizer import TokenizerResult, train_from_config
-from r1kit.train.sft import TrainResult, train_sft
+from r1kit.pipeline import Current, stage_recipe
+from r1kit.train.sft import TrainResult
 
-NUM_PROBLEMS = 3000
+NUM_PROBLEMS = 4000
+STEPS = ["doctor", "data", "tokenizer", "SFT", "eval after SFT", "GRPO", "eval after GRPO", "export", "serve"]
+
+GRPO_STAGE = [
+    "train.per_device_batch_size=64",  # 8 prompts x 8 completions per step
+    "train.gradient_accumulation_steps=1",
+    "train.max_steps=60",
+    "train.lr_scheduler=constant",
+    "train.warmup_ratio=0",
+]
+"""The GRPO stage's overrides of the SFT settings (`pipeline.stages` in the demo's recipe)."""
 
 
 @dataclass
@@ -36,15 +47,21 @@ class DemoResult:
     checks: list[Check]
     data: CleanResult
     tokenizer: TokenizerResult
-    training: TrainResult
-    completions: list[tuple[Completion, str]]
-    """Answers to held-out problems, each with its gold answer."""
+    sft: TrainResult
+    before: dict
+    """The held-out evaluation of the SFT model (report.json)."""
+    grpo: TrainResult
     evaluation: dict
-    """The evaluation report (report.json)."""
+    """The evaluation of the GRPO model: held-out accuracy and speed (report.json)."""
+    completions: list[tuple[Completion, str]]
+    """Answers of the GRPO model to held-out problems, each with its gold answer."""
     export: object
     """The export result (sizes and speeds before and after)."""
     served: dict
     """The question asked of the server, and its reasoning and answer."""
+    seconds: dict[str, float] = field(default_factory=dict)
+    """Wall time of each step."""
+    report: Path | None = None
 
 
 def demo_recipe(out_dir: Path, overrides: list[str] = ()) -> Recipe:
@@ -52,40 +69,89 @@ def demo_recipe(out_dir: Path, overrides: list[str] = ()) -> Recipe:
     raw = {
         "name": "demo",
         "output_dir": str(out_dir),
-        "model": {"preset": "small-qwen2", "tokenizer": str(out_dir / "tokenizer")},
-        "tokenizer": {"vocab_size": 1024, "inputs": [str(problems)]},
+        "model": {"preset": "mini-qwen2", "tokenizer": str(out_dir / "tokenizer")},
+        "tokenizer": {"vocab_size": 512, "inputs": [str(problems)]},
         # Synthetic problems: nothing for the embedding check to find, and no overlap with GSM8K to look for.
         "data": {"inputs": [str(problems)], "validation_fraction": 0.05, "semantic": {"enabled": False}},
         "train": {
             "learning_rate": 1e-3,
+            "lr_scheduler": "constant",
+            "warmup_ratio": 0.02,
             "per_device_batch_size": 1,
             "gradient_accumulation_steps": 2,
-            "max_steps": 150,
+            "max_steps": 900,
             "max_seq_length": 512,
             "logging_steps": 10,
-            "eval_steps": 50,
-            "save_steps": 150,
+            "eval_steps": 100,
+            "save_steps": 100,
+            "metric_for_best_model": "eval_accuracy",
+            "stop_at_metric": 0.25,
+            "early_stopping_patience": None,
+            "keep_best": 0,
             "dataset": str(out_dir / "data"),
         },
+        "grpo": {
+            "num_generations": 8,
+            "temperature": 1.0,
+            "top_p": 1.0,
+            "beta": 0.0,
+            "loss_type": "dapo",
+            "learning_rate": 5e-5,
+            "max_completion_length": 112,
+            "rewards": {"accuracy": 1.0},
+        },
+        "pipeline": {"stages": ["sft", {"stage": "grpo", "set": GRPO_STAGE}]},
         "eval": {
-            "max_new_tokens": 160,
+            "max_new_tokens": 112,
             "temperature": 0.0,
             "suites": ["heldout", "speed"],
-            "limit": 50,
             "speed_requests": 4,
+            "during_training": True,
+            "during_training_problems": 64,
         },
         "export": {"quantize": "int8-dynamic"},
     }
-    return build_recipe(raw, "demo recipe", overrides)
+    recipe = build_recipe(raw, "demo recipe", overrides)
+    if [s.stage for s in recipe.pipeline.stages] != ["sft", "grpo"]:
+        raise UserError("the demo runs pipeline.stages [sft, grpo] (override their `set` lists instead)")
+    return recipe
+
+
+class _Steps:
+    """Numbered progress lines, and the wall time of each step."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self._name, self._start = None, 0.0
+
+    def start(self, name: str, detail: str = "") -> None:
+        self.stop()
+        self._name, self._start = name, time.perf_counter()
+        print0(
+            f"[bold]{STEPS.index(name) + 1}/{len(STEPS)} {name}[/bold]" + (f": {detail}" if detail else "")
+        )
+
+    def stop(self) -> None:
+        if self._name is not None:
+            self.seconds[self._name] = time.perf_counter() - self._start
+            self._name = None
 
 
 def run_demo(out_dir: str | Path, overrides: list[str] = ()) -> DemoResult:
+    from r1kit.eval.runner import run_eval
+    from r1kit.export import export
+    from r1kit.train.grpo import train_grpo
+    from r1kit.train.sft import train_sft
+
     out_dir = Path(out_dir)
     recipe = demo_recipe(out_dir, overrides)
     out_dir.mkdir(parents=True, exist_ok=True)
+    for name in ("sft", "grpo"):  # the demo's own folders from an earlier demo: each demo trains afresh
+        shutil.rmtree(out_dir / name, ignore_errors=True)
     recipe.save(out_dir)
+    steps = _Steps()
 
-    print0("[bold]1/9 doctor[/bold]")
+    steps.start("doctor")
     checks = run_checks(out_dir)
     failed = [c for c in checks if c.status == FAIL]
     if failed:
@@ -93,60 +159,81 @@ def run_demo(out_dir: str | Path, overrides: list[str] = ()) -> DemoResult:
             "doctor found problems: " + "; ".join(f"{c.name}: {c.detail} ({c.fix})" for c in failed)
         )
 
-    print0(f"[bold]2/9 data[/bold]: {NUM_PROBLEMS} synthetic arithmetic problems, cleaned")
-    synthesize("arithmetic", NUM_PROBLEMS, recipe.data.inputs[0], difficulty="medium", seed=recipe.seed)
+    steps.start("data", f"{NUM_PROBLEMS} synthetic addition problems with worked solutions, cleaned")
+    synthesize("addition", NUM_PROBLEMS, recipe.data.inputs[0], seed=recipe.seed)
     data = clean(recipe.data.inputs, recipe.train.dataset, recipe.data, seed=recipe.seed)
 
-    print0("[bold]3/9 tokenizer[/bold]")
+    steps.start("tokenizer")
     tokenizer = train_from_config(recipe.tokenizer, recipe.model.tokenizer)
 
-    print0(
-        f"[bold]4/9 model[/bold]: a new {recipe.model.preset}; [bold]5/9 SFT[/bold] for "
-        f"{recipe.train.max_steps} steps"
+    sft_stage, grpo_stage = recipe.pipeline.stages
+    sft_recipe = stage_recipe(recipe, sft_stage, Current(None, recipe.train.dataset), out_dir / "sft")
+    t = sft_recipe.train
+    steps.start(
+        "SFT",
+        f"a new {recipe.model.preset}, until {t.metric_for_best_model} reaches {t.stop_at_metric} "
+        f"(at most {t.max_steps} steps)",
     )
-    run_dir = out_dir / "sft"
-    if run_dir.exists():  # the demo's own folder from an earlier demo: each demo trains afresh
-        shutil.rmtree(run_dir)
-    training = train_sft(recipe, run_dir)
-    if training.final_dir is None:
-        raise UserError(f"training stopped by {training.stopped_by} at step {training.global_step}")
+    sft = train_sft(sft_recipe, out_dir / "sft")
+    if sft.final_dir is None:
+        raise UserError(f"SFT stopped by {sft.stopped_by} at step {sft.global_step}")
 
-    print0("[bold]6/9 answers[/bold] to held-out problems")
+    steps.start("eval after SFT", "greedy accuracy on the held-out problems")
+    only_heldout = sft_recipe.model_copy(deep=True)
+    only_heldout.eval.suites = ["heldout"]
+    before = run_eval(only_heldout, out_dir / "eval-sft", model_dir=sft.final_dir, curves_from=sft.run_dir)
+
+    grpo_recipe = stage_recipe(
+        recipe, grpo_stage, Current(str(sft.final_dir), recipe.train.dataset), out_dir / "grpo"
+    )
+    g = grpo_recipe.grpo
+    steps.start(
+        "GRPO",
+        f"{grpo_recipe.train.max_steps} steps of {grpo_recipe.train.per_device_batch_size // g.num_generations} "
+        f"prompts x {g.num_generations} completions, rewarded for correct answers",
+    )
+    grpo = train_grpo(grpo_recipe, out_dir / "grpo")
+    if grpo.final_dir is None:
+        raise UserError(f"GRPO stopped by {grpo.stopped_by} at step {grpo.global_step}")
+
+    steps.start("eval after GRPO", "held-out accuracy and speed, with plots")
+    evaluation = run_eval(grpo_recipe, out_dir / "eval", model_dir=grpo.final_dir, curves_from=grpo.run_dir)
     held_out = load_split(recipe.train.dataset, "validation").select(range(3))
     completions = generate(
-        training.final_dir,
+        grpo.final_dir,
         [row["messages"][0]["content"] for row in held_out],
         max_new_tokens=recipe.eval.max_new_tokens,
         temperature=recipe.eval.temperature,
         seed=recipe.seed,
     )
-    print0("[bold]7/9 evaluation[/bold]: held-out accuracy and speed")
-    from r1kit.eval.runner import run_eval
 
-    evaluation = run_eval(recipe, out_dir / "eval", model_dir=training.final_dir, curves_from=run_dir)
-
-    print0(f"[bold]8/9 export[/bold]: {recipe.export.quantize}")
-    from r1kit.export import export
-
+    steps.start("export", recipe.export.quantize)
     shutil.rmtree(out_dir / "model-int8", ignore_errors=True)
     exported = export(
-        training.final_dir, out_dir / "model-int8", quantize=recipe.export.quantize, speed_tokens=16
+        grpo.final_dir, out_dir / "model-int8", quantize=recipe.export.quantize, speed_tokens=16
     )
 
-    print0("[bold]9/9 serve[/bold]: one question through the OpenAI API")
+    steps.start("serve", "one question through the OpenAI API")
     question = held_out[0]["messages"][0]["content"]
-    served = ask_server(training.final_dir, question, recipe.eval.max_new_tokens)
-    return DemoResult(
+    served = ask_server(grpo.final_dir, question, recipe.eval.max_new_tokens)
+    served["gold"] = held_out[0]["answer"]
+    steps.stop()
+    result = DemoResult(
         recipe,
         checks,
         data,
         tokenizer,
-        training,
-        list(zip(completions, [row["answer"] for row in held_out])),
+        sft,
+        before,
+        grpo,
         evaluation,
+        list(zip(completions, [row["answer"] for row in held_out])),
         exported,
         served,
+        steps.seconds,
     )
+    result.report = write_demo_report(result, out_dir)
+    return result
 
 
 def ask_server(model_dir: Path, question: str, max_tokens: int) -> dict:
@@ -213,3 +300,104 @@ def ask_server(model_dir: Path, question: str, max_tokens: int) -> dict:
 
 def is_correct(completion: Completion, gold: str) -> bool:
     return (last_boxed(completion.answer) or completion.answer).strip() == gold.strip()
+
+
+def _events(run_dir: Path, split: str) -> list[dict]:
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [e for e in map(json.loads, lines) if e.get("split") == split]
+
+
+def _pct(value: float) -> str:
+    return f"{100 * value:.1f}%"
+
+
+def write_demo_report(result: DemoResult, out_dir: Path) -> Path:
+    """`report.md`: what each step did and measured, the accuracy before and after GRPO, the served answer, and
+    the plots of both training runs; figures from this run only."""
+    import platform
+
+    import torch
+
+    before, after = result.before["suites"]["heldout"], result.evaluation["suites"]["heldout"]
+    speed = result.evaluation["suites"]["speed"]
+    sft_train, sft_eval = _events(result.sft.run_dir, "train"), _events(result.sft.run_dir, "eval")
+    rewards = [e["reward"] for e in _events(result.grpo.run_dir, "train") if "reward" in e]
+    speeds = sorted(e["tokens_per_second"] for e in sft_train if "tokens_per_second" in e)
+    report = result.data.report
+    total = sum(result.seconds.values())
+    served, b, a = result.served, result.export.before, result.export.after
+    gold = served.get("gold", "")
+    verdict = (
+        "correct" if (last_boxed(served["answer"] or "") or "").strip() == gold.strip() else "not correct"
+    )
+    lines = [
+        "# r1kit demo",
+        "",
+        f"Every figure below was measured in this run: {time.strftime('%Y-%m-%d %H:%M')}, "
+        f"{platform.machine()} with {torch.get_num_threads()} threads, torch {torch.__version__}.",
+        "",
+        "## Held-out accuracy before and after GRPO",
+        "",
+        f"Greedy exact-answer accuracy on {after['problems']} held-out problems (validation split, never trained on).",
+        "",
+        "| model | accuracy |",
+        "|---|---|",
+        f"| after cold-start SFT ({result.sft.global_step} steps) | {_pct(before['accuracy'])} ± "
+        f"{_pct(before['accuracy_stderr'])} |",
+        f"| after GRPO ({result.grpo.global_step} steps) | {_pct(after['accuracy'])} ± {_pct(after['accuracy_stderr'])} |",
+        f"| change | {100 * (after['accuracy'] - before['accuracy']):+.1f} points |",
+        "",
+        "## Steps",
+        "",
+        "| step | wall time |",
+        "|---|---|",
+        *[f"| {name} | {seconds:.0f} s |" for name, seconds in result.seconds.items()],
+        f"| total | {total:.0f} s ({total / 60:.1f} min) |",
+        "",
+        "## What each step did",
+        "",
+        f"- **data**: {report['input_records']} records in, {report['kept']} kept, rejected "
+        f"{json.dumps(report['rejected'])} ([cleaning report](data/report.md)).",
+        f"- **tokenizer**: {result.tokenizer.vocab_size} tokens.",
+    ]
+    if sft_eval:
+        lines.append(
+            f"- **SFT**: {result.sft.global_step} steps; validation loss {sft_eval[0]['loss']:.3f} → "
+            f"{sft_eval[-1]['loss']:.3f}, validation accuracy {_pct(sft_eval[-1].get('accuracy', 0.0))} at the "
+            f"last evaluation; {speeds[len(speeds) // 2] if speeds else 0:.0f} tokens/s (median)."
+        )
+    if rewards:
+        lines.append(
+            f"- **GRPO**: {result.grpo.global_step} steps; mean reward {rewards[0]:.2f} at the first log, "
+            f"{rewards[-1]:.2f} at the last."
+        )
+    lines += [
+        f"- **eval**: {speed['tokens_per_second']:.0f} tokens/s, time to first token "
+        + ("–" if speed["ttft_p50"] is None else f"{1000 * speed['ttft_p50']:.0f} ms")
+        + " (median) ([evaluation report](eval/report.md)).",
+        f"- **export** ({result.export.quantize}): {b.size_mib:.1f} → {a.size_mib:.1f} MiB, "
+        f"{b.tokens_per_second:.0f} → {a.tokens_per_second:.0f} tokens/s.",
+        f"- **serve**: {served['url']}, asked through the OpenAI client:",
+        "",
+        f"  > {served['question']}",
+        "",
+        f"  `reasoning_content`: {json.dumps(served['reasoning'])}",
+        "",
+        f"  `content`: {json.dumps(served['answer'])} (gold {gold}: {verdict})",
+        "",
+        "## Plots",
+        "",
+        "SFT (loss, and validation accuracy at each evaluation):",
+        "",
+        "![SFT](eval-sft/plots/training_curves.png)",
+        "",
+        "GRPO (loss and mean reward per logged step):",
+        "",
+        "![GRPO](eval/plots/training_curves.png)",
+        "",
+        "![latency](eval/plots/latency.png)",
+        "",
+    ]
+    path = out_dir / "report.md"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path

@@ -80,7 +80,7 @@ def _plots(report: dict, out_dir: Path, curves_from: Path | None) -> list[Path]:
         series = {}
         for event in events:
             if event.get("split") in ("train", "eval") and "step" in event:
-                for key in ("loss", "accuracy"):
+                for key in ("loss", "accuracy", "reward"):
                     if key in event:
                         series.setdefault(f"{event['split']} {key}", []).append((event["step"], event[key]))
         if series:

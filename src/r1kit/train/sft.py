@@ -330,9 +330,7 @@ def build_callbacks(recipe: Recipe, run_dir: Path, greater_is_better: bool, has_
                 early_stopping_threshold=t.early_stopping_min_delta,
             )
         )
-    if t.stop_at_metric is not None:
-        if not has_eval:
-            raise UserError("train.stop_at_metric: the dataset has no validation split to measure it on")
+    if has_eval and t.stop_at_metric is not None:
         callbacks.append(StopAtMetric(t.metric_for_best_model, t.stop_at_metric, greater_is_better))
     if not cuda_available() and ReleaseFreedMemory.available():
         callbacks.append(ReleaseFreedMemory())
@@ -437,6 +435,8 @@ def train_sft(
                 has_eval=eval_ds is not None,
                 ignore_data_skip=start_step == stage_start or stage_start > 0,
             )
+            if eval_ds is None and recipe.train.stop_at_metric is not None:
+                raise UserError("train.stop_at_metric: the dataset has no validation split to measure it on")
             if callbacks is None:
                 callbacks, stopper, exporter = build_callbacks(
                     recipe, run_dir, args.greater_is_better, eval_ds is not None, model
