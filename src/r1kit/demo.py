@@ -23,6 +23,7 @@ from r1kit.dist import print0
 from r1kit.doctor import FAIL, Check, run_checks
 from r1kit.errors import UserError
 from r1kit.eval.answers import last_boxed
+from r1kit.eval.report import pct
 from r1kit.generate import Completion, generate
 from r1kit.models.tokenizer import TokenizerResult, train_from_config
 from r1kit.pipeline import Current, stage_recipe
@@ -307,10 +308,6 @@ def _events(run_dir: Path, split: str) -> list[dict]:
     return [e for e in map(json.loads, lines) if e.get("split") == split]
 
 
-def _pct(value: float) -> str:
-    return f"{100 * value:.1f}%"
-
-
 def write_demo_report(result: DemoResult, out_dir: Path) -> Path:
     """`report.md`: what each step did and measured, the accuracy before and after GRPO, the served answer, and
     the plots of both training runs; figures from this run only."""
@@ -342,9 +339,9 @@ def write_demo_report(result: DemoResult, out_dir: Path) -> Path:
         "",
         "| model | accuracy |",
         "|---|---|",
-        f"| after cold-start SFT ({result.sft.global_step} steps) | {_pct(before['accuracy'])} ± "
-        f"{_pct(before['accuracy_stderr'])} |",
-        f"| after GRPO ({result.grpo.global_step} steps) | {_pct(after['accuracy'])} ± {_pct(after['accuracy_stderr'])} |",
+        f"| after cold-start SFT ({result.sft.global_step} steps) | {pct(before['accuracy'])} ± "
+        f"{pct(before['accuracy_stderr'])} |",
+        f"| after GRPO ({result.grpo.global_step} steps) | {pct(after['accuracy'])} ± {pct(after['accuracy_stderr'])} |",
         f"| change | {100 * (after['accuracy'] - before['accuracy']):+.1f} points |",
         "",
         "## Steps",
@@ -363,7 +360,7 @@ def write_demo_report(result: DemoResult, out_dir: Path) -> Path:
     if sft_eval:
         target, reached = result.recipe.train.stop_at_metric, sft_eval[-1].get("accuracy", 0.0)
         short = (
-            f" It stopped at its step limit before reaching {_pct(target)}: this cold start learned to add more "
+            f" It stopped at its step limit before reaching {pct(target)}: this cold start learned to add more "
             "slowly, and GRPO has less to work with (how soon a cold start gets there varies from run to run; "
             "see docs/grpo-learning.md)."
             if target is not None and reached < target
@@ -371,7 +368,7 @@ def write_demo_report(result: DemoResult, out_dir: Path) -> Path:
         )
         lines.append(
             f"- **SFT**: {result.sft.global_step} steps; validation loss {sft_eval[0]['loss']:.3f} → "
-            f"{sft_eval[-1]['loss']:.3f}, validation accuracy {_pct(reached)} at the last evaluation; "
+            f"{sft_eval[-1]['loss']:.3f}, validation accuracy {pct(reached)} at the last evaluation; "
             f"{speeds[len(speeds) // 2] if speeds else 0:.0f} tokens/s (median).{short}"
         )
     if rewards:

@@ -10,7 +10,7 @@ from pathlib import Path
 from r1kit.errors import UserError
 
 
-def _pct(value) -> str:
+def pct(value) -> str:
     return "–" if value is None else f"{100 * value:.1f}%"
 
 
@@ -113,11 +113,11 @@ def _markdown(report: dict, plots: list[Path], out_dir: Path) -> str:
     for name, suite in report["suites"].items():
         if "accuracy" not in suite:
             continue
-        pass_k = ", ".join(f"@{k} {_pct(v)}" for k, v in suite["pass_at_k"].items())
+        pass_k = ", ".join(f"@{k} {pct(v)}" for k, v in suite["pass_at_k"].items())
         lines.append(
-            f"| {name} | {suite['problems']} | {_pct(suite['accuracy'])} ± {_pct(suite['accuracy_stderr'])} "
-            f"| {pass_k} | {_pct(suite['exact_match'])} | {_num(suite.get('bleu4'), 1)} "
-            f"| {_num(suite.get('rouge_l'))} | {_pct(suite['truncated'])} |"
+            f"| {name} | {suite['problems']} | {pct(suite['accuracy'])} ± {pct(suite['accuracy_stderr'])} "
+            f"| {pass_k} | {pct(suite['exact_match'])} | {_num(suite.get('bleu4'), 1)} "
+            f"| {_num(suite.get('rouge_l'))} | {pct(suite['truncated'])} |"
         )
         if suite["unparseable_golds"]:
             lines.append(
@@ -190,7 +190,7 @@ def compare(path_a: str | Path, path_b: str | Path) -> str:
     for key in list(a) + [k for k in b if k not in a]:
         va, vb = a.get(key), b.get(key)
         percent = "accuracy" in key or "pass@" in key
-        show = (lambda v: _pct(v)) if percent else (lambda v: _num(v, 3))
+        show = (lambda v: pct(v)) if percent else (lambda v: _num(v, 3))
         diff = (
             "–"
             if va is None or vb is None
