@@ -59,7 +59,9 @@ def test_table_output(cli):
 def test_disk_check_thresholds(tmp_path, monkeypatch):
     gib = doctor.GIB
     monkeypatch.setattr(doctor.shutil, "disk_usage", lambda _p: Usage(500 * gib, 498 * gib, 2 * gib))
-    assert doctor.check_disk(tmp_path).status == FAIL
+    check = doctor.check_disk(tmp_path)
+    assert check.status == FAIL and "needs about 5 GiB" in check.fix
+    assert doctor.check_disk(tmp_path, need_gib=1).status == WARN  # a small run (the demo) fits in 2 GiB
     monkeypatch.setattr(doctor.shutil, "disk_usage", lambda _p: Usage(500 * gib, 480 * gib, 20 * gib))
     assert doctor.check_disk(tmp_path).status == WARN
     monkeypatch.setattr(doctor, "_is_rotational", lambda _p: False)
