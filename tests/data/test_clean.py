@@ -7,6 +7,7 @@ import pytest
 
 from r1kit.config import DataConfig
 from r1kit.data.clean import clean
+from r1kit.data.records import full_text
 from r1kit.data.semantic import find_model_dir
 
 LONG = (
@@ -107,6 +108,22 @@ def test_rerun_replaces_outputs_and_split_is_stable(tmp_path, messy):
     clean(messy, out, no_model(validation_fraction=0.0, shard_size=100))
     assert list((out / "validation").glob("*.parquet")) == []
     assert len(list((out / "train").glob("*.parquet"))) == 1
+
+
+def test_split_follows_the_records_not_where_or_in_which_order_they_lie(tmp_path):
+    def validation_texts(path, out):
+        clean([path], out, no_model(validation_fraction=0.3))
+        rows = [r for s in (out / "validation").glob("*.parquet") for r in pq.read_table(s).to_pylist()]
+        return sorted(full_text(r) for r in rows)
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    problems = [{"question": f"What is {a} + 7?", "answer": f"#### {a + 7}"} for a in range(60)]
+    first = validation_texts(write_jsonl(tmp_path / "a" / "problems.jsonl", problems), tmp_path / "out-a")
+    moved = validation_texts(
+        write_jsonl(tmp_path / "b" / "renamed.jsonl", problems[::-1]), tmp_path / "out-b"
+    )
+    assert moved == first and 5 < len(first) < 40  # ~30% of 60, the same 18 or so wherever the file is
 
 
 def test_stages_can_be_turned_off(tmp_path, messy):

@@ -29,7 +29,7 @@ import xxhash
 from r1kit.config import DataConfig
 from r1kit.data import dedup, stages
 from r1kit.data.ingest import check_inputs, ingest
-from r1kit.data.records import batch_of, features, reject, rows_of
+from r1kit.data.records import batch_of, features, full_text, reject, rows_of
 from r1kit.dist import print0
 from r1kit.errors import UserError
 from r1kit.quiet import quiet_datasets
@@ -178,9 +178,14 @@ def find_duplicates(ds, cfg: DataConfig) -> Duplicates:
     return Duplicates.from_found(found) if found else NO_DUPLICATES
 
 
-def _split(source: str, fraction: float, seed: int) -> str:
-    """Deterministic train/validation assignment from the record's source (stable across reruns)."""
-    bucket = xxhash.xxh64_intdigest(source.encode(), seed=seed) / 2**64
+def _split(row: dict, fraction: float, seed: int) -> str:
+    """Deterministic train/validation assignment from the record's text, folded as exact dedup folds it.
+
+    The same data gives the same split on every rerun, wherever its files lie and in whatever order they come,
+    and copies of a record that deduplication was told to keep land on the same side.
+    """
+    key = dedup.exact_key(full_text(row))
+    bucket = xxhash.xxh64_intdigest(key.encode(), seed=seed) / 2**64
     return "validation" if bucket < fraction else "train"
 
 
@@ -397,7 +402,7 @@ def _write_outputs(ds, out_dir: Path, cfg: DataConfig, seed: int, duplicates: Du
                 index = input_records
                 input_records += 1
                 if row["reject_reason"] is None:
-                    writers[_split(row["source"], cfg.validation_fraction, seed)].add(row)
+                    writers[_split(row, cfg.validation_fraction, seed)].add(row)
                     kinds[row["kind"]] += 1
                     if row["quality"] is not None:
                         levels[int(row["quality"])] += 1
