@@ -10,6 +10,7 @@ every figure is measured in this run. The recipe is `benchmarks/grpo_learning.py
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -319,7 +320,7 @@ def write_demo_report(result: DemoResult, out_dir: Path) -> Path:
     before, after = result.before["suites"]["heldout"], result.evaluation["suites"]["heldout"]
     speed = result.evaluation["suites"]["speed"]
     sft_train, sft_eval = _events(result.sft.run_dir, "train"), _events(result.sft.run_dir, "eval")
-    rewards = [e["reward"] for e in _events(result.grpo.run_dir, "train") if "reward" in e]
+    rewards = [(e["step"], e["reward"]) for e in _events(result.grpo.run_dir, "train") if "reward" in e]
     speeds = sorted(e["tokens_per_second"] for e in sft_train if "tokens_per_second" in e)
     report = result.data.report
     total = sum(result.seconds.values())
@@ -373,9 +374,11 @@ def write_demo_report(result: DemoResult, out_dir: Path) -> Path:
             f"{speeds[len(speeds) // 2] if speeds else 0:.0f} tokens/s (median).{short}"
         )
     if rewards:
+        shown = rewards[:: math.ceil(len(rewards) / 10)]  # at most 10 of them, and the last
+        shown += [rewards[-1]] if shown[-1] != rewards[-1] else []
         lines.append(
-            f"- **GRPO**: {result.grpo.global_step} steps; mean reward {rewards[0]:.2f} at the first log, "
-            f"{rewards[-1]:.2f} at the last."
+            f"- **GRPO**: {result.grpo.global_step} steps; mean reward by step (each log averages the steps since "
+            "the one before): " + ", ".join(f"{r:.2f} at {step}" for step, r in shown) + "."
         )
     lines += [
         f"- **eval**: {speed['tokens_per_second']:.0f} tokens/s, time to first token "
