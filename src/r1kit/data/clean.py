@@ -182,11 +182,10 @@ def _split(row: dict, fraction: float, seed: int) -> str:
     """Deterministic train/validation assignment from the record's text, folded as exact dedup folds it.
 
     The same data gives the same split on every rerun, wherever its files lie and in whatever order they come,
-    and copies of a record that deduplication was told to keep land on the same side. The text's hash comes
-    from the deduplication pass when it ran (computed there in parallel), else it is made here.
+    and copies of a record that deduplication was told to keep land on the same side.
     """
-    text_hash = row.get("exact_hash") or dedup.hash63(dedup.exact_key(full_text(row)).encode())
-    bucket = xxhash.xxh64_intdigest(text_hash.to_bytes(8, "little"), seed=seed) / 2**64
+    key = dedup.exact_key(full_text(row))
+    bucket = xxhash.xxh64_intdigest(key.encode(), seed=seed) / 2**64
     return "validation" if bucket < fraction else "train"
 
 
@@ -291,8 +290,8 @@ def clean(inputs: list[str | Path], out_dir: str | Path, cfg: DataConfig, *, see
         duplicates = NO_DUPLICATES
         if hashing is not None:
             duplicates = find_duplicates(ds, cfg)
-            ds = ds.remove_columns(  # `exact_hash` stays: the split is made from it
-                [c for c in ds.column_names if c == "signature" or c.startswith("band_")]
+            ds = ds.remove_columns(
+                [c for c in ds.column_names if c in ("exact_hash", "signature") or c.startswith("band_")]
             )
             t = timed("dedup", t)
         eval_ngrams = _eval_ngrams(cfg) if cfg.decontam.enabled else None
