@@ -181,6 +181,8 @@ def test_demo_runs_end_to_end(cli, tmp_path):
         f"{100 * after['suites']['heldout']['accuracy']:.1f}",
     )
     assert "`reasoning_content`" in report and "mean reward" in report and "| total |" in report
+    precision = json.loads((out_dir / "sft" / "metrics.jsonl").read_text().splitlines()[0])["precision"]
+    assert f"training in {precision}" in report
     assert "stopped at its step limit before reaching 25.0%" in report  # 10 steps: the cold start is short
     for image in re.findall(r"!\[[^]]*\]\(([^)]+)\)", report):
         assert (out_dir / image).is_file(), image
