@@ -5,8 +5,11 @@ lognormal around 150 tokens (sigma 0.9: the long tail of reasoning traces), same
 default, 1024). Each configuration trains in a fresh process for the same number of examples;
 the two alternate (A/B/A/B...) over several rounds so that a noisy, shared machine hurts both alike. Printed
 side by side: useful (non-padding) tokens per second and the process's peak resident memory, as medians, and
-their ratios. Baseline and target from the training issue: TRL defaults (padding, fp32, batch 8); r1kit should
-reach >= 3x the useful tokens/s at <= half the peak memory.
+their ratios. Baseline and target from the training issue: TRL's defaults (padding, batch 8; TRL 1.x also
+defaults to bf16 autocast, even with use_cpu, and to gradient checkpointing); r1kit should reach >= 3x the
+useful tokens/s at <= half the peak memory. On a CPU without native bf16 (AVX2 only), TRL's bf16 default runs
+PyTorch's reference bf16 GEMM: measured at ~13 useful tokens/s there against r1kit's fp32 ~240, a ratio that
+says more about that CPU than about either setup.
 
     python benchmarks/sft_throughput.py [--rounds 3] [--examples 256]
 """

@@ -22,6 +22,8 @@ import psutil
 from r1kit.hardware import cpu_flags, cpu_has_native_bf16, package_version
 
 GIB = 1024**3
+RUN_DISK_GIB = 5
+"""Free space a run needs by default: the checkpoints of a small model's run."""
 PASS, WARN, FAIL = "pass", "warn", "fail"
 
 
@@ -108,7 +110,7 @@ def _is_rotational(path: Path) -> bool | None:
     return None
 
 
-def check_disk(path: Path, need_gib: float = 5) -> Check:
+def check_disk(path: Path, need_gib: float = RUN_DISK_GIB) -> Check:
     """Free space at `path`: fails below `need_gib`, what the run is expected to write."""
     usage = shutil.disk_usage(path)
     rotational = _is_rotational(path)
@@ -450,10 +452,10 @@ def run_distributed_checks() -> list[Check]:
     return [check_nccl(), check_network_interfaces(), check_allreduce()]
 
 
-def run_checks(path: str | Path = ".", disk_need_gib: float = 5) -> list[Check]:
+def run_checks(path: str | Path = ".", disk_need_gib: float = RUN_DISK_GIB) -> list[Check]:
     """Run every check; `path` is where datasets and checkpoints will be written, `disk_need_gib` how much.
 
-    The default suits the checkpoints of a small model's run; the demo knows it writes far less.
+    The demo knows it writes far less than the default.
     """
     checks: list[Check] = []
     simple: list[Callable[[], Check]] = [
