@@ -305,9 +305,12 @@ def is_correct(completion: Completion, gold: str) -> bool:
     return (last_boxed(completion.answer) or completion.answer).strip() == gold.strip()
 
 
-def _events(run_dir: Path, split: str) -> list[dict]:
-    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-    return [e for e in map(json.loads, lines) if e.get("split") == split]
+def _events(run_dir: Path) -> dict[str, list[dict]]:
+    """A run's metrics.jsonl events by split (`run`, `train`, `eval`, ...)."""
+    by_split: dict[str, list[dict]] = {}
+    for event in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()):
+        by_split.setdefault(event.get("split"), []).append(event)
+    return by_split
 
 
 def _precision_note(precision: str) -> str:
@@ -316,8 +319,8 @@ def _precision_note(precision: str) -> str:
 
     if precision == "fp32" and not cuda_available() and not cpu_has_native_bf16():
         return (
-            "fp32: this CPU has no native bf16 matrix instructions (on a 2-core CPU with them, bf16 autocast "
-            "trained the demo about 1.8 times as fast)"
+            "fp32: this CPU has no native bf16 matrix instructions, so training is slower here than with bf16 "
+            "autocast on a CPU that has them"
         )
     return precision
 
@@ -331,8 +334,10 @@ def write_demo_report(result: DemoResult, out_dir: Path) -> Path:
 
     before, after = result.before["suites"]["heldout"], result.evaluation["suites"]["heldout"]
     speed = result.evaluation["suites"]["speed"]
-    sft_train, sft_eval = _events(result.sft.run_dir, "train"), _events(result.sft.run_dir, "eval")
-    rewards = [(e["step"], e["reward"]) for e in _events(result.grpo.run_dir, "train") if "reward" in e]
+    sft_events = _events(result.sft.run_dir)
+    sft_train, sft_eval = sft_events.get("train", []), sft_events.get("eval", [])
+    grpo_train = _events(result.grpo.run_dir).get("train", [])
+    rewards = [(e["step"], e["reward"]) for e in grpo_train if "reward" in e]
     speeds = sorted(e["tokens_per_second"] for e in sft_train if "tokens_per_second" in e)
     report = result.data.report
     total = sum(result.seconds.values())
@@ -346,7 +351,7 @@ def write_demo_report(result: DemoResult, out_dir: Path) -> Path:
         "",
         f"Every figure below was measured in this run: {time.strftime('%Y-%m-%d %H:%M')}, "
         f"{platform.machine()} with {torch.get_num_threads()} threads, torch {torch.__version__}, "
-        f"training in {_precision_note(_events(result.sft.run_dir, 'run')[0]['precision'])}.",
+        f"training in {_precision_note(sft_events['run'][0]['precision'])}.",
         "",
         "## Held-out accuracy before and after GRPO",
         "",
