@@ -433,8 +433,9 @@ class EvalConfig(Section):
     """A `data clean` output folder for `heldout` and `perplexity`; defaults to `train.dataset`."""
     instruction: str = "Please reason step by step, and put your final answer within \\boxed{}."
     """Appended to GSM8K and MATH-500 questions (DeepSeek's recommended prompt for math)."""
-    concurrency: int = Field(8, ge=1)
-    """Requests in flight against an endpoint."""
+    concurrency: int = Field(16, ge=1)
+    """Problems answered at once: requests in flight against an endpoint, or the batch a local model decodes
+    together (here and at each in-training validation). Larger is faster until memory runs out."""
     speed_requests: int = Field(8, ge=2)
     """Requests the `speed` suite sends, one at a time."""
     during_training: bool = False

@@ -43,9 +43,11 @@ def greedy_answers(
 
 
 class AccuracyAtValidation:
-    def __init__(self, trainer, tokenizer, problems: list[Problem], max_new_tokens: int):
+    def __init__(
+        self, trainer, tokenizer, problems: list[Problem], max_new_tokens: int, batch_size: int = 16
+    ):
         self._trainer, self._tokenizer = trainer, tokenizer
-        self._problems, self._max_new_tokens = problems, max_new_tokens
+        self._problems, self._max_new_tokens, self._batch_size = problems, max_new_tokens, batch_size
         self._evaluation_loop = trainer.evaluation_loop
         trainer.evaluation_loop = self
 
@@ -56,7 +58,9 @@ class AccuracyAtValidation:
         was_training = model.training
         model.eval()
         try:
-            texts = greedy_answers(model, self._tokenizer, self._problems, self._max_new_tokens)
+            texts = greedy_answers(
+                model, self._tokenizer, self._problems, self._max_new_tokens, self._batch_size
+            )
         finally:
             model.train(was_training)
         gold_problems = GoldProblems()

@@ -148,7 +148,9 @@ def run_eval(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     backend = (
-        LocalBackend(model_dir, trust_remote_code=recipe.model.trust_remote_code)
+        LocalBackend(
+            model_dir, max_batch_size=cfg.concurrency, trust_remote_code=recipe.model.trust_remote_code
+        )
         if model_dir is not None
         else EndpointBackend(endpoint, model=endpoint_model, api_key=api_key, concurrency=cfg.concurrency)
     )

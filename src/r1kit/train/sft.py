@@ -474,6 +474,7 @@ def train_sft(
                     tokenizer,
                     heldout(data_dir_of(recipe, run_dir), recipe.eval.during_training_problems),
                     recipe.eval.max_new_tokens,
+                    recipe.eval.concurrency,
                 )
             try:
                 output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
