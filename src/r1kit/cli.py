@@ -18,6 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from r1kit.errors import UserError
+from r1kit.quiet import quiet_imports
 
 app = typer.Typer(
     help="r1kit: from raw data to a served DeepSeek-R1-style reasoning model, driven by one YAML recipe.",
@@ -796,6 +797,7 @@ def demo(
 
 
 def main() -> None:
+    quiet_imports()
     try:
         app()
     except UserError as exc:
