@@ -1,4 +1,4 @@
-"""r1kit prints its own progress: these silence the libraries' per-file and per-map progress bars."""
+"""r1kit prints its own progress: these silence the libraries' progress bars and the warnings that are not the user's."""
 
 
 def quiet_imports() -> None:
