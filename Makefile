@@ -10,6 +10,7 @@ DEMO_OUT ?= runs/demo
 # Two pytest workers, one test file each at a time: most of the suite's time is single-threaded (the Python
 # imports of the r1kit processes its tests start, ~10 s each here), so on 2 cores two workers finish in about
 # 55% of the serial time (10.7 against 19.3 minutes, measured on a 2-core CPU). TEST_WORKERS=0 runs serially.
+# Files are handed out in collection order, where the slow tests come first (tests/conftest.py).
 TEST_WORKERS ?= 2
 PYTEST_ARGS ?=
 
@@ -34,7 +35,7 @@ demo: setup
 # pytest exits 5 when it collected no test: a suite that ran nothing is reported as a failure, not a pass.
 # Coverage of src/r1kit below 80% (pyproject's [tool.coverage]) fails the run.
 test: setup
-	@$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --cov --cov-report=term $(PYTEST_ARGS); rc=$$?; \
+	@$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --cov --cov-report=term $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 # The pre-commit gates on every file (ruff lint and format, mypy on the public API, end of file, large files).

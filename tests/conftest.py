@@ -11,6 +11,11 @@ from r1kit.paths import shared_data_dir
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def pytest_collection_modifyitems(items):
+    """The slow tests start first, so that with `make test`'s two workers the longest do not end the run alone."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     return shared_data_dir()

@@ -84,6 +84,7 @@ def test_tokenizer_flags_are_validated_like_recipe_fields(cli, tmp_path, shared_
     assert_user_error(done, "tokenizer.vocab_size", "greater than or equal to 300")
 
 
+@pytest.mark.slow
 def test_tokenizer_model_generate_chain(cli, tmp_path, shared_data):
     gsm8k, math500 = shared_data / "gsm8k" / "test.jsonl", shared_data / "math500" / "test.jsonl"
     done = cli(
@@ -136,6 +137,7 @@ def test_generate_rejects_bad_values(cli, tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_demo_runs_end_to_end(cli, tmp_path):
     from r1kit.demo import GRPO_STAGE
 

@@ -196,6 +196,7 @@ def test_grpo_counts_the_reference_model_and_the_rollout_memory():
     assert vllm.memory_gb["rollout engine (vLLM)"] == pytest.approx(0.3 * 80)
 
 
+@pytest.mark.slow
 def test_plan_cli_prints_the_breakdown_and_refuses_unknown_devices(cli):
     done = cli(
         "plan", str(LORA_7B), "--device", "RTX 4090", "--set", "plan.dataset_tokens=50000000", check=True

@@ -45,6 +45,7 @@ def run_eval(cli, model, out_dir, *extra):
     )
 
 
+@pytest.mark.slow
 def test_local_eval_writes_the_report(tiny_model, tmp_path, cli):
     done = run_eval(cli, tiny_model, tmp_path / "a")
     report = json.loads((tmp_path / "a" / "report.json").read_text())
@@ -108,6 +109,7 @@ def test_bad_invocations(tiny_model, tmp_path, cli):
     assert done.returncode == 2 and "no report.json" in done.stderr
 
 
+@pytest.mark.slow
 def test_a_lora_adapter_is_evaluated_on_its_base(tiny_model, tmp_path, cli):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM

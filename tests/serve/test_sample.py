@@ -2,9 +2,11 @@
 
 import json
 
+import pytest
 from scripted import REASONING
 
 
+@pytest.mark.slow
 def test_only_correct_samples_are_kept(scripted_model_dir, tmp_path, cli):
     problems = tmp_path / "problems.jsonl"
     problems.write_text(
@@ -64,6 +66,7 @@ def test_only_correct_samples_are_kept(scripted_model_dir, tmp_path, cli):
     assert list((tmp_path / "samples" / "data" / "train").glob("*.parquet"))
 
 
+@pytest.mark.slow
 def test_best_of_n_keeps_one_per_solved_problem(scripted_model_dir, tmp_path, cli):
     problems = tmp_path / "problems.jsonl"
     problems.write_text(json.dumps({"question": "What is 9 * 2?", "answer": "18"}) + "\n")

@@ -185,6 +185,7 @@ def run_cli_subprocess(args, env=None, code=None):
     )
 
 
+@pytest.mark.slow
 def test_killed_and_resumed_run_matches_an_uninterrupted_one(recipe_for, tmp_path):
     recipe = recipe_for("train.max_steps=12", "train.save_steps=6", "train.eval_steps=6")
     recipe_path = tmp_path / "recipe.yaml"
