@@ -18,6 +18,7 @@ the new text, then one `Finish` (or `Failure`). The server turns these into HTTP
 from __future__ import annotations
 
 import collections
+import inspect
 import logging
 import random
 import threading
@@ -174,6 +175,10 @@ class TransformersEngine:
             *([tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []),
         }
         self.context_length = getattr(model.config, "max_position_embeddings", None)
+        # transformers 5.24 renamed the forward's `past_key_values` to `cache` (the old name goes in 5.40);
+        # earlier releases and remote-code models take the old name.
+        parameters = inspect.signature(model.forward).parameters
+        self._cache_argument = "cache" if "cache" in parameters else "past_key_values"
         probe = DynamicCache(config=model.config)
         self.joins_mid_batch = all(type(layer) is DynamicLayer for layer in probe.layers)
         if not self.joins_mid_batch:
@@ -300,9 +305,9 @@ class TransformersEngine:
             input_ids=input_ids,
             attention_mask=mask,
             position_ids=positions,
-            past_key_values=cache,
             use_cache=True,
             logits_to_keep=1,
+            **{self._cache_argument: cache},
         )
         return output.logits[:, -1]
 
