@@ -12,6 +12,7 @@ import pytest
 import torch
 
 pytest.importorskip("deepspeed")
+pytestmark = pytest.mark.multiprocess
 
 STEPS = 6
 

@@ -9,6 +9,7 @@ import pytest
 
 
 @pytest.mark.slow
+@pytest.mark.multiprocess
 def test_grpo_with_two_processes(recipe_for, tmp_path):
     recipe = recipe_for(
         "train.per_device_batch_size=4",

@@ -66,6 +66,7 @@ def test_slurm_script_runs_one_torchrun_per_node(cli):
     )
 
 
+@pytest.mark.multiprocess
 def test_doctor_distributed_probes_all_reduce_across_launched_processes(cli):
     done = cli("launch", "--nproc-per-node", "2", "--", "r1kit", "doctor", "--distributed", "--json")
     checks = {c["name"]: c for c in json.loads(done.stdout)}  # one report: rank 0's
