@@ -175,8 +175,8 @@ class TransformersEngine:
             *([tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []),
         }
         self.context_length = getattr(model.config, "max_position_embeddings", None)
-        # transformers 5.24 renamed the forward's `past_key_values` to `cache` (the old name goes in 5.40);
-        # earlier releases and remote-code models take the old name.
+        # The KV cache is the forward's `cache` in transformers 5.24, which warns that `past_key_values` goes in
+        # 5.40; a forward without `cache` (an older release, remote code) takes the old name.
         parameters = inspect.signature(model.forward).parameters
         self._cache_argument = "cache" if "cache" in parameters else "past_key_values"
         probe = DynamicCache(config=model.config)
