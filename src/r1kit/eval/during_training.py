@@ -43,9 +43,7 @@ def greedy_answers(
 
 
 class AccuracyAtValidation:
-    def __init__(
-        self, trainer, tokenizer, problems: list[Problem], max_new_tokens: int, batch_size: int = 16
-    ):
+    def __init__(self, trainer, tokenizer, problems: list[Problem], max_new_tokens: int, batch_size: int):
         self._trainer, self._tokenizer = trainer, tokenizer
         self._problems, self._max_new_tokens, self._batch_size = problems, max_new_tokens, batch_size
         self._evaluation_loop = trainer.evaluation_loop
