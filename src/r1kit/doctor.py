@@ -347,6 +347,23 @@ def check_optional(cuda: bool) -> list[Check]:
     return checks
 
 
+def check_op_builds() -> Check:
+    """Locks left by interrupted builds of DeepSpeed's ops: a run that needs the op would wait for them forever."""
+    from r1kit.train.op_builds import STALE_AFTER_MINUTES, build_locks
+
+    locks = [lock for lock in build_locks() if not lock.held]
+    if not locks:
+        return Check("op_builds", PASS, "no interrupted op build")
+    return Check(
+        "op_builds",
+        WARN,
+        "; ".join(lock.describe() for lock in locks),
+        "Interrupted builds left these locks: a ZeRO run that needs the op would wait for them forever. r1kit's "
+        f"ZeRO runs remove those older than {STALE_AFTER_MINUTES} minutes; remove younger ones if no other "
+        "machine is building",
+    )
+
+
 # ------------------------------------------------------------------------------------------- distributed
 
 
@@ -472,7 +489,7 @@ def run_checks(path: str | Path = ".", disk_need_gib: float = RUN_DISK_GIB) -> l
     checks += [fn() for fn in simple]
     checks.append(check_disk(Path(path), disk_need_gib))
     checks += check_torch()
-    checks += [check_interconnect(), check_nccl_env(), check_training_stack()]
+    checks += [check_interconnect(), check_nccl_env(), check_training_stack(), check_op_builds()]
     cuda = any(c.name == "gpu" and c.status == PASS for c in checks)
     checks += check_optional(cuda)
     return checks

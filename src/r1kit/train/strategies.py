@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 from r1kit.config import Recipe, TrainConfig
 from r1kit.errors import UserError
 from r1kit.hardware import require_module
+from r1kit.train.op_builds import clear_stale_build_locks
 
 ZERO_STAGES = {"zero1": 1, "zero2": 2, "zero3": 3}
 
@@ -64,7 +66,6 @@ def find_ninja() -> None:
     """DeepSpeed compiles its ops on first use with ninja, which torch looks up on PATH. pip installs ninja next to
     the interpreter, which is not on PATH when r1kit runs from a virtualenv that was not activated: add it."""
     import shutil
-    import sys
 
     if shutil.which("ninja"):
         return
@@ -174,6 +175,9 @@ def strategy_settings(recipe: Recipe, precision: str, *, cuda: bool) -> dict:
     strategy = effective_strategy(t)
     if strategy in ZERO_STAGES:
         find_ninja()
+        if os.environ.get("LOCAL_RANK", "0") == "0":  # one process per machine: the locks are the machine's
+            for message in clear_stale_build_locks():
+                print(f"r1kit: {message}", file=sys.stderr)
         settings["deepspeed"] = deepspeed_config(t, precision, cuda=cuda)
     elif strategy == "fsdp":
         layer_class = decoder_layer_class(recipe)
