@@ -5,16 +5,19 @@ model folder; FSDP on a CPU is refused instead of silently becoming DDP."""
 import json
 import os
 import shutil
-import subprocess
 import sys
 
 import pytest
 import torch
+from launched import run_launched
 
 pytest.importorskip("deepspeed")
-pytestmark = pytest.mark.multiprocess
-
 STEPS = 6
+# One training run, the first ZeRO runs included: on a fresh machine they compile DeepSpeed's CPU ops (shared-
+# memory all-reduce, then CPU Adam for the offloaded optimizer), 60 and 90 s on a quiet 2-core machine.
+RUN_TIMEOUT = 600
+# The first test also builds the module's runs: four trainings, two of them compiling.
+pytestmark = [pytest.mark.multiprocess, pytest.mark.timeout(4 * RUN_TIMEOUT)]
 
 
 def losses(run_dir) -> dict[int, float]:
@@ -26,27 +29,18 @@ def train(recipe_path, out_dir, *sets, processes=1, resume=False):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     launcher = ["launch", "--nproc-per-node", str(processes), "--", "r1kit"] if processes > 1 else []
     args = [arg for s in sets for arg in ("--set", s)] + (["--resume", "auto"] if resume else [])
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "r1kit",
-            *launcher,
-            "train",
-            "sft",
-            str(recipe_path),
-            "--out",
-            str(out_dir),
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=900,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done
+    command = [
+        sys.executable,
+        "-m",
+        "r1kit",
+        *launcher,
+        "train",
+        "sft",
+        str(recipe_path),
+        "--out",
+        str(out_dir),
+    ]
+    return run_launched(command + args, timeout=RUN_TIMEOUT, env=env)
 
 
 def weights(folder) -> dict[str, torch.Tensor]:

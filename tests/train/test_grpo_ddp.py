@@ -2,10 +2,10 @@
 
 import json
 import os
-import subprocess
 import sys
 
 import pytest
+from launched import run_launched
 
 
 @pytest.mark.slow
@@ -23,28 +23,9 @@ def test_grpo_with_two_processes(recipe_for, tmp_path):
     recipe_path = tmp_path / "recipe.yaml"
     recipe_path.write_text(recipe.to_yaml())
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc-per-node",
-            "2",
-            "-m",
-            "r1kit",
-            "train",
-            "grpo",
-            str(recipe_path),
-            "--out",
-            str(tmp_path / "run"),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    command = [*torchrun, "-m", "r1kit", "train", "grpo", str(recipe_path), "--out", str(tmp_path / "run")]
+    run_launched(command, timeout=540, env=env)
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     train = [r for r in rows if r["split"] == "train" and "reward" in r]
     assert [r["step"] for r in train] == [1, 2, 3]  # one writer: the main process

@@ -1,9 +1,11 @@
 """`r1kit launch` (torchrun command lines, SLURM scripts) and `r1kit doctor --distributed`'s probe."""
 
 import json
+import os
 import sys
 
 import pytest
+from launched import run_launched
 
 from r1kit.errors import UserError
 from r1kit.train.launch import LaunchSpec, launch_env, r1kit_command, slurm_script, torchrun_command
@@ -67,8 +69,9 @@ def test_slurm_script_runs_one_torchrun_per_node(cli):
 
 
 @pytest.mark.multiprocess
-def test_doctor_distributed_probes_all_reduce_across_launched_processes(cli):
-    done = cli("launch", "--nproc-per-node", "2", "--", "r1kit", "doctor", "--distributed", "--json")
+def test_doctor_distributed_probes_all_reduce_across_launched_processes():
+    command = [sys.executable, "-m", "r1kit", "launch", "--nproc-per-node", "2", "--", "r1kit", "doctor"]
+    done = run_launched([*command, "--distributed", "--json"], timeout=300, env=dict(os.environ))
     checks = {c["name"]: c for c in json.loads(done.stdout)}  # one report: rank 0's
     assert checks["allreduce"]["status"] == "pass", checks["allreduce"]
     assert (
