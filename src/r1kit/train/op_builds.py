@@ -20,6 +20,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
+
 STALE_AFTER_MINUTES = 30
 
 
@@ -43,24 +45,19 @@ class BuildLock:
 
 
 def build_root() -> Path:
-    """Where torch's extension builder puts op folders (without importing torch)."""
-    if os.environ.get("TORCH_EXTENSIONS_DIR"):
-        return Path(os.environ["TORCH_EXTENSIONS_DIR"])
-    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(cache) / "torch_extensions"
+    """Where torch's extension builder puts op folders."""
+    from torch.utils.cpp_extension import get_default_build_root
+
+    return Path(os.environ.get("TORCH_EXTENSIONS_DIR") or get_default_build_root())
 
 
 def open_files() -> set[Path]:
-    """The files this machine's processes have open, as far as /proc lets us see (our own processes at least)."""
+    """The files this machine's processes have open, as far as we may see (our own processes at least)."""
     found: set[Path] = set()
-    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+    for process in psutil.process_iter():
         try:
-            for fd in fd_dir.iterdir():
-                try:
-                    found.add(Path(os.readlink(fd)))
-                except OSError:
-                    continue
-        except OSError:  # another user's process, or one that has just ended
+            found.update(Path(f.path) for f in process.open_files())
+        except psutil.Error:  # another user's process, or one that has just ended
             continue
     return found
 
