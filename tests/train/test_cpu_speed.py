@@ -52,15 +52,21 @@ def test_cpu_tiles_give_the_plain_log_softmax(restore_tiles):
     torch.testing.assert_close(tiled_grads[1], weight.grad, rtol=1e-5, atol=1e-4)
 
 
-def test_cpu_runs_trim_the_heap_after_each_step(recipe_for, tmp_path):
+def test_bf16_cpu_runs_trim_the_heap_after_each_step_and_fp32_runs_do_not(recipe_for, tmp_path):
     from r1kit.train.sft import build_callbacks
 
     if not ReleaseFreedMemory.available():
         pytest.skip("glibc only")
-    callbacks = build_callbacks(recipe_for(), tmp_path, greater_is_better=False, has_eval=False, model=None)[
-        0
-    ]
-    trims = [c for c in callbacks if isinstance(c, ReleaseFreedMemory)]
-    assert len(trims) == 1
-    trims[0].on_substep_end(None, None, None)  # the real libc call
-    trims[0].on_step_end(None, None, None)
+
+    def trims(precision):
+        callbacks = build_callbacks(
+            recipe_for(), tmp_path, greater_is_better=False, has_eval=False, model=None, precision=precision
+        )[0]
+        return [c for c in callbacks if isinstance(c, ReleaseFreedMemory)]
+
+    assert trims("fp32") == []
+    bf16 = trims("bf16")
+    assert len(bf16) == 1
+    bf16[0].on_substep_end(None, None, None)  # the real libc call
+    bf16[0].on_step_end(None, None, None)
+    assert not ReleaseFreedMemory.wanted("bf16", cuda=True)
