@@ -146,6 +146,7 @@ def test_demo_runs_end_to_end(cli, tmp_path):
     overrides = [
         "train.max_steps=10",
         "train.eval_steps=5",
+        "train.eval_delay=0",
         "train.save_steps=10",
         "eval.during_training_problems=8",
         "eval.max_new_tokens=8",

@@ -286,6 +286,9 @@ class TrainConfig(Section):
     """Log metrics every this many optimizer steps."""
     eval_steps: int = Field(100, ge=1)
     """Evaluate on the validation split every this many steps."""
+    eval_delay: int = Field(0, ge=0)
+    """No validation before this step: the first evaluations of a run that is far from its target cost time
+    and tell little (every `eval_steps` steps from here on; early stopping counts only these)."""
     save_steps: int = Field(500, ge=1)
     """Write a checkpoint every this many steps (and when the run ends or is stopped by a signal)."""
     keep_best: int = Field(1, ge=0)

@@ -293,6 +293,7 @@ def trainer_config(
         assistant_only_loss=False,  # the masks were made when tokenizing; TRL applies `assistant_masks` as given
         eval_strategy="steps" if has_eval else "no",
         eval_steps=t.eval_steps,
+        eval_delay=t.eval_delay,
         metric_for_best_model=t.metric_for_best_model if has_eval else None,
         greater_is_better=greater_is_better,
         load_best_model_at_end=False,
