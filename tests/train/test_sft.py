@@ -83,34 +83,21 @@ def test_top_k_retention_keeps_k_plus_one(recipe_for, tmp_path):
 
 
 def test_early_stopping_on_a_plateau(recipe_for, tmp_path):
+    plateau = [
+        "train.learning_rate=1e-9",
+        "train.max_steps=60",
+        "train.eval_steps=2",
+        "train.save_steps=2",
+        "train.early_stopping_patience=2",
+        "train.early_stopping_min_delta=0.01",
+    ]
     run_dir = tmp_path / "run"
-    result = train_sft(
-        recipe_for(
-            "train.learning_rate=1e-9",
-            "train.max_steps=60",
-            "train.eval_steps=2",
-            "train.save_steps=2",
-            "train.early_stopping_patience=2",
-            "train.early_stopping_min_delta=0.01",
-        ),
-        run_dir,
-    )
+    result = train_sft(recipe_for(*plateau), run_dir)
     # Evaluations at 2, 4, 6: the first sets the best, the next two do not improve on it by 0.01.
     assert result.global_step == 6
     assert [r["step"] for r in records(run_dir, "eval")] == [2, 4, 6]
     # With a delay, the first evaluation (and the best to beat) comes at the first multiple of 2 from step 3.
-    delayed = train_sft(
-        recipe_for(
-            "train.learning_rate=1e-9",
-            "train.max_steps=60",
-            "train.eval_steps=2",
-            "train.eval_delay=3",
-            "train.save_steps=2",
-            "train.early_stopping_patience=2",
-            "train.early_stopping_min_delta=0.01",
-        ),
-        tmp_path / "delayed",
-    )
+    delayed = train_sft(recipe_for(*plateau, "train.eval_delay=3"), tmp_path / "delayed")
     assert delayed.global_step == 8
     assert [r["step"] for r in records(tmp_path / "delayed", "eval")] == [4, 6, 8]
 

@@ -168,7 +168,7 @@ def train_grpo(
             rewards=recipe.grpo.rewards,
         ),
     )
-    callbacks, stopper, exporter = build_callbacks(recipe, run_dir, True, False, model)
+    callbacks, stopper, exporter = build_callbacks(recipe, run_dir, True, False, model, precision)
     health = RLHealth(recipe.grpo.alerts, exporter.registry if exporter else None)
     try:
         trainer = GRPOTrainer(

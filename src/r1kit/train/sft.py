@@ -311,7 +311,7 @@ def phases(train) -> list[tuple[int, int | None]]:
 
 
 def build_callbacks(
-    recipe: Recipe, run_dir: Path, greater_is_better: bool, has_eval: bool, model, precision: str = "fp32"
+    recipe: Recipe, run_dir: Path, greater_is_better: bool, has_eval: bool, model, precision: str
 ):
     """The callbacks every stage of the run shares: (list, signal stopper, Prometheus exporter or None)."""
     t = recipe.train
