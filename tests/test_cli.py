@@ -159,8 +159,12 @@ def test_demo_runs_end_to_end(cli, tmp_path):
     assert "doctor:" in done.stdout and "0 fail" in done.stdout
     assert "data: 4000 records in" in done.stdout
     assert "SFT: 10 steps; GRPO: 2 steps" in done.stdout
-    assert len(re.findall(r"\d+ tokens in [\d.]+ s", done.stdout)) == 3
-    assert done.stdout.count("gold ") == 3
+    after_eval = json.loads((out_dir / "eval" / "report.json").read_text())
+    # the evaluation's first three held-out answers, each with its verdict
+    heldout = after_eval["suites"]["heldout"]["examples"]
+    verdicts = re.findall(r"gold +(\d+): (correct|not correct)", done.stdout)
+    assert verdicts == [(e["gold"], "correct" if e["correct"] else "not correct") for e in heldout]
+    assert len(verdicts) == 3
     accuracy = re.search(
         r"held-out accuracy \(16 problems, greedy\): ([\d.]+)% after SFT -> ([\d.]+)% after GRPO", done.stdout
     )

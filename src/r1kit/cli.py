@@ -770,7 +770,7 @@ def demo(
     overrides: SetOption = None,
 ) -> None:
     """The R1 recipe end to end on this machine: data, tokenizer, SFT, GRPO, eval, export, serve, report."""
-    from r1kit.demo import is_correct, run_demo
+    from r1kit.demo import run_demo
 
     result = run_demo(out_dir, overrides or [])
     counts = {s: sum(c.status == s for c in result.checks) for s in ("pass", "warn", "fail")}
@@ -778,10 +778,13 @@ def demo(
     out.print(f"doctor: {counts['pass']} pass, {counts['warn']} warn, {counts['fail']} fail")
     out.print(f"data: {report['input_records']} records in, {report['kept']} kept")
     out.print(f"SFT: {result.sft.global_step} steps; GRPO: {result.grpo.global_step} steps")
-    for completion, gold in result.completions:
-        _print_completion(completion)
-        verdict = "[green]correct[/green]" if is_correct(completion, gold) else "[yellow]not correct[/yellow]"
-        out.print(f"gold      {escape(gold)}: {verdict}")
+    for example in result.examples:  # the evaluation's own greedy answers to the first held-out problems
+        out.print(f"[bold]prompt[/bold]    {escape(example['prompt'])}", highlight=False)
+        if example["reasoning"] is not None:
+            out.print(f"[dim]reasoning[/dim] {escape(example['reasoning'])}", highlight=False)
+        out.print(f"[bold]answer[/bold]    {escape(example['answer'])}", highlight=False)
+        verdict = "[green]correct[/green]" if example["correct"] else "[yellow]not correct[/yellow]"
+        out.print(f"gold      {escape(example['gold'])}: {verdict}")
     before, after = result.before["suites"]["heldout"], result.evaluation["suites"]["heldout"]
     out.print(
         f"held-out accuracy ({after['problems']} problems, greedy): {100 * before['accuracy']:.1f}% after SFT -> "

@@ -30,7 +30,6 @@ from r1kit.doctor import FAIL, Check, run_checks
 from r1kit.errors import UserError
 from r1kit.eval.answers import last_boxed
 from r1kit.eval.report import pct
-from r1kit.generate import Completion, generate
 from r1kit.models.tokenizer import TokenizerResult, train_from_config
 from r1kit.pipeline import Current, stage_recipe
 from r1kit.train.sft import TrainResult
@@ -61,8 +60,9 @@ class DemoResult:
     grpo: TrainResult
     evaluation: dict
     """The evaluation of the GRPO model: held-out accuracy and speed (report.json)."""
-    completions: list[tuple[Completion, str]]
-    """Answers of the GRPO model to held-out problems, each with its gold answer."""
+    examples: list[dict]
+    """The GRPO model's answers to the first held-out problems, from its evaluation's own samples: prompt,
+    reasoning, answer, gold and whether it is correct."""
     export: object
     """The export result (sizes and speeds before and after)."""
     served: dict
@@ -91,7 +91,7 @@ def demo_recipe(out_dir: Path, overrides: list[str] = ()) -> Recipe:
             "max_seq_length": 512,
             "logging_steps": 10,
             "eval_steps": 100,
-            "eval_delay": 350,  # from step 400: before 500, none of the validation problems came out right
+            "eval_delay": 450,  # from step 500: up to 400, none of the validation problems came out right
             "save_steps": 100,
             "metric_for_best_model": "eval_accuracy",
             "stop_at_metric": 0.25,
@@ -217,14 +217,6 @@ def run_demo(out_dir: str | Path, overrides: list[str] = ()) -> DemoResult:
         evaluation = run_eval(
             grpo_recipe, out_dir / "eval", model_dir=grpo.final_dir, curves_from=grpo.run_dir
         )
-        held_out = load_split(recipe.train.dataset, "validation").select(range(3))
-        completions = generate(
-            grpo.final_dir,
-            [row["messages"][0]["content"] for row in held_out],
-            max_new_tokens=recipe.eval.max_new_tokens,
-            temperature=recipe.eval.temperature,
-            seed=recipe.seed,
-        )
 
         steps.start("export", recipe.export.quantize)
         shutil.rmtree(out_dir / "model-int8", ignore_errors=True)
@@ -233,9 +225,9 @@ def run_demo(out_dir: str | Path, overrides: list[str] = ()) -> DemoResult:
         )
 
         steps.start("serve", "one question through the OpenAI API")
-        question = held_out[0]["messages"][0]["content"]
-        served = ask_server(server, question, recipe.eval.max_new_tokens)
-        served["gold"] = held_out[0]["answer"]
+        first = load_split(recipe.train.dataset, "validation")[0]
+        served = ask_server(server, first["messages"][0]["content"], recipe.eval.max_new_tokens)
+        served["gold"] = first["answer"]
         steps.stop()
     result = DemoResult(
         recipe,
@@ -246,7 +238,7 @@ def run_demo(out_dir: str | Path, overrides: list[str] = ()) -> DemoResult:
         before,
         grpo,
         evaluation,
-        list(zip(completions, [row["answer"] for row in held_out])),
+        evaluation["suites"]["heldout"]["examples"],
         exported,
         served,
         steps.seconds,
@@ -318,10 +310,6 @@ def ask_server(server: subprocess.Popen, question: str, max_tokens: int) -> dict
         "answer": message.content,
         "completion_tokens": reply.usage.completion_tokens,
     }
-
-
-def is_correct(completion: Completion, gold: str) -> bool:
-    return (last_boxed(completion.answer) or completion.answer).strip() == gold.strip()
 
 
 def _events(run_dir: Path) -> dict[str, list[dict]]:
