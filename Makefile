@@ -47,11 +47,13 @@ define install
 		echo "No CUDA GPU: installing the CPU build of torch first ($(TORCH_CPU))"; \
 		$(BIN)/pip install --no-compile $(TORCH_CPU); \
 	fi
-	@if [ "$(INSTALLER)" = uv ] && $(BIN)/pip install -q --no-compile "$(UV)"; then \
-		$(BIN)/python -c 'import torch; print("torch==" + torch.__version__)' >$(VENV)/torch-pin.txt 2>/dev/null \
-			|| : >$(VENV)/torch-pin.txt; \
-		echo "Installing r1kit[$(1)] with uv (torch stays as installed)"; \
-		$(BIN)/uv pip install --python $(BIN)/python --constraints $(VENV)/torch-pin.txt -e ".[$(1)]" && exit 0; \
+	@if [ "$(INSTALLER)" = uv ]; then \
+		if $(BIN)/pip install -q --no-compile "$(UV)"; then \
+			$(BIN)/python -c 'import torch; print("torch==" + torch.__version__)' >$(VENV)/torch-pin.txt \
+				2>/dev/null || : >$(VENV)/torch-pin.txt; \
+			echo "Installing r1kit[$(1)] with uv (torch stays as installed)"; \
+			$(BIN)/uv pip install --python $(BIN)/python --constraints $(VENV)/torch-pin.txt -e ".[$(1)]" && exit 0; \
+		fi; \
 		echo "uv could not install r1kit[$(1)]: installing with pip instead (about a minute slower)"; \
 	fi; \
 	$(BIN)/pip install --no-compile -e ".[$(1)]"

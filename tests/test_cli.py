@@ -159,9 +159,9 @@ def test_demo_runs_end_to_end(cli, tmp_path):
     assert "doctor:" in done.stdout and "0 fail" in done.stdout
     assert "data: 4000 records in" in done.stdout
     assert "SFT: 10 steps; GRPO: 2 steps" in done.stdout
-    after_eval = json.loads((out_dir / "eval" / "report.json").read_text())
+    before, after = (json.loads((out_dir / d / "report.json").read_text()) for d in ("eval-sft", "eval"))
     # the evaluation's first three held-out answers, each with its verdict
-    heldout = after_eval["suites"]["heldout"]["examples"]
+    heldout = after["suites"]["heldout"]["examples"]
     verdicts = re.findall(r"gold +(\d+): (correct|not correct)", done.stdout)
     assert verdicts == [(e["gold"], "correct" if e["correct"] else "not correct") for e in heldout]
     assert len(verdicts) == 3
@@ -178,7 +178,6 @@ def test_demo_runs_end_to_end(cli, tmp_path):
     # the report: the figures of this run, the served answer, and the plots it links to exist
     report = (out_dir / "report.md").read_text()
     assert f"report: {out_dir / 'report.md'}" in done.stdout.replace("\n", "")
-    before, after = (json.loads((out_dir / d / "report.json").read_text()) for d in ("eval-sft", "eval"))
     assert (
         f"| after cold-start SFT (10 steps) | {100 * before['suites']['heldout']['accuracy']:.1f}%" in report
     )
