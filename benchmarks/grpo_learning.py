@@ -9,12 +9,16 @@ The recipe is the demo's (`r1kit.demo.demo_recipe`), run longer:
   CPU has it, stopped once greedy accuracy on 64 validation problems reaches `--sft-target`
   (`train.stop_at_metric`): enough for most GRPO groups to hold both right and wrong answers;
 - GRPO: 8 prompts x 8 completions, temperature 1.0, no KL (beta 0), the DAPO loss, the correctness reward only,
-  a constant learning rate of 5e-5.
+  a constant learning rate of 5e-5 (the demo's 1.5e-4, over its 20 steps, stalled or collapsed over longer runs
+  from weaker cold starts: docs/grpo-learning.md).
 
-Printed: greedy exact-answer accuracy on the 500 held-out problems after SFT and after GRPO, the gain, and the
-wall time of each stage. Everything runs in this process; the run folder is kept with `--keep DIR`.
+Printed: greedy exact-answer accuracy on the 500 held-out problems after SFT and every `--eval-every` GRPO steps,
+the gain, and the wall time a run stopping there would have taken (data, SFT, its evaluation, GRPO so far and one
+evaluation; the evaluations in between are not counted). GRPO runs in pieces of `--eval-every` steps, each
+resuming the last one's checkpoint (optimizer, scheduler and random state), so the curve is that of one run.
+Everything runs in this process; the run folder is kept with `--keep DIR`.
 
-    python benchmarks/grpo_learning.py [--seed 0] [--grpo-steps 200] [--keep runs/grpo-proof]
+    python benchmarks/grpo_learning.py [--seed 0] [--grpo-steps 200] [--eval-every 50] [--keep runs/grpo-proof]
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--sft-target", type=float, default=0.3, help="validation accuracy that ends SFT")
     parser.add_argument("--grpo-steps", type=int, default=200)
+    parser.add_argument("--eval-every", type=int, default=50, help="GRPO steps between held-out evaluations")
     parser.add_argument("--grpo-learning-rate", type=float, default=5e-5)
     parser.add_argument("--keep", type=Path, help="keep the run folder here")
     args = parser.parse_args()
@@ -68,7 +73,9 @@ def main() -> None:
 
     work = args.keep or Path(tempfile.mkdtemp(prefix="grpo-proof-"))
     work.mkdir(parents=True, exist_ok=True)
-    grpo_set = [*GRPO_STAGE, f"train.max_steps={args.grpo_steps}"]
+    if args.grpo_steps % args.eval_every:
+        parser.error("--grpo-steps must be a multiple of --eval-every")
+    grpo_set = [*GRPO_STAGE, f"train.save_steps={args.eval_every}", f"train.eval_steps={args.eval_every}"]
     recipe = demo_recipe(
         work,
         [
@@ -100,23 +107,27 @@ def main() -> None:
     grpo = stage_recipe(
         recipe, grpo_stage, Current(str(sft_result.final_dir), recipe.train.dataset), work / "grpo"
     )
-    grpo_result = train_grpo(grpo, work / "grpo")
-    grpo_done = time.perf_counter()
-    grpo_accuracy = greedy_accuracy(grpo_result.final_dir, problems, max_tokens)
-    end = time.perf_counter()
-
-    print(f"\nseed {args.seed}: held-out greedy accuracy on {len(problems)} problems")
+    before_grpo = sft_eval_done - start  # data, tokenizer, SFT and its evaluation
+    sft_eval_seconds = sft_eval_done - sft_done
     print(
-        f"  after SFT  ({sft_result.global_step} steps, {sft_done - prepared:.0f} s): {100 * sft_accuracy:.1f}%"
+        f"\nseed {args.seed}: held-out greedy accuracy on {len(problems)} problems; after SFT "
+        f"({sft_result.global_step} steps, {sft_done - prepared:.0f} s): {100 * sft_accuracy:.1f}%",
+        flush=True,
     )
-    print(
-        f"  after GRPO ({grpo_result.global_step} steps, {grpo_done - sft_eval_done:.0f} s): "
-        f"{100 * grpo_accuracy:.1f}%  ({100 * (grpo_accuracy - sft_accuracy):+.1f} points)"
-    )
-    print(
-        f"  wall time {end - start:.0f} s (data and tokenizer {prepared - start:.0f} s, evaluations "
-        f"{sft_eval_done - sft_done + end - grpo_done:.0f} s); run folder {work}"
-    )
+    grpo_seconds = 0.0
+    for steps in range(args.eval_every, args.grpo_steps + 1, args.eval_every):
+        grpo.train.max_steps = steps
+        piece = time.perf_counter()
+        result = train_grpo(grpo, work / "grpo", resume="auto")
+        grpo_seconds += time.perf_counter() - piece
+        accuracy = greedy_accuracy(result.final_dir, problems, max_tokens)
+        print(
+            f"  after {result.global_step} GRPO steps ({grpo_seconds:.0f} s): {100 * accuracy:.1f}% "
+            f"({100 * (accuracy - sft_accuracy):+.1f} points); a run stopping here: "
+            f"{before_grpo + grpo_seconds + sft_eval_seconds:.0f} s in all",
+            flush=True,
+        )
+    print(f"  data and tokenizer {prepared - start:.0f} s; run folder {work}")
 
 
 if __name__ == "__main__":
