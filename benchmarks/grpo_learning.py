@@ -9,8 +9,8 @@ The recipe is the demo's (`r1kit.demo.demo_recipe`), run longer:
   CPU has it, stopped once greedy accuracy on 64 validation problems reaches `--sft-target`
   (`train.stop_at_metric`): enough for most GRPO groups to hold both right and wrong answers;
 - GRPO: 8 prompts x 8 completions, temperature 1.0, no KL (beta 0), the DAPO loss, the correctness reward only,
-  a constant learning rate of 5e-5 (the demo's 1.5e-4, over its 20 steps, stalled or collapsed over longer runs
-  from weaker cold starts: docs/grpo-learning.md).
+  a constant learning rate of 5e-5 (the demo's 1.5e-4 suits its 20 steps from its own cold start; from weaker
+  ones it stalled or collapsed over longer runs: docs/grpo-learning.md).
 
 Printed: greedy exact-answer accuracy on the 500 held-out problems after SFT and every `--eval-every` GRPO steps,
 the gain, and the wall time a run stopping there would have taken (data, SFT, its evaluation, GRPO so far and one
@@ -62,6 +62,8 @@ def main() -> None:
     parser.add_argument("--grpo-learning-rate", type=float, default=5e-5)
     parser.add_argument("--keep", type=Path, help="keep the run folder here")
     args = parser.parse_args()
+    if args.eval_every < 1 or args.grpo_steps < 1 or args.grpo_steps % args.eval_every:
+        parser.error("--grpo-steps must be a positive multiple of --eval-every")
 
     from r1kit.data.clean import clean
     from r1kit.data.synth import synthesize
@@ -73,8 +75,7 @@ def main() -> None:
 
     work = args.keep or Path(tempfile.mkdtemp(prefix="grpo-proof-"))
     work.mkdir(parents=True, exist_ok=True)
-    if args.grpo_steps % args.eval_every:
-        parser.error("--grpo-steps must be a multiple of --eval-every")
+    # a checkpoint every piece (the recipe wants save_steps to be a multiple of eval_steps; GRPO does not validate)
     grpo_set = [*GRPO_STAGE, f"train.save_steps={args.eval_every}", f"train.eval_steps={args.eval_every}"]
     recipe = demo_recipe(
         work,
