@@ -49,8 +49,8 @@ define install
 	fi
 	@if [ "$(INSTALLER)" = uv ]; then \
 		if $(BIN)/pip install -q --no-compile "$(UV)"; then \
-			$(BIN)/python -c 'import torch; print("torch==" + torch.__version__)' >$(VENV)/torch-pin.txt \
-				2>/dev/null || : >$(VENV)/torch-pin.txt; \
+			$(BIN)/python -c 'import importlib.metadata as m; print("torch==" + m.version("torch"))' \
+				>$(VENV)/torch-pin.txt 2>/dev/null || : >$(VENV)/torch-pin.txt; \
 			echo "Installing r1kit[$(1)] with uv (torch stays as installed)"; \
 			$(BIN)/uv pip install --python $(BIN)/python --constraints $(VENV)/torch-pin.txt -e ".[$(1)]" && exit 0; \
 		fi; \

@@ -540,11 +540,15 @@ def train_grpo_cmd(
 # --------------------------------------------------------------------------------------------- generate
 
 
+def _print_answer(prompt: str, reasoning: str | None, answer: str) -> None:
+    out.print(f"[bold]prompt[/bold]    {escape(prompt)}", highlight=False)
+    if reasoning is not None:
+        out.print(f"[dim]reasoning[/dim] {escape(reasoning)}", highlight=False)
+    out.print(f"[bold]answer[/bold]    {escape(answer)}", highlight=False)
+
+
 def _print_completion(completion) -> None:
-    out.print(f"[bold]prompt[/bold]    {escape(completion.prompt)}", highlight=False)
-    if completion.reasoning is not None:
-        out.print(f"[dim]reasoning[/dim] {escape(completion.reasoning)}", highlight=False)
-    out.print(f"[bold]answer[/bold]    {escape(completion.answer)}", highlight=False)
+    _print_answer(completion.prompt, completion.reasoning, completion.answer)
     out.print(
         f"[dim]{completion.num_completion_tokens} tokens in {completion.seconds:.2f} s "
         f"({completion.tokens_per_second:.1f} tokens/s)[/dim]"
@@ -779,10 +783,7 @@ def demo(
     out.print(f"data: {report['input_records']} records in, {report['kept']} kept")
     out.print(f"SFT: {result.sft.global_step} steps; GRPO: {result.grpo.global_step} steps")
     for example in result.examples:  # the evaluation's own greedy answers to the first held-out problems
-        out.print(f"[bold]prompt[/bold]    {escape(example['prompt'])}", highlight=False)
-        if example["reasoning"] is not None:
-            out.print(f"[dim]reasoning[/dim] {escape(example['reasoning'])}", highlight=False)
-        out.print(f"[bold]answer[/bold]    {escape(example['answer'])}", highlight=False)
+        _print_answer(example["prompt"], example["reasoning"], example["answer"])
         verdict = "[green]correct[/green]" if example["correct"] else "[yellow]not correct[/yellow]"
         out.print(f"gold      {escape(example['gold'])}: {verdict}")
     before, after = result.before["suites"]["heldout"], result.evaluation["suites"]["heldout"]

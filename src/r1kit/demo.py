@@ -24,7 +24,6 @@ from pathlib import Path
 from r1kit.config import Recipe, build_recipe
 from r1kit.data.clean import CleanResult, clean
 from r1kit.data.synth import synthesize
-from r1kit.data.tokenize import load_split
 from r1kit.dist import print0
 from r1kit.doctor import FAIL, Check, run_checks
 from r1kit.errors import UserError
@@ -225,9 +224,9 @@ def run_demo(out_dir: str | Path, overrides: list[str] = ()) -> DemoResult:
         )
 
         steps.start("serve", "one question through the OpenAI API")
-        first = load_split(recipe.train.dataset, "validation")[0]
-        served = ask_server(server, first["messages"][0]["content"], recipe.eval.max_new_tokens)
-        served["gold"] = first["answer"]
+        examples = evaluation["suites"]["heldout"]["examples"]  # the first held-out problems, answered
+        served = ask_server(server, examples[0]["prompt"], recipe.eval.max_new_tokens)
+        served["gold"] = examples[0]["gold"]
         steps.stop()
     result = DemoResult(
         recipe,
@@ -238,7 +237,7 @@ def run_demo(out_dir: str | Path, overrides: list[str] = ()) -> DemoResult:
         before,
         grpo,
         evaluation,
-        evaluation["suites"]["heldout"]["examples"],
+        examples,
         exported,
         served,
         steps.seconds,
