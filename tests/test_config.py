@@ -109,6 +109,12 @@ def test_cross_field_rules():
         {"train": {"strategy": "zero2", "offload_parameters": True}}
     )
     assert "not both" in error_of({"model": {"path": "x", "preset": "tiny-qwen2"}})
+    assert "during_training_samples needs during_training: true" in error_of(
+        {"eval": {"during_training_samples": 8}}
+    )
+    assert "1 sample cannot mix right and wrong" in error_of(
+        {"eval": {"during_training": True, "during_training_samples": 1}}
+    )
 
 
 def test_override_errors():

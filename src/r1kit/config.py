@@ -447,6 +447,22 @@ class EvalConfig(Section):
     by it."""
     during_training_problems: int = Field(32, ge=1)
     """How many validation problems (with gold answers) that in-training evaluation answers."""
+    during_training_samples: int = Field(0, ge=0)
+    """With `during_training`, also sample this many completions of each of those problems at the GRPO
+    temperature and top-p (`grpo.temperature`, `grpo.top_p`), and log `eval_sampled_accuracy` and
+    `eval_mixed_groups`: the share of problems whose samples are neither all right nor all wrong, the GRPO
+    groups of that size that have a learning signal. A cold start can stop on it (`train.stop_at_metric`).
+    0 samples nothing."""
+
+    @model_validator(mode="after")
+    def _samples_need_during_training(self) -> EvalConfig:
+        if self.during_training_samples == 1:
+            raise ValueError(
+                "during_training_samples: 1 sample cannot mix right and wrong; use 0 or at least 2"
+            )
+        if self.during_training_samples and not self.during_training:
+            raise ValueError("during_training_samples needs during_training: true")
+        return self
 
     @model_validator(mode="after")
     def _pass_k_within_samples(self) -> EvalConfig:

@@ -360,3 +360,36 @@ def test_accuracy_at_each_validation_drives_the_best_checkpoint(recipe_for, tmp_
     assert all(0.0 <= r["accuracy"] <= 1.0 for r in evals)
     state = json.loads((run_dir / "checkpoints" / "12" / "trainer_state.json").read_text())
     assert state["best_metric"] == max(r["accuracy"] for r in evals)
+
+
+def test_sampled_validation_measures_grpo_groups_without_moving_the_training_randomness(recipe_for, tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from r1kit.eval.during_training import Sampling, answers
+    from r1kit.eval.suites import heldout
+
+    run_dir = tmp_path / "run"
+    recipe = recipe_for(
+        "train.max_steps=6",
+        "eval.during_training=true",
+        "eval.during_training_problems=6",
+        "eval.during_training_samples=4",
+        "eval.max_new_tokens=24",
+    )
+    train_sft(recipe, run_dir)
+    (evaluation,) = records(run_dir, "eval")
+    assert 0.0 <= evaluation["sampled_accuracy"] <= 1.0
+    assert 0.0 <= evaluation["mixed_groups"] <= 1.0
+
+    final = run_dir / "final"
+    model, tokenizer = (
+        AutoModelForCausalLM.from_pretrained(final).eval(),
+        AutoTokenizer.from_pretrained(final),
+    )
+    problems = heldout(recipe.train.dataset, 3)
+    state = torch.get_rng_state()
+    drawn = [answers(model, tokenizer, problems, 12, 8, Sampling(4, 1.0, 1.0, seed)) for seed in (7, 7, 8)]
+    assert torch.equal(torch.get_rng_state(), state)
+    assert [len(c) for c in drawn[0]] == [4, 4, 4]  # each problem's own samples, 2 problems per batch of 8
+    assert drawn[0] == drawn[1] != drawn[2]

@@ -4,18 +4,40 @@ whether the model answers correctly rather than by its loss.
 It wraps the trainer's `evaluation_loop` (as `NonFiniteGuard` wraps `training_step`): the accuracy joins the
 validation metrics before the trainer logs them, so `metrics.jsonl`, TensorBoard, the best-checkpoint choice
 and early stopping all see `eval_accuracy` like any other metric.
+
+With samples per problem it also measures what GRPO will see from this checkpoint: the sampled accuracy and
+the share of problems whose samples are neither all right nor all wrong (`eval_mixed_groups`). A cold start
+that only has to give RL a learning signal can stop on that instead of on greedy accuracy.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from r1kit.eval.answers import GoldProblems, is_correct
 from r1kit.eval.suites import Problem
 
 
-def greedy_answers(
-    model, tokenizer, problems: list[Problem], max_new_tokens: int, batch_size: int = 16
-) -> list[str]:
-    """Greedy completions (special tokens removed) of each problem's chat, left-padded in batches."""
+@dataclass(frozen=True)
+class Sampling:
+    samples: int
+    """Completions per problem (at least 2)."""
+    temperature: float
+    top_p: float
+    seed: int
+    """Seeds a private random generator: sampling never moves the training run's own random state."""
+
+
+def answers(
+    model,
+    tokenizer,
+    problems: list[Problem],
+    max_new_tokens: int,
+    batch_size: int = 16,
+    sampling: Sampling | None = None,
+) -> list[list[str]]:
+    """Each problem's completions (special tokens removed): one greedy completion, or `sampling.samples`
+    sampled ones. Prompts are left-padded, in batches of about `batch_size` sequences."""
     import torch
 
     from r1kit.models.tokenizer import render_chat
@@ -23,31 +45,63 @@ def greedy_answers(
     prompts = [render_chat(tokenizer, p.messages)[0] for p in problems]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     device = next(model.parameters()).device
+    n = sampling.samples if sampling else 1
+    options = (
+        {"do_sample": True, "temperature": sampling.temperature, "top_p": sampling.top_p, "top_k": 0}
+        if sampling
+        else {"do_sample": False}
+    )
+    per_batch = max(1, batch_size // n)
     texts = []
-    for start in range(0, len(prompts), batch_size):
-        batch = prompts[start : start + batch_size]
-        length = max(len(ids) for ids in batch)
-        input_ids = torch.tensor([[pad] * (length - len(ids)) + ids for ids in batch], device=device)
-        mask = torch.tensor([[0] * (length - len(ids)) + [1] * len(ids) for ids in batch], device=device)
-        with torch.inference_mode():
-            output = model.generate(
-                input_ids=input_ids,
-                attention_mask=mask,
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                pad_token_id=pad,
-                use_cache=True,
-            )
-        texts += tokenizer.batch_decode(output[:, length:], skip_special_tokens=True)
-    return texts
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        if sampling:
+            torch.manual_seed(sampling.seed)
+        for start in range(0, len(prompts), per_batch):
+            batch = prompts[start : start + per_batch]
+            length = max(len(ids) for ids in batch)
+            input_ids = torch.tensor([[pad] * (length - len(ids)) + ids for ids in batch], device=device)
+            mask = torch.tensor([[0] * (length - len(ids)) + [1] * len(ids) for ids in batch], device=device)
+            with torch.inference_mode():
+                output = model.generate(
+                    input_ids=input_ids,
+                    attention_mask=mask,
+                    max_new_tokens=max_new_tokens,
+                    num_return_sequences=n,  # each prompt's n rows follow one another
+                    pad_token_id=pad,
+                    use_cache=True,
+                    **options,
+                )
+            texts += tokenizer.batch_decode(output[:, length:], skip_special_tokens=True)
+    return [texts[i : i + n] for i in range(0, len(texts), n)]
 
 
 class AccuracyAtValidation:
-    def __init__(self, trainer, tokenizer, problems: list[Problem], max_new_tokens: int, batch_size: int):
+    def __init__(
+        self,
+        trainer,
+        tokenizer,
+        problems: list[Problem],
+        max_new_tokens: int,
+        batch_size: int,
+        samples: int = 0,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+    ):
         self._trainer, self._tokenizer = trainer, tokenizer
         self._problems, self._max_new_tokens, self._batch_size = problems, max_new_tokens, batch_size
+        self._samples, self._temperature, self._top_p = samples, temperature, top_p
         self._evaluation_loop = trainer.evaluation_loop
         trainer.evaluation_loop = self
+
+    def _verdicts(self, model, sampling: Sampling | None = None) -> list[list[bool]]:
+        completions = answers(
+            model, self._tokenizer, self._problems, self._max_new_tokens, self._batch_size, sampling
+        )
+        gold_problems = GoldProblems()
+        return [
+            [is_correct(t, p.gold, gold_problems) for t in texts]
+            for texts, p in zip(completions, self._problems)
+        ]
 
     def __call__(self, *args, **kwargs):
         output = self._evaluation_loop(*args, **kwargs)
@@ -56,12 +110,18 @@ class AccuracyAtValidation:
         was_training = model.training
         model.eval()
         try:
-            texts = greedy_answers(
-                model, self._tokenizer, self._problems, self._max_new_tokens, self._batch_size
-            )
+            greedy = self._verdicts(model)
+            output.metrics[f"{prefix}_accuracy"] = sum(v[0] for v in greedy) / len(greedy)
+            if self._samples:
+                # the same draws at a given step, so a resumed run logs what the uninterrupted one did
+                seed = self._trainer.args.seed + self._trainer.state.global_step
+                sampled = self._verdicts(model, Sampling(self._samples, self._temperature, self._top_p, seed))
+                output.metrics[f"{prefix}_sampled_accuracy"] = sum(map(sum, sampled)) / (
+                    len(sampled) * self._samples
+                )
+                output.metrics[f"{prefix}_mixed_groups"] = sum(0 < sum(v) < len(v) for v in sampled) / len(
+                    sampled
+                )
         finally:
             model.train(was_training)
-        gold_problems = GoldProblems()
-        correct = [is_correct(text, p.gold, gold_problems) for text, p in zip(texts, self._problems)]
-        output.metrics[f"{prefix}_accuracy"] = sum(correct) / len(correct)
         return output

@@ -479,6 +479,9 @@ def train_sft(
                     heldout(data_dir_of(recipe, run_dir), recipe.eval.during_training_problems),
                     recipe.eval.max_new_tokens,
                     recipe.eval.concurrency,
+                    recipe.eval.during_training_samples,
+                    recipe.grpo.temperature,
+                    recipe.grpo.top_p,
                 )
             try:
                 output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
