@@ -19,6 +19,7 @@ resuming the last one's checkpoint (optimizer, scheduler and random state), so t
 Everything runs in this process; the run folder is kept with `--keep DIR`.
 
     python benchmarks/grpo_learning.py [--seed 0] [--grpo-steps 200] [--eval-every 50] [--keep runs/grpo-proof]
+        [--sft-target 0.25 --grpo-learning-rate 1.5e-4 --steps-reward 1]  # the fifth round's settings
 """
 
 from __future__ import annotations
@@ -60,6 +61,9 @@ def main() -> None:
     parser.add_argument("--grpo-steps", type=int, default=200)
     parser.add_argument("--eval-every", type=int, default=50, help="GRPO steps between held-out evaluations")
     parser.add_argument("--grpo-learning-rate", type=float, default=5e-5)
+    parser.add_argument(
+        "--steps-reward", type=float, default=0.0, help="weight of the `steps` reward beside accuracy (1.0)"
+    )
     parser.add_argument("--keep", type=Path, help="keep the run folder here")
     args = parser.parse_args()
     if args.eval_every < 1 or args.grpo_steps < 1 or args.grpo_steps % args.eval_every:
@@ -84,6 +88,9 @@ def main() -> None:
             f"train.stop_at_metric={args.sft_target}",
             "train.max_steps=2000",
             f"grpo.learning_rate={args.grpo_learning_rate}",
+            f"grpo.rewards={{accuracy: 1.0, steps: {args.steps_reward}}}"
+            if args.steps_reward
+            else "grpo.rewards={accuracy: 1.0}",
             f"pipeline.stages=[sft, {{stage: grpo, set: [{', '.join(grpo_set)}]}}]",
         ],
     )

@@ -117,3 +117,25 @@ def test_refusals(recipe_for, tmp_path):
         train_grpo(grpo_recipe(recipe_for, "train.per_device_batch_size=6"), tmp_path / "a")
     with pytest.raises(UserError, match="needs a CUDA GPU"):
         train_grpo(grpo_recipe(recipe_for, "grpo.rollout_engine=vllm_colocate"), tmp_path / "b")
+
+
+def test_problems_carry_their_worked_steps_for_the_steps_reward(recipe_for, tmp_path):
+    from transformers import AutoTokenizer
+
+    from r1kit.train.grpo import problem_dataset
+    from r1kit.train.rewards import steps
+
+    recipe = grpo_recipe(recipe_for)
+    dataset, dropped = problem_dataset(
+        recipe, tmp_path, AutoTokenizer.from_pretrained(recipe.model.tokenizer)
+    )
+    assert dropped == 0 and all(dataset["reasoning"])  # the arithmetic problems all have worked solutions
+    worked = [
+        f"<think>\n{r}\n</think>\n\n\\boxed{{{a}}}" for r, a in zip(dataset["reasoning"], dataset["answer"])
+    ]
+    assert steps(dataset["prompt"], worked, **{k: dataset[k] for k in ("answer", "reasoning")}) == [
+        1.0
+    ] * len(worked)
+    assert steps(
+        dataset["prompt"], ["<think>\n</think> 0"] * len(worked), reasoning=dataset["reasoning"]
+    ) == [0.0] * len(worked)

@@ -64,6 +64,21 @@ def test_repetition():
     assert scores[0] == 0.0 and scores[1] < -0.6 and scores[2] == 0.0
 
 
+def test_steps_credits_each_reproduced_line_of_the_worked_solution():
+    reference = "1597+806: 7+6=13\n159+80: 9+0+1=10\n15+8: 5+8+1=14\n1+0: 1+0+1=2"
+    right = f"<think>\n{reference}\n</think>\n\n\\boxed{{2403}}"
+    one_fact_wrong = right.replace("5+8+1=14", "5+8+1=13")
+    line_skipped = "<think>\n1597+806: 7+6=13\n15+8: 5+8+1=14\n1+0: 1+0+1=2\n</think>\n\n\\boxed{2403}"
+    padded = right.replace("</think>", "1+0: 1+0+1=2\n</think>")
+    no_think = "\\boxed{2403}"
+    scores = rewards.steps(
+        None, [right, chat(one_fact_wrong), line_skipped, padded, no_think], [reference] * 5
+    )
+    assert scores == [1.0, 0.75, 0.25, 0.8, 0.0]
+    assert rewards.steps(None, [right, right], reasoning=["", None]) == [0.0, 0.0]  # no reference: no credit
+    assert rewards.steps(None, [right]) == [0.0]
+
+
 def test_resolve_by_name_or_import_path():
     assert rewards.resolve("accuracy", max_completion_length=8) is rewards.accuracy
     digit_share = rewards.resolve("reward_fixtures:digit_share", max_completion_length=8)

@@ -43,7 +43,8 @@ from r1kit.train.sft import (
 
 
 def problem_dataset(recipe: Recipe, run_dir: Path, tokenizer):
-    """(dataset of {prompt: chat messages, answer}, number of problems dropped for a prompt over the limit)."""
+    """(dataset of {prompt: chat messages, answer, reasoning: the reference reply's worked steps or ""}, number of
+    problems dropped for a prompt over the limit)."""
     from datasets import Dataset
 
     from r1kit.data.tokenize import chat_messages, load_split
@@ -62,7 +63,10 @@ def problem_dataset(recipe: Recipe, run_dir: Path, tokenizer):
         if len(render_chat(tokenizer, prompt)[0]) > recipe.grpo.max_prompt_length:
             too_long += 1
             continue
-        rows.append({"prompt": prompt, "answer": record["answer"]})
+        reply = messages[last_user + 1] if last_user + 1 < len(messages) else {}
+        rows.append(
+            {"prompt": prompt, "answer": record["answer"], "reasoning": reply.get("reasoning_content") or ""}
+        )
     if not rows:
         raise UserError(
             f"{data_dir}: no training problem with a gold answer (and a prompt within "

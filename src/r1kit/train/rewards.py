@@ -14,6 +14,10 @@ function here accepts and ignores what it does not use.
 - length: DAPO's soft overlong punishment: 0 up to `max_length - buffer` tokens, then falling linearly to -1
   at `max_length` (completions cut at the limit get -1).
 - repetition: minus the share of repeated word 3-grams (0 for none, towards -1 for a loop).
+- steps: the share of the reference solution's reasoning lines (the dataset's worked `<think>` steps, passed as
+  `reasoning`) that the completion's think block reproduces, line for line and in order, over the longer of
+  the two; 0 without a reference. Credit for each right step, for tasks with one canonical worked solution
+  (the built-in arithmetic ones): groups whose answers are all wrong still learn which steps went wrong.
 """
 
 from __future__ import annotations
@@ -120,12 +124,34 @@ def repetition(
     return rewards
 
 
+def _think_lines(text: str) -> list[str]:
+    think = text.split(THINK_CLOSE)[0].replace(THINK_OPEN, "")
+    return [line.strip() for line in think.splitlines() if line.strip()]
+
+
+def steps(
+    prompts: Sequence[Any],
+    completions: Sequence[Completion],
+    reasoning: Sequence[str | None] | None = None,
+    **_: Any,
+) -> list[float]:
+    references = reasoning if reasoning is not None else [None] * len(completions)
+    rewards = []
+    for c, reference in zip(completions, references):
+        gold = _think_lines(reference or "")
+        got = _think_lines(completion_text(c))
+        right = sum(a == b for a, b in zip(gold, got))
+        rewards.append(right / max(len(gold), len(got)) if gold else 0.0)
+    return rewards
+
+
 BUILT_IN: dict[str, RewardFunction] = {
     "accuracy": accuracy,
     "format": format,
     "tag_count": tag_count,
     "length": length,
     "repetition": repetition,
+    "steps": steps,
 }
 
 
