@@ -451,8 +451,9 @@ class EvalConfig(Section):
     """With `during_training`, also sample this many completions of each of those problems at the GRPO
     temperature and top-p (`grpo.temperature`, `grpo.top_p`), and log `eval_sampled_accuracy` and
     `eval_mixed_groups`: the share of problems whose samples are neither all right nor all wrong, the GRPO
-    groups of that size that have a learning signal. A cold start can stop on it (`train.stop_at_metric`).
-    0 samples nothing."""
+    groups of that size that have a learning signal. `train.stop_at_metric` can stop on either, though on the
+    arithmetic task the share of mixed groups did not tell the cold starts GRPO improved most from the others
+    (docs/grpo-learning.md). 0 samples nothing."""
 
     @model_validator(mode="after")
     def _samples_need_during_training(self) -> EvalConfig:

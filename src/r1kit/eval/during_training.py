@@ -6,8 +6,9 @@ validation metrics before the trainer logs them, so `metrics.jsonl`, TensorBoard
 and early stopping all see `eval_accuracy` like any other metric.
 
 With samples per problem it also measures what GRPO will see from this checkpoint: the sampled accuracy and
-the share of problems whose samples are neither all right nor all wrong (`eval_mixed_groups`). A cold start
-that only has to give RL a learning signal can stop on that instead of on greedy accuracy.
+the share of problems whose samples are neither all right nor all wrong (`eval_mixed_groups`), the groups
+that give RL a learning signal. The sampling draws from its own seeded generator, so a validation leaves the
+training run's random state, and with it exact resume, as it was.
 """
 
 from __future__ import annotations
