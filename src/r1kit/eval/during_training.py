@@ -13,7 +13,7 @@ training run's random state, and with it exact resume, as it was.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from r1kit.eval.answers import GoldProblems, is_correct
 from r1kit.eval.suites import Problem
@@ -84,13 +84,13 @@ class AccuracyAtValidation:
         problems: list[Problem],
         max_new_tokens: int,
         batch_size: int,
-        samples: int = 0,
-        temperature: float = 1.0,
-        top_p: float = 1.0,
+        sampling: Sampling | None = None,
     ):
+        """`sampling`: also sample each problem (its seed is the first validation's; each later one adds its
+        step)."""
         self._trainer, self._tokenizer = trainer, tokenizer
         self._problems, self._max_new_tokens, self._batch_size = problems, max_new_tokens, batch_size
-        self._samples, self._temperature, self._top_p = samples, temperature, top_p
+        self._sampling = sampling
         self._evaluation_loop = trainer.evaluation_loop
         trainer.evaluation_loop = self
 
@@ -113,12 +113,12 @@ class AccuracyAtValidation:
         try:
             greedy = self._verdicts(model)
             output.metrics[f"{prefix}_accuracy"] = sum(v[0] for v in greedy) / len(greedy)
-            if self._samples:
+            if self._sampling:
                 # the same draws at a given step, so a resumed run logs what the uninterrupted one did
-                seed = self._trainer.args.seed + self._trainer.state.global_step
-                sampled = self._verdicts(model, Sampling(self._samples, self._temperature, self._top_p, seed))
+                step = self._trainer.state.global_step
+                sampled = self._verdicts(model, replace(self._sampling, seed=self._sampling.seed + step))
                 output.metrics[f"{prefix}_sampled_accuracy"] = sum(map(sum, sampled)) / (
-                    len(sampled) * self._samples
+                    len(sampled) * self._sampling.samples
                 )
                 output.metrics[f"{prefix}_mixed_groups"] = sum(0 < sum(v) < len(v) for v in sampled) / len(
                     sampled

@@ -30,6 +30,7 @@ from typing import Any
 from r1kit.errors import UserError
 from r1kit.eval.answers import GoldProblems, is_correct
 from r1kit.models.tokenizer import THINK_CLOSE, THINK_OPEN
+from r1kit.serve.reasoning import split_reasoning
 
 RewardFunction = Callable[..., list[float]]
 """`(prompts, completions, **columns) -> one reward per completion`; TRL passes the dataset's other columns
@@ -124,9 +125,8 @@ def repetition(
     return rewards
 
 
-def _think_lines(text: str) -> list[str]:
-    think = text.split(THINK_CLOSE)[0].replace(THINK_OPEN, "")
-    return [line.strip() for line in think.splitlines() if line.strip()]
+def _lines(text: str | None) -> list[str]:
+    return [line.strip() for line in (text or "").splitlines() if line.strip()]
 
 
 def steps(
@@ -138,8 +138,8 @@ def steps(
     references = reasoning if reasoning is not None else [None] * len(completions)
     rewards = []
     for c, reference in zip(completions, references):
-        gold = _think_lines(reference or "")
-        got = _think_lines(completion_text(c))
+        gold = _lines(reference)
+        got = _lines(split_reasoning(completion_text(c))[0])
         right = sum(a == b for a, b in zip(gold, got))
         rewards.append(right / max(len(gold), len(got)) if gold else 0.0)
     return rewards
