@@ -115,6 +115,20 @@ def test_cross_field_rules():
     assert "1 sample cannot mix right and wrong" in error_of(
         {"eval": {"during_training": True, "during_training_samples": 1}}
     )
+    # a ranking metric the run would never log fails here, not at the first validation minutes in
+    assert "eval_accuracy is logged only with eval.during_training: true" in error_of(
+        {"train": {"metric_for_best_model": "accuracy"}}
+    )
+    assert "eval_mixed_groups is logged only with eval.during_training_samples" in error_of(
+        {"train": {"metric_for_best_model": "eval_mixed_groups"}, "eval": {"during_training": True}}
+    )
+    build_recipe(
+        {
+            "train": {"metric_for_best_model": "eval_sampled_accuracy"},
+            "eval": {"during_training": True, "during_training_samples": 4},
+        },
+        "test",
+    )
 
 
 def test_override_errors():

@@ -414,6 +414,10 @@ class SampleConfig(Section):
     """Sample only the first N problems."""
 
 
+IN_TRAINING_METRICS = ("eval_accuracy", "eval_sampled_accuracy", "eval_mixed_groups")
+"""What the in-training evaluation (`eval.during_training`) logs; all but the first need its samples."""
+
+
 class EvalConfig(Section):
     suites: list[Literal["gsm8k", "math500", "heldout", "perplexity", "speed"]] = ["gsm8k"]
     """What to evaluate: `gsm8k`, `math500` (math accuracy; BLEU-4/ROUGE-L against the reference solutions),
@@ -584,6 +588,22 @@ class Recipe(Section):
     """The OpenAI-compatible server."""
     plan: PlanConfig = PlanConfig()
     """What `r1kit plan` plans for: devices, nodes, utilisation, prices."""
+
+    @model_validator(mode="after")
+    def _ranking_metric_is_logged(self) -> Recipe:
+        # Without this, the run fails at its first validation, minutes in, with a KeyError from transformers.
+        metric = self.train.metric_for_best_model
+        metric = metric if metric.startswith("eval_") else f"eval_{metric}"  # as transformers reads it
+        if metric in IN_TRAINING_METRICS and not self.eval.during_training:
+            raise ValueError(
+                f"train.metric_for_best_model: {metric} is logged only with eval.during_training: true"
+            )
+        if metric in IN_TRAINING_METRICS[1:] and not self.eval.during_training_samples:
+            raise ValueError(
+                f"train.metric_for_best_model: {metric} is logged only with eval.during_training_samples "
+                "of at least 2"
+            )
+        return self
 
     @property
     def run_dir(self) -> Path:
