@@ -116,6 +116,12 @@ def test_addition_with_a_mixed_cold_start(tmp_path):
         assert lines[0].startswith(f"{a}+{b}: {a % 10}+{b % 10}=")
         totals = [line.rsplit("=", 1)[1] for line in lines]
         assert totals[-1] + "".join(t[-1] for t in reversed(totals[:-1])) == r["answer"]
+    # the same problems as the all-worked set of that seed, so that a mixed phase after an all-worked cold
+    # start brings no new problems
+    all_worked = synthesize("addition", 400, tmp_path / "worked.jsonl", difficulty="medium", seed=3)
+    assert [r["question"] for r in rows] == [
+        json.loads(line)["question"] for line in all_worked.read_text().splitlines()
+    ]
     # An empty think block survives ingestion as "" (answered without thinking), not as no block at all.
     assistants = [rec["messages"][-1] for rec in ingest([path])]
     assert sum(m["reasoning"] == "" for m in assistants) == len(rows) - len(worked)

@@ -209,7 +209,8 @@ def synthesize(
 ) -> Path:
     """Write `n` problems of `task` to a JSONL file. `reasoning_share`: the fraction whose solution keeps the
     worked reasoning; the others answer after an empty think block (a *mixed* cold-start set, as in R1, so that
-    RL can teach the model when reasoning pays)."""
+    RL can teach the model when reasoning pays). The problems depend on the seed only: the same seed gives the
+    same problems at any share."""
     if task not in TASKS:
         raise UserError(f"unknown task {task!r}; available: {', '.join(TASKS)}")
     if difficulty not in DIFFICULTIES:
@@ -218,14 +219,14 @@ def synthesize(
         raise UserError(f"--n must be at least 1, got {n}")
     if not 0.0 <= reasoning_share <= 1.0:
         raise UserError(f"--reasoning-share must be within [0, 1], got {reasoning_share}")
-    rng = random.Random(seed)
+    rng, share_rng = random.Random(seed), random.Random(f"{seed}-reasoning-share")
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with out_path.open("w", encoding="utf-8") as f:
         for _ in range(n):
             record = TASKS[task](rng, DIFFICULTIES[difficulty])
             record["difficulty"] = difficulty
-            if reasoning_share < 1.0 and rng.random() >= reasoning_share:
+            if reasoning_share < 1.0 and share_rng.random() >= reasoning_share:
                 del record["reasoning"]
                 record["solution"] = f"{THINK_OPEN}\n\n{THINK_CLOSE}\n\n" + record["solution"]
             f.write(json.dumps(record, ensure_ascii=False) + "\n")
