@@ -1,25 +1,31 @@
 """The GRPO learning proof: cold-start SFT, then GRPO, on 2-4-digit addition, with held-out accuracy before and
 after RL, on a CPU.
 
-The recipe is the demo's (`r1kit.demo.demo_recipe`), run longer:
+The recipe is the demo's (`r1kit.demo.demo_recipe`), run longer, with a mixed phase:
 - data: 4,000 `addition` problems, each with its worked `<think>` solution (one column per line, naming the
   numbers still to add); 500 held-out problems, disjoint from training;
 - model: a new `mini-qwen2` (~3.3M parameters) with a 512-token tokenizer (digits are single tokens);
 - cold-start SFT: packed rows of 512 tokens, 2 per step, constant learning rate 1e-3, bf16 autocast where the
-  CPU has it, stopped once greedy accuracy on 64 validation problems reaches `--sft-target`
-  (`train.stop_at_metric`): enough for most GRPO groups to hold both right and wrong answers;
-- GRPO: 8 prompts x 8 completions, temperature 1.0, no KL (beta 0), the DAPO loss, the correctness reward only,
-  a constant learning rate of 5e-5 (the demo's 1.5e-4 suits its 20 steps from its own cold start; from weaker
-  ones it stalled or collapsed over longer runs: docs/grpo-learning.md).
+  CPU has it, stopped once greedy accuracy on 64 validation problems reaches `--sft-target` (0.4;
+  `train.stop_at_metric`);
+- then `--mixed-steps` (100) more SFT steps at `--mixed-learning-rate` (3e-4) on a mixed set of the same
+  problems, where `--reasoning-share` (25%) of the solutions keep their worked steps and the others answer after
+  an empty think block, as in the R1 recipe: the greedy answer learns to skip the reasoning, while sampled
+  completions still reason some of the time, and RL has to teach the model that reasoning pays. The gain is
+  counted from this checkpoint; its line also says how often it reasons when sampled and how often it is right
+  when it does (`--mixed-steps 0` leaves the phase out, as before 2026-12-01);
+- GRPO: 8 prompts x 8 completions, temperature 1.0, no KL (beta 0), the DAPO loss, a constant learning rate of
+  `--grpo-learning-rate` (1.5e-4), and two rewards: exact-answer accuracy, and `steps` (`--steps-reward`, 1.0),
+  the share of the reference solution's worked lines the completion reproduces.
 
 Printed: greedy exact-answer accuracy on the 500 held-out problems after SFT and every `--eval-every` GRPO steps,
-the gain, and the wall time a run stopping there would have taken (data, SFT, its evaluation, GRPO so far and one
-evaluation; the evaluations in between are not counted). GRPO runs in pieces of `--eval-every` steps, each
-resuming the last one's checkpoint (optimizer, scheduler and random state), so the curve is that of one run.
-Everything runs in this process; the run folder is kept with `--keep DIR`.
+the gain, and the wall time a run stopping there would have taken (data, the cold start, its evaluation, GRPO so
+far and one evaluation; the evaluations in between are not counted). GRPO runs in pieces of `--eval-every`
+steps, each resuming the last one's checkpoint (optimizer, scheduler and random state), so the curve is that of
+one run. Everything runs in this process; the run folder is kept with `--keep DIR`.
 
-    python benchmarks/grpo_learning.py [--seed 0] [--grpo-steps 200] [--eval-every 50] [--keep runs/grpo-proof]
-        [--sft-target 0.25 --grpo-learning-rate 1.5e-4 --steps-reward 1]  # the fifth round's settings
+    python benchmarks/grpo_learning.py [--seed 0] [--grpo-steps 75] [--eval-every 25] [--keep runs/grpo-proof]
+        [--sft-target 0.25 --mixed-steps 0 --grpo-steps 100]  # the fifth round's (docs/grpo-learning.md)
 """
 
 from __future__ import annotations
@@ -54,21 +60,56 @@ def greedy_accuracy(model_dir: Path, problems, max_new_tokens: int) -> float:
         backend.close()
 
 
+def reasoning_profile(
+    model_dir: Path, problems, max_new_tokens: int, samples: int = 4
+) -> tuple[float, float]:
+    """Sampled at T = 1, as GRPO samples: the share of completions that reason (a non-empty think block), and
+    the accuracy of those. After a mixed phase, the greedy answer may skip a reasoning path that is right."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from r1kit.eval.answers import is_correct
+    from r1kit.eval.during_training import Sampling, answers
+    from r1kit.serve.reasoning import split_reasoning
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    outputs = answers(model, tokenizer, problems, max_new_tokens, 256, Sampling(samples, 1.0, 1.0, seed=0))
+    reasoned = [(o, p.gold) for p, outs in zip(problems, outputs) for o in outs if split_reasoning(o)[0]]
+    right = sum(is_correct(output, gold) for output, gold in reasoned)
+    return len(reasoned) / (samples * len(problems)), right / max(1, len(reasoned))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--sft-target", type=float, default=0.3, help="validation accuracy that ends SFT")
-    parser.add_argument("--grpo-steps", type=int, default=200)
-    parser.add_argument("--eval-every", type=int, default=50, help="GRPO steps between held-out evaluations")
-    parser.add_argument("--grpo-learning-rate", type=float, default=5e-5)
+    parser.add_argument("--sft-target", type=float, default=0.4, help="validation accuracy that ends SFT")
+    parser.add_argument("--grpo-steps", type=int, default=75)
+    parser.add_argument("--eval-every", type=int, default=25, help="GRPO steps between held-out evaluations")
+    parser.add_argument("--grpo-learning-rate", type=float, default=1.5e-4)
     parser.add_argument(
-        "--steps-reward", type=float, default=0.0, help="weight of the `steps` reward beside accuracy (1.0)"
+        "--steps-reward", type=float, default=1.0, help="weight of the `steps` reward beside accuracy (1.0)"
+    )
+    parser.add_argument(
+        "--mixed-steps",
+        type=int,
+        default=100,
+        help="SFT steps on a mixed set of the same problems after the cold start (0: none)",
+    )
+    parser.add_argument("--mixed-learning-rate", type=float, default=3e-4)
+    parser.add_argument(
+        "--reasoning-share",
+        type=float,
+        default=0.25,
+        help="share of the mixed set that keeps the worked steps",
     )
     parser.add_argument("--keep", type=Path, help="keep the run folder here")
     args = parser.parse_args()
     if args.eval_every < 1 or args.grpo_steps < 1 or args.grpo_steps % args.eval_every:
         parser.error("--grpo-steps must be a positive multiple of --eval-every")
+    if args.mixed_steps < 0 or not 0.0 <= args.reasoning_share <= 1.0:
+        parser.error("--mixed-steps must be at least 0 and --reasoning-share within [0, 1]")
 
+    from r1kit.config import PipelineStage
     from r1kit.data.clean import clean
     from r1kit.data.synth import synthesize
     from r1kit.demo import GRPO_STAGE, NUM_PROBLEMS, demo_recipe
@@ -109,19 +150,56 @@ def main() -> None:
     sft_stage, grpo_stage = recipe.pipeline.stages
     sft_recipe = stage_recipe(recipe, sft_stage, Current(None, recipe.train.dataset), work / "sft")
     sft_result = train_sft(sft_recipe, work / "sft")
-    sft_done = time.perf_counter()
+    trained = time.perf_counter()
     sft_accuracy = greedy_accuracy(sft_result.final_dir, problems, max_tokens)
-    sft_eval_done = time.perf_counter()
-    grpo = stage_recipe(
-        recipe, grpo_stage, Current(str(sft_result.final_dir), recipe.train.dataset), work / "grpo"
-    )
-    before_grpo = sft_eval_done - start  # data, tokenizer, SFT and its evaluation
-    sft_eval_seconds = sft_eval_done - sft_done
+    eval_seconds = time.perf_counter() - trained
     print(
         f"\nseed {args.seed}: held-out greedy accuracy on {len(problems)} problems; after SFT "
-        f"({sft_result.global_step} steps, {sft_done - prepared:.0f} s): {100 * sft_accuracy:.1f}%",
+        f"({sft_result.global_step} steps, {trained - prepared:.0f} s): {100 * sft_accuracy:.1f}%",
         flush=True,
     )
+    cold_start, start_accuracy = sft_result.final_dir, sft_accuracy
+    if args.mixed_steps:
+        # the same problems, most of them answered after an empty think block: the model learns to skip
+        # reasoning, and GRPO has to teach it when reasoning pays (as in R1's mixed cold start)
+        started = time.perf_counter()
+        mixed_file = synthesize(
+            "addition",
+            NUM_PROBLEMS,
+            work / "mixed.jsonl",
+            seed=args.seed,
+            reasoning_share=args.reasoning_share,
+        )
+        clean([mixed_file], work / "mixed-data", recipe.data, seed=args.seed)
+        n = args.mixed_steps
+        mixed_stage = PipelineStage(
+            stage="sft",
+            set=[
+                f"train.learning_rate={args.mixed_learning_rate}",
+                f"train.max_steps={n}",
+                "train.warmup_ratio=0",
+                "train.stop_at_metric=null",
+                f"train.save_steps={n}",
+                f"train.eval_steps={n}",
+                "train.metric_for_best_model=eval_loss",
+                "eval.during_training=false",
+            ],
+        )
+        mixed_recipe = stage_recipe(
+            recipe, mixed_stage, Current(str(cold_start), str(work / "mixed-data")), work / "mixed"
+        )
+        cold_start = train_sft(mixed_recipe, work / "mixed").final_dir
+        trained += time.perf_counter() - started  # the all-worked checkpoint's evaluation does not count
+        start_accuracy = greedy_accuracy(cold_start, problems, max_tokens)
+        share, accuracy = reasoning_profile(cold_start, problems[:200], max_tokens)
+        print(
+            f"  after {n} steps on the mixed set ({args.reasoning_share:.0%} worked): {100 * start_accuracy:.1f}%;"
+            f" sampled at T = 1, {100 * share:.0f}% of the completions reason, {100 * accuracy:.1f}% of those "
+            "right",
+            flush=True,
+        )
+    before_grpo = trained - start + eval_seconds  # data, tokenizer, cold start and one evaluation
+    grpo = stage_recipe(recipe, grpo_stage, Current(str(cold_start), recipe.train.dataset), work / "grpo")
     grpo_seconds = 0.0
     for steps in range(args.eval_every, args.grpo_steps + 1, args.eval_every):
         grpo.train.max_steps = steps
@@ -131,8 +209,8 @@ def main() -> None:
         accuracy = greedy_accuracy(result.final_dir, problems, max_tokens)
         print(
             f"  after {result.global_step} GRPO steps ({grpo_seconds:.0f} s): {100 * accuracy:.1f}% "
-            f"({100 * (accuracy - sft_accuracy):+.1f} points); a run stopping here: "
-            f"{before_grpo + grpo_seconds + sft_eval_seconds:.0f} s in all",
+            f"({100 * (accuracy - start_accuracy):+.1f} points); a run stopping here: "
+            f"{before_grpo + grpo_seconds + eval_seconds:.0f} s in all",
             flush=True,
         )
     print(f"  data and tokenizer {prepared - start:.0f} s; run folder {work}")
