@@ -151,6 +151,7 @@ def main() -> None:
     sft_recipe = stage_recipe(recipe, sft_stage, Current(None, recipe.train.dataset), work / "sft")
     sft_result = train_sft(sft_recipe, work / "sft")
     trained = time.perf_counter()
+    cold_start_seconds = trained - start  # data, tokenizer and SFT
     sft_accuracy = greedy_accuracy(sft_result.final_dir, problems, max_tokens)
     eval_seconds = time.perf_counter() - trained
     print(
@@ -189,7 +190,7 @@ def main() -> None:
             recipe, mixed_stage, Current(str(cold_start), str(work / "mixed-data")), work / "mixed"
         )
         cold_start = train_sft(mixed_recipe, work / "mixed").final_dir
-        trained += time.perf_counter() - started  # the all-worked checkpoint's evaluation does not count
+        cold_start_seconds += time.perf_counter() - started  # not the all-worked checkpoint's evaluation
         start_accuracy = greedy_accuracy(cold_start, problems, max_tokens)
         share, accuracy = reasoning_profile(cold_start, problems[:200], max_tokens)
         print(
@@ -198,7 +199,7 @@ def main() -> None:
             "right",
             flush=True,
         )
-    before_grpo = trained - start + eval_seconds  # data, tokenizer, cold start and one evaluation
+    before_grpo = cold_start_seconds + eval_seconds  # data, tokenizer, cold start and one evaluation
     grpo = stage_recipe(recipe, grpo_stage, Current(str(cold_start), recipe.train.dataset), work / "grpo")
     grpo_seconds = 0.0
     for steps in range(args.eval_every, args.grpo_steps + 1, args.eval_every):
