@@ -3,7 +3,7 @@ after RL, on a CPU.
 
 The recipe is the demo's (`r1kit.demo.demo_recipe`), run longer, with a mixed phase:
 - data: 4,000 `addition` problems, each with its worked `<think>` solution (one column per line, naming the
-  numbers still to add); 500 held-out problems, disjoint from training;
+  numbers still to add, and a line for a final carry); 500 held-out problems, disjoint from training;
 - model: a new `mini-qwen2` (~3.3M parameters) with a 512-token tokenizer (digits are single tokens);
 - cold-start SFT: packed rows of 512 tokens, 2 per step, constant learning rate 1e-3, bf16 autocast where the
   CPU has it, stopped once greedy accuracy on 64 validation problems reaches `--sft-target` (0.4;
@@ -14,15 +14,16 @@ The recipe is the demo's (`r1kit.demo.demo_recipe`), run longer, with a mixed ph
   completions still reason some of the time, and RL has to teach the model that reasoning pays. The gain is
   counted from this checkpoint; its line also says how often it reasons when sampled and how often it is right
   when it does (`--mixed-steps 0` leaves the phase out, as before 2026-12-01);
-- GRPO: 8 prompts x 8 completions, temperature 1.0, no KL (beta 0), the DAPO loss, a constant learning rate of
-  `--grpo-learning-rate` (1.5e-4), and two rewards: exact-answer accuracy, and `steps` (`--steps-reward`, 1.0),
-  the share of the reference solution's worked lines the completion reproduces.
+- GRPO: 8 prompts x 8 completions, temperature 1.0, no KL (beta 0), the DAPO loss, a learning rate of
+  `--grpo-learning-rate` (1.5e-4) decaying linearly to 0 at `--grpo-steps` (`--grpo-schedule constant`: as
+  before 2026-12-01), and two rewards: exact-answer accuracy, and `steps` (`--steps-reward`, 1.0), the share of
+  the reference solution's worked lines the completion reproduces.
 
 Printed: greedy exact-answer accuracy on the 500 held-out problems after SFT and every `--eval-every` GRPO steps,
 the gain, and the wall time a run stopping there would have taken (data, the cold start, its evaluation, GRPO so
-far and one evaluation; the evaluations in between are not counted). GRPO runs in pieces of `--eval-every`
-steps, each resuming the last one's checkpoint (optimizer, scheduler and random state), so the curve is that of
-one run. Everything runs in this process; the run folder is kept with `--keep DIR`.
+far and one evaluation; the evaluations in between are not counted). GRPO is one run, which a callback
+evaluates every `--eval-every` steps (restoring the random generators after), so the curve is that of one run
+under one learning-rate schedule. Everything runs in this process; the run folder is kept with `--keep DIR`.
 
     python benchmarks/grpo_learning.py [--seed 0] [--grpo-steps 75] [--eval-every 25] [--keep runs/grpo-proof]
         [--sft-target 0.25 --mixed-steps 0 --grpo-steps 100]  # the fifth round's (docs/grpo-learning.md)
@@ -60,6 +61,36 @@ def greedy_accuracy(model_dir: Path, problems, max_new_tokens: int) -> float:
         backend.close()
 
 
+def held_out_every(every: int, problems, max_new_tokens: int, snapshot: Path, report):
+    """A transformers callback: greedy held-out accuracy every `every` steps of one GRPO run, so that one
+    learning-rate schedule spans the evaluations. It reports (step, accuracy, seconds of GRPO so far, less its
+    own) and restores the random generators, so the evaluations leave the run as it would be without them."""
+    import random
+
+    import numpy as np
+    import torch
+    from transformers import TrainerCallback
+
+    class HeldOutEvery(TrainerCallback):
+        started, evaluating = time.perf_counter(), 0.0  # GRPO's set-up counts, as in a run stopping there
+
+        def on_step_end(self, args, state, control, model=None, processing_class=None, **kwargs):
+            if state.global_step % every:
+                return
+            began = time.perf_counter()
+            generators = random.getstate(), np.random.get_state(), torch.get_rng_state()
+            model.save_pretrained(snapshot)
+            processing_class.save_pretrained(snapshot)
+            accuracy = greedy_accuracy(snapshot, problems, max_new_tokens)
+            random.setstate(generators[0])
+            np.random.set_state(generators[1])
+            torch.set_rng_state(generators[2])
+            report(state.global_step, accuracy, began - self.started - self.evaluating)
+            self.evaluating += time.perf_counter() - began
+
+    return HeldOutEvery()
+
+
 def reasoning_profile(
     model_dir: Path, problems, max_new_tokens: int, samples: int = 4
 ) -> tuple[float, float]:
@@ -86,6 +117,12 @@ def main() -> None:
     parser.add_argument("--grpo-steps", type=int, default=75)
     parser.add_argument("--eval-every", type=int, default=25, help="GRPO steps between held-out evaluations")
     parser.add_argument("--grpo-learning-rate", type=float, default=1.5e-4)
+    parser.add_argument(
+        "--grpo-schedule",
+        choices=["linear", "constant"],
+        default="linear",
+        help="GRPO's learning rate: decaying linearly to 0 at --grpo-steps (the default), or constant",
+    )
     parser.add_argument(
         "--steps-reward", type=float, default=1.0, help="weight of the `steps` reward beside accuracy (1.0)"
     )
@@ -121,7 +158,13 @@ def main() -> None:
     work = args.keep or Path(tempfile.mkdtemp(prefix="grpo-proof-"))
     work.mkdir(parents=True, exist_ok=True)
     # a checkpoint every piece (the recipe wants save_steps to be a multiple of eval_steps; GRPO does not validate)
-    grpo_set = [*GRPO_STAGE, f"train.save_steps={args.eval_every}", f"train.eval_steps={args.eval_every}"]
+    grpo_set = [
+        *GRPO_STAGE,
+        f"train.max_steps={args.grpo_steps}",
+        f"train.lr_scheduler={args.grpo_schedule}",
+        f"train.save_steps={args.eval_every}",
+        f"train.eval_steps={args.eval_every}",
+    ]
     recipe = demo_recipe(
         work,
         [
@@ -201,19 +244,17 @@ def main() -> None:
         )
     before_grpo = cold_start_seconds + eval_seconds  # data, tokenizer, cold start and one evaluation
     grpo = stage_recipe(recipe, grpo_stage, Current(str(cold_start), recipe.train.dataset), work / "grpo")
-    grpo_seconds = 0.0
-    for steps in range(args.eval_every, args.grpo_steps + 1, args.eval_every):
-        grpo.train.max_steps = steps
-        piece = time.perf_counter()
-        result = train_grpo(grpo, work / "grpo", resume="auto")
-        grpo_seconds += time.perf_counter() - piece
-        accuracy = greedy_accuracy(result.final_dir, problems, max_tokens)
+
+    def report(step: int, accuracy: float, grpo_seconds: float) -> None:
         print(
-            f"  after {result.global_step} GRPO steps ({grpo_seconds:.0f} s): {100 * accuracy:.1f}% "
+            f"  after {step} GRPO steps ({grpo_seconds:.0f} s): {100 * accuracy:.1f}% "
             f"({100 * (accuracy - start_accuracy):+.1f} points); a run stopping here: "
             f"{before_grpo + grpo_seconds + eval_seconds:.0f} s in all",
             flush=True,
         )
+
+    evaluate = held_out_every(args.eval_every, problems, max_tokens, work / "grpo-snapshot", report)
+    train_grpo(grpo, work / "grpo", callbacks=[evaluate])
     print(f"  data and tokenizer {prepared - start:.0f} s; run folder {work}")
 
 

@@ -30,7 +30,13 @@ def records(run_dir):
 
 @pytest.mark.parametrize("beta", [0.0, 0.04])
 def test_grpo_runs_with_and_without_a_reference_model(recipe_for, tmp_path, beta):
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, TrainerCallback
+
+    class Steps(TrainerCallback):  # a caller's own callback (the learning benchmark evaluates with one)
+        seen = []
+
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            self.seen.append((state.global_step, model is not None))
 
     result = train_grpo(
         grpo_recipe(
@@ -39,8 +45,10 @@ def test_grpo_runs_with_and_without_a_reference_model(recipe_for, tmp_path, beta
             "grpo.rewards={accuracy: 1.0, format: 0.2, tag_count: 0.1, length: 0.1, repetition: 0.1}",
         ),
         tmp_path / "run",
+        callbacks=[Steps()],
     )
     assert result.global_step == 4
+    assert Steps.seen == [(1, True), (2, True), (3, True), (4, True)]
     logged = records(tmp_path / "run")
     assert [r["step"] for r in logged] == [1, 2, 3, 4]
     for name in ("accuracy", "format", "tag_count", "length", "repetition"):

@@ -18,6 +18,7 @@ What r1kit adds to TRL and why:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from r1kit.config import Recipe
@@ -142,8 +143,10 @@ def keep_reference(model, reference_dir: Path) -> None:
 
 
 def train_grpo(
-    recipe: Recipe, run_dir: str | Path | None = None, *, resume: str | None = None
+    recipe: Recipe, run_dir: str | Path | None = None, *, resume: str | None = None, callbacks: Sequence = ()
 ) -> TrainResult:
+    """GRPO per `recipe.grpo` into `run_dir` (default runs/<name>); `callbacks` are further transformers
+    `TrainerCallback`s, called after r1kit's own (the learning benchmark evaluates held-out problems with one)."""
     import torch
     from trl import GRPOTrainer
 
@@ -172,7 +175,7 @@ def train_grpo(
             rewards=recipe.grpo.rewards,
         ),
     )
-    callbacks, stopper, exporter = build_callbacks(recipe, run_dir, True, False, model, precision)
+    own, stopper, exporter = build_callbacks(recipe, run_dir, True, False, model, precision)
     health = RLHealth(recipe.grpo.alerts, exporter.registry if exporter else None)
     try:
         trainer = GRPOTrainer(
@@ -181,7 +184,7 @@ def train_grpo(
             train_dataset=dataset,
             processing_class=tokenizer,
             reward_funcs=rewards,
-            callbacks=callbacks,
+            callbacks=[*own, *callbacks],
             peft_config=lora_config(recipe) if recipe.train.method != "full" else None,
         )
         trainer.callback_handler.callbacks[0:0] = [
