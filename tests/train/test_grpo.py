@@ -32,11 +32,11 @@ def records(run_dir):
 def test_grpo_runs_with_and_without_a_reference_model(recipe_for, tmp_path, beta):
     from transformers import AutoModelForCausalLM, TrainerCallback
 
-    class Steps(TrainerCallback):  # a caller's own callback (the learning benchmark evaluates with one)
-        seen = []
+    seen = []
 
+    class Steps(TrainerCallback):  # a caller's own callback (the learning benchmark evaluates with one)
         def on_step_end(self, args, state, control, model=None, **kwargs):
-            self.seen.append((state.global_step, model is not None))
+            seen.append((state.global_step, model is not None))
 
     result = train_grpo(
         grpo_recipe(
@@ -48,7 +48,7 @@ def test_grpo_runs_with_and_without_a_reference_model(recipe_for, tmp_path, beta
         callbacks=[Steps()],
     )
     assert result.global_step == 4
-    assert Steps.seen == [(1, True), (2, True), (3, True), (4, True)]
+    assert seen == [(1, True), (2, True), (3, True), (4, True)]
     logged = records(tmp_path / "run")
     assert [r["step"] for r in logged] == [1, 2, 3, 4]
     for name in ("accuracy", "format", "tag_count", "length", "repetition"):
