@@ -3,7 +3,7 @@ after RL, on a CPU.
 
 The recipe is the demo's (`r1kit.demo.demo_recipe`), run longer, with a mixed phase:
 - data: 4,000 `addition` problems, each with its worked `<think>` solution (one column per line, naming the
-  numbers still to add, and a line for a final carry); 500 held-out problems, disjoint from training;
+  numbers still to add); 500 held-out problems, disjoint from training;
 - model: a new `mini-qwen2` (~3.3M parameters) with a 512-token tokenizer (digits are single tokens);
 - cold-start SFT: packed rows of 512 tokens, 2 per step, constant learning rate 1e-3, bf16 autocast where the
   CPU has it, stopped once greedy accuracy on 64 validation problems reaches `--sft-target` (0.4;
@@ -157,7 +157,7 @@ def main() -> None:
 
     work = args.keep or Path(tempfile.mkdtemp(prefix="grpo-proof-"))
     work.mkdir(parents=True, exist_ok=True)
-    # a checkpoint every piece (the recipe wants save_steps to be a multiple of eval_steps; GRPO does not validate)
+    # a checkpoint at every evaluation (the recipe wants save_steps a multiple of eval_steps; GRPO does not validate)
     grpo_set = [
         *GRPO_STAGE,
         f"train.max_steps={args.grpo_steps}",
