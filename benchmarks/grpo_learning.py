@@ -72,7 +72,9 @@ def held_out_every(every: int, problems, max_new_tokens: int, snapshot: Path, re
     from transformers import TrainerCallback
 
     class HeldOutEvery(TrainerCallback):
-        started, evaluating = time.perf_counter(), 0.0  # GRPO's set-up counts, as in a run stopping there
+        def __init__(self):
+            self.started = time.perf_counter()  # GRPO's set-up counts, as in a run stopping there
+            self.evaluating = 0.0
 
         def on_step_end(self, args, state, control, model=None, processing_class=None, **kwargs):
             if state.global_step % every:
@@ -157,14 +159,7 @@ def main() -> None:
 
     work = args.keep or Path(tempfile.mkdtemp(prefix="grpo-proof-"))
     work.mkdir(parents=True, exist_ok=True)
-    # a checkpoint at every evaluation (the recipe wants save_steps a multiple of eval_steps; GRPO does not validate)
-    grpo_set = [
-        *GRPO_STAGE,
-        f"train.max_steps={args.grpo_steps}",
-        f"train.lr_scheduler={args.grpo_schedule}",
-        f"train.save_steps={args.eval_every}",
-        f"train.eval_steps={args.eval_every}",
-    ]
+    grpo_set = [*GRPO_STAGE, f"train.max_steps={args.grpo_steps}", f"train.lr_scheduler={args.grpo_schedule}"]
     recipe = demo_recipe(
         work,
         [
