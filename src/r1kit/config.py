@@ -302,8 +302,8 @@ class TrainConfig(Section):
     stop_at_metric: float | None = None
     """Stop (with a checkpoint) once `metric_for_best_model` reaches this value: at least it for accuracies, at
     most it for losses. For a run that needs to be good enough rather than its best, such as a cold start that
-    only has to give RL a learning signal. SFT and pretraining, on their validation split (GRPO does not
-    evaluate while training)."""
+    only has to give RL a learning signal. SFT and pretraining on their validation split; GRPO on the
+    accuracy its validation logs (`eval.during_training`)."""
     final_model: Literal["last", "best"] = "last"
     """What `final/` holds: the weights at the end of the run, or those of the best checkpoint."""
     dataset: str | None = None
@@ -448,7 +448,8 @@ class EvalConfig(Section):
     during_training: bool = False
     """At every validation of a training run (train.eval_steps), also answer validation problems greedily and
     log `eval_accuracy`; `train.metric_for_best_model: eval_accuracy` then keeps checkpoints and stops early
-    by it."""
+    by it. GRPO validates only this way (it has no validation loss), so its runs rank checkpoints by one of
+    these metrics."""
     during_training_problems: int = Field(32, ge=1)
     """How many validation problems (with gold answers) that in-training evaluation answers."""
     during_training_samples: int = Field(0, ge=0)

@@ -88,6 +88,40 @@ def test_mean_reward_rises(recipe_for, tmp_path):
     assert last > first + 0.3, (first, last)
 
 
+def test_validation_answers_problems_and_ranks_checkpoints_by_accuracy(recipe_for, tmp_path):
+    from r1kit.train import checkpoint
+
+    validated = [
+        "eval.during_training=true",
+        "eval.during_training_problems=4",
+        "eval.during_training_samples=2",
+        "eval.max_new_tokens=16",
+        "train.metric_for_best_model=eval_accuracy",
+        "train.keep_best=1",
+        "train.early_stopping_patience=null",
+    ]
+    run_dir = tmp_path / "run"
+    result = train_grpo(grpo_recipe(recipe_for, *validated, "train.final_model=best"), run_dir)
+    assert result.global_step == 4
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in rows if r["split"] == "eval"]
+    assert [r["step"] for r in evals] == [2, 4]
+    for r in evals:  # r1kit's answers, not TRL's sampled loss and rewards
+        assert 0.0 <= r["accuracy"] <= 1.0 and 0.0 <= r["sampled_accuracy"] <= 1.0, r
+        assert "loss" not in r and "reward" not in r, r
+    published = checkpoint.complete_checkpoints(run_dir)
+    assert {s: checkpoint.metric_of(p) for s, p in published.items()} == {
+        r["step"]: r["accuracy"] for r in evals
+    }
+    assert [r["step"] for r in records(run_dir)] == [1, 2, 3, 4]  # training logs are still train's
+
+    # a target reached at the first validation ends the run there
+    stopped = train_grpo(grpo_recipe(recipe_for, *validated, "train.stop_at_metric=0.0"), tmp_path / "stop")
+    assert stopped.global_step == 2
+    with pytest.raises(UserError, match="eval_loss is not logged by GRPO"):
+        train_grpo(grpo_recipe(recipe_for, *validated[:-3]), tmp_path / "loss")
+
+
 def test_alerts_fire_on_crafted_logs():
     thresholds = RLAlertConfig(window=3)
     healthy = {

@@ -3,7 +3,8 @@ whether the model answers correctly rather than by its loss.
 
 It wraps the trainer's `evaluation_loop` (as `NonFiniteGuard` wraps `training_step`): the accuracy joins the
 validation metrics before the trainer logs them, so `metrics.jsonl`, TensorBoard, the best-checkpoint choice
-and early stopping all see `eval_accuracy` like any other metric.
+and early stopping all see `eval_accuracy` like any other metric. In GRPO it replaces the loop: TRL's would
+sample a group for every validation problem to score a loss that ranks nothing.
 
 With samples per problem it also measures what GRPO will see from this checkpoint: the sampled accuracy and
 the share of problems whose samples are neither all right nor all wrong (`eval_mixed_groups`), the groups
@@ -14,9 +15,13 @@ training run's random state, and with it exact resume, as it was.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from r1kit.eval.answers import GoldProblems, is_correct
 from r1kit.eval.suites import Problem
+
+if TYPE_CHECKING:
+    from r1kit.config import Recipe
 
 
 @dataclass(frozen=True)
@@ -85,14 +90,32 @@ class AccuracyAtValidation:
         max_new_tokens: int,
         batch_size: int,
         sampling: Sampling | None = None,
+        *,
+        replace_loop: bool = False,
     ):
         """`sampling`: also sample each problem (its seed is the first validation's; each later one adds its
-        step)."""
+        step). `replace_loop`: log only this evaluation's metrics, without running the trainer's own loop."""
         self._trainer, self._tokenizer = trainer, tokenizer
         self._problems, self._max_new_tokens, self._batch_size = problems, max_new_tokens, batch_size
         self._sampling = sampling
-        self._evaluation_loop = trainer.evaluation_loop
+        self._evaluation_loop = None if replace_loop else trainer.evaluation_loop
         trainer.evaluation_loop = self
+
+    @classmethod
+    def from_recipe(
+        cls, trainer, tokenizer, recipe: Recipe, problems: list[Problem], *, replace_loop: bool = False
+    ) -> AccuracyAtValidation:
+        """As `eval.during_training` asks: greedy answers, plus samples at the GRPO temperature and top-p with
+        `eval.during_training_samples`."""
+        e = recipe.eval
+        sampling = (
+            Sampling(e.during_training_samples, recipe.grpo.temperature, recipe.grpo.top_p, recipe.seed)
+            if e.during_training_samples
+            else None
+        )
+        return cls(
+            trainer, tokenizer, problems, e.max_new_tokens, e.concurrency, sampling, replace_loop=replace_loop
+        )
 
     def _verdicts(self, model, sampling: Sampling | None = None) -> list[list[bool]]:
         completions = answers(
@@ -105,10 +128,20 @@ class AccuracyAtValidation:
         ]
 
     def __call__(self, *args, **kwargs):
-        output = self._evaluation_loop(*args, **kwargs)
-        prefix = kwargs.get("metric_key_prefix", "eval")
         model = self._trainer.model
-        was_training = model.training
+        if self._evaluation_loop is None:
+            from transformers.trainer_utils import EvalLoopOutput
+
+            output = EvalLoopOutput(
+                predictions=None, label_ids=None, metrics={}, num_samples=len(self._problems)
+            )
+            was_training = (
+                False  # as the trainer's loop leaves it: GRPO logs the metrics of the mode it finds
+            )
+        else:
+            output = self._evaluation_loop(*args, **kwargs)
+            was_training = model.training
+        prefix = kwargs.get("metric_key_prefix", "eval")
         model.eval()
         try:
             greedy = self._verdicts(model)

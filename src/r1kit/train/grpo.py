@@ -12,8 +12,12 @@ What r1kit adds to TRL and why:
 - `grpo.beta: 0` loads no reference model; rollouts use transformers generation unless the recipe asks for
   vLLM, which is refused where it cannot run;
 - the run folder, checkpoints, resume, signals, metrics.jsonl, TensorBoard and the Prometheus endpoint are the
-  SFT stage's (train/sft.py); RL health adds its figures and alerts to the same logs. With no validation
-  split in GRPO, retention keeps the latest checkpoint.
+  SFT stage's (train/sft.py); RL health adds its figures and alerts to the same logs;
+- validation answers problems instead of scoring a loss: with `eval.during_training`, every `train.eval_steps`
+  steps the policy answers validation problems greedily (r1kit's evaluation replaces TRL's, which samples a
+  group for each problem and logs its loss), so `eval_accuracy` picks the best checkpoints, stops the run
+  early or at a target, and can be the final model (`train.final_model: best`): an RL run's accuracy can peak
+  before its last step. Without it, retention keeps the latest checkpoint.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from r1kit.config import Recipe
+from r1kit.config import IN_TRAINING_METRICS, Recipe
 from r1kit.dist import print0, world_size
 from r1kit.errors import UserError
 from r1kit.hardware import require_cuda, require_module
@@ -87,7 +91,23 @@ def check_rollout_engine(engine: str) -> None:
         require_module("vllm", "gpu", f"grpo.rollout_engine: {engine}")
 
 
-def grpo_config(recipe: Recipe, run_dir: Path, precision: str):
+def validation_problems(recipe: Recipe, run_dir: Path):
+    """The validation problems answered at each validation (`eval.during_training`), or None. GRPO logs no
+    validation loss, so the run must rank its checkpoints by what that evaluation logs."""
+    if not recipe.eval.during_training:
+        return None
+    from r1kit.eval.suites import heldout
+
+    metric = recipe.train.metric_for_best_model
+    if (metric if metric.startswith("eval_") else f"eval_{metric}") not in IN_TRAINING_METRICS:
+        raise UserError(
+            f"train.metric_for_best_model: {metric} is not logged by GRPO, whose validation answers problems "
+            f"(eval.during_training): use one of {', '.join(IN_TRAINING_METRICS)}"
+        )
+    return heldout(data_dir_of(recipe, run_dir), recipe.eval.during_training_problems)
+
+
+def grpo_config(recipe: Recipe, run_dir: Path, precision: str, *, has_eval: bool = False):
     from trl import GRPOConfig
 
     t, g = recipe.train, recipe.grpo
@@ -114,7 +134,13 @@ def grpo_config(recipe: Recipe, run_dir: Path, precision: str):
         reward_weights=list(g.rewards.values()),
         use_vllm=vllm,
         vllm_mode=g.rollout_engine.removeprefix("vllm_") if vllm else "colocate",
-        eval_strategy="no",
+        eval_strategy="steps" if has_eval else "no",
+        eval_steps=t.eval_steps,
+        eval_delay=t.eval_delay,
+        metric_for_best_model=t.metric_for_best_model if has_eval else None,
+        greater_is_better=True,  # every metric GRPO's validation logs is a share of right answers
+        per_device_eval_batch_size=1,  # the validation answers its problems in batches of eval.concurrency
+        num_generations_eval=1,
         **g.extra,
     )
 
@@ -157,12 +183,13 @@ def train_grpo(
         resolve(name, max_completion_length=recipe.grpo.max_completion_length) for name in recipe.grpo.rewards
     ]
     dataset, dropped = problem_dataset(recipe, run_dir, tokenizer)
+    validation = validation_problems(recipe, run_dir)
     model, base_dir = load_model(recipe, tokenizer, precision, run_dir)
     if recipe.grpo.beta > 0 and recipe.train.method == "full" and recipe.model.preset is not None:
         keep_reference(model, run_dir / "reference")
     if recipe.train.wandb_project:
         configure_wandb(recipe, run_dir)
-    args = grpo_config(recipe, run_dir, precision)
+    args = grpo_config(recipe, run_dir, precision, has_eval=validation is not None)
 
     metrics_logger = MetricsLogger(
         run_dir / "metrics.jsonl",
@@ -175,13 +202,15 @@ def train_grpo(
             rewards=recipe.grpo.rewards,
         ),
     )
-    own, stopper, exporter = build_callbacks(recipe, run_dir, True, False, model, precision)
+    own, stopper, exporter = build_callbacks(recipe, run_dir, True, validation is not None, model, precision)
     health = RLHealth(recipe.grpo.alerts, exporter.registry if exporter else None)
     try:
         trainer = GRPOTrainer(
             model=model,
             args=args,
             train_dataset=dataset,
+            # what Trainer.evaluate asks for; r1kit's validation answers `validation` instead
+            eval_dataset=dataset.select(range(1)) if validation is not None else None,
             processing_class=tokenizer,
             reward_funcs=rewards,
             callbacks=[*own, *callbacks],
@@ -192,6 +221,10 @@ def train_grpo(
             metrics_logger,
         ]  # alerts in the logs before they are written
         health.time_rollouts(trainer)
+        if validation is not None:
+            from r1kit.eval.during_training import AccuracyAtValidation
+
+            AccuracyAtValidation.from_recipe(trainer, tokenizer, recipe, validation, replace_loop=True)
         metrics_logger.first_record["metrics_port"] = exporter.port if exporter else None
         try:
             output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)

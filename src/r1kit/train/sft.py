@@ -470,23 +470,14 @@ def train_sft(
             trainer.callback_handler.callbacks.insert(0, metrics_logger)
             guard = NonFiniteGuard(trainer, recipe.train.max_nonfinite_steps)
             if recipe.eval.during_training and eval_ds is not None:
-                from r1kit.eval.during_training import AccuracyAtValidation, Sampling
+                from r1kit.eval.during_training import AccuracyAtValidation
                 from r1kit.eval.suites import heldout
 
-                AccuracyAtValidation(
+                AccuracyAtValidation.from_recipe(
                     trainer,
                     tokenizer,
+                    recipe,
                     heldout(data_dir_of(recipe, run_dir), recipe.eval.during_training_problems),
-                    recipe.eval.max_new_tokens,
-                    recipe.eval.concurrency,
-                    Sampling(
-                        recipe.eval.during_training_samples,
-                        recipe.grpo.temperature,
-                        recipe.grpo.top_p,
-                        recipe.seed,
-                    )
-                    if recipe.eval.during_training_samples
-                    else None,
                 )
             try:
                 output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
