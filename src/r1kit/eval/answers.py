@@ -11,6 +11,7 @@ False and `GoldProblems` counts it, so a broken data set shows up as a count rat
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -90,16 +91,23 @@ def _timeout() -> int | None:
     return 5 if threading.current_thread() is threading.main_thread() else None
 
 
-def _parse(answer: str) -> list[Any]:
-    """math-verify's parse: the extracted expressions (sympy, then the matched text); empty when none."""
+@functools.lru_cache(maxsize=4096)
+def _parse(answer: str) -> tuple[Any, ...]:
+    """math-verify's parse: the extracted expressions (sympy, then the matched text); empty when none. Cached:
+    a GRPO group checks its gold answer once per completion, and most completions give the same few answers
+    (sympy expressions are immutable, so sharing them is safe)."""
     from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse
 
     answer = clean_latex(answer)
     if _NUMBER.fullmatch(answer):
         answer = clean_number(answer)
     config = [LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig()]
-    return parse(
-        f"${answer}$" if "$" not in answer else answer, extraction_config=config, parsing_timeout=_timeout()
+    return tuple(
+        parse(
+            f"${answer}$" if "$" not in answer else answer,
+            extraction_config=config,
+            parsing_timeout=_timeout(),
+        )
     )
 
 
@@ -120,7 +128,9 @@ def answers_match(predicted: str | None, gold: str, problems: GoldProblems | Non
     if clean_number(clean_latex(predicted)) == clean_number(clean_latex(gold)):
         return True
     predicted_parsed = _parse(predicted)
-    return len(predicted_parsed) >= 2 and verify(gold_parsed, predicted_parsed, timeout_seconds=_timeout())
+    return len(predicted_parsed) >= 2 and verify(
+        list(gold_parsed), list(predicted_parsed), timeout_seconds=_timeout()
+    )
 
 
 def is_correct(output: str, gold: str, problems: GoldProblems | None = None) -> bool:
