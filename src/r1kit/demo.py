@@ -43,6 +43,7 @@ GRPO_STAGE = [
     "train.max_steps=20",
     "train.lr_scheduler=constant",
     "train.warmup_ratio=0",
+    "train.stop_at_metric=null",  # the cold start's target: GRPO runs all its steps
 ]
 """The GRPO stage's overrides of the SFT settings (`pipeline.stages` in the demo's recipe)."""
 
