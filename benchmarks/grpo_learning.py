@@ -15,7 +15,7 @@ The recipe is the demo's (`r1kit.demo.demo_recipe`), run longer, with a mixed ph
   counted from this checkpoint; its line also says how often it reasons when sampled and how often it is right
   when it does (`--mixed-steps 0` leaves the phase out, as before 2026-12-01);
 - GRPO: 8 prompts x 8 completions, temperature 1.0, no KL (beta 0), the DAPO loss, a learning rate of
-  `--grpo-learning-rate` (1.5e-4) decaying linearly to 0 at `--grpo-steps` (`--grpo-schedule constant`: as
+  `--grpo-learning-rate` (1.5e-4) decaying linearly to 0 at `--grpo-steps` (150; `--grpo-schedule constant`: as
   before 2026-12-01), and two rewards: exact-answer accuracy, and `steps` (`--steps-reward`, 1.0), the share of
   the reference solution's worked lines the completion reproduces.
 
@@ -25,7 +25,7 @@ far and one evaluation; the evaluations in between are not counted). GRPO is one
 evaluates every `--eval-every` steps (restoring the random generators after), so the curve is that of one run
 under one learning-rate schedule. Everything runs in this process; the run folder is kept with `--keep DIR`.
 
-    python benchmarks/grpo_learning.py [--seed 0] [--grpo-steps 75] [--eval-every 25] [--keep runs/grpo-proof]
+    python benchmarks/grpo_learning.py [--seed 0] [--grpo-steps 150] [--eval-every 25] [--keep runs/grpo-proof]
         [--sft-target 0.25 --mixed-steps 0 --grpo-steps 100]  # the fifth round's (docs/grpo-learning.md)
 """
 
@@ -116,7 +116,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--sft-target", type=float, default=0.4, help="validation accuracy that ends SFT")
-    parser.add_argument("--grpo-steps", type=int, default=75)
+    parser.add_argument("--grpo-steps", type=int, default=150)
     parser.add_argument("--eval-every", type=int, default=25, help="GRPO steps between held-out evaluations")
     parser.add_argument("--grpo-learning-rate", type=float, default=1.5e-4)
     parser.add_argument(
