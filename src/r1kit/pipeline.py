@@ -117,6 +117,11 @@ def run_pipeline(recipe: Recipe, run_dir: str | Path | None = None) -> list[dict
     if not stages:
         raise UserError("pipeline.stages is empty: list the stages to run, e.g. [data, sft, grpo, eval]")
     run_dir = Path(run_dir) if run_dir else recipe.run_dir
+    for stage in stages:  # refused now rather than after the stages before it have run
+        if stage.stage == "grpo":
+            from r1kit.train.grpo import check_validation_metric
+
+            check_validation_metric(stage_recipe(recipe, stage, Current(None, None), run_dir))
     run_dir.mkdir(parents=True, exist_ok=True)
     recipe.save(run_dir)
     current = Current(recipe.model.path, recipe.train.dataset)

@@ -45,6 +45,14 @@ def test_an_empty_pipeline_is_refused(recipe_for, tmp_path):
         run_pipeline(recipe_for(), tmp_path / "run")
 
 
+def test_a_grpo_stage_that_cannot_rank_its_validations_is_refused_before_any_stage_runs(recipe_for, tmp_path):
+    # SFT validates by loss and accuracy; GRPO only by accuracy, so ranking by eval_loss would fail it later
+    recipe = recipe_for("eval.during_training=true", f"pipeline.stages=[sft, {GRPO}]")
+    with pytest.raises(UserError, match="eval_loss is not logged by GRPO"):
+        run_pipeline(recipe, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
 def test_an_interrupted_training_stage_resumes(recipe_for, tmp_path):
     from r1kit.train.sft import train_sft
 

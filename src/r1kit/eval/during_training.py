@@ -135,9 +135,8 @@ class AccuracyAtValidation:
             output = EvalLoopOutput(
                 predictions=None, label_ids=None, metrics={}, num_samples=len(self._problems)
             )
-            was_training = (
-                False  # as the trainer's loop leaves it: GRPO logs the metrics of the mode it finds
-            )
+            # left in eval mode, as the trainer's own loop leaves it: GRPO logs the metrics of the mode it finds
+            was_training = False
         else:
             output = self._evaluation_loop(*args, **kwargs)
             was_training = model.training

@@ -91,19 +91,26 @@ def check_rollout_engine(engine: str) -> None:
         require_module("vllm", "gpu", f"grpo.rollout_engine: {engine}")
 
 
-def validation_problems(recipe: Recipe, run_dir: Path):
-    """The validation problems answered at each validation (`eval.during_training`), or None. GRPO logs no
-    validation loss, so the run must rank its checkpoints by what that evaluation logs."""
-    if not recipe.eval.during_training:
-        return None
-    from r1kit.eval.suites import heldout
-
+def check_validation_metric(recipe: Recipe) -> None:
+    """GRPO logs no validation loss: a run that validates (`eval.during_training`) must rank its checkpoints by
+    what that validation logs. `r1kit pipeline` checks its GRPO stages with this before running any stage."""
     metric = recipe.train.metric_for_best_model
-    if (metric if metric.startswith("eval_") else f"eval_{metric}") not in IN_TRAINING_METRICS:
+    if recipe.eval.during_training and (metric if metric.startswith("eval_") else f"eval_{metric}") not in (
+        IN_TRAINING_METRICS
+    ):
         raise UserError(
             f"train.metric_for_best_model: {metric} is not logged by GRPO, whose validation answers problems "
             f"(eval.during_training): use one of {', '.join(IN_TRAINING_METRICS)}"
         )
+
+
+def validation_problems(recipe: Recipe, run_dir: Path):
+    """The problems answered at each validation (`eval.during_training`), or None."""
+    if not recipe.eval.during_training:
+        return None
+    from r1kit.eval.suites import heldout
+
+    check_validation_metric(recipe)
     return heldout(data_dir_of(recipe, run_dir), recipe.eval.during_training_problems)
 
 
