@@ -414,6 +414,12 @@ class SampleConfig(Section):
     """Sample only the first N problems."""
 
 
+def logged_metric(metric: str) -> str:
+    """`train.metric_for_best_model` as transformers reads it from the validation logs: `accuracy` is
+    `eval_accuracy`."""
+    return metric if metric.startswith("eval_") else f"eval_{metric}"
+
+
 IN_TRAINING_METRICS = ("eval_accuracy", "eval_sampled_accuracy", "eval_mixed_groups")
 """What the in-training evaluation (`eval.during_training`) logs; all but the first need its samples."""
 
@@ -593,8 +599,7 @@ class Recipe(Section):
     @model_validator(mode="after")
     def _ranking_metric_is_logged(self) -> Recipe:
         # Without this, the run fails at its first validation, minutes in, with a KeyError from transformers.
-        metric = self.train.metric_for_best_model
-        metric = metric if metric.startswith("eval_") else f"eval_{metric}"  # as transformers reads it
+        metric = logged_metric(self.train.metric_for_best_model)
         if metric in IN_TRAINING_METRICS and not self.eval.during_training:
             raise ValueError(
                 f"train.metric_for_best_model: {metric} is logged only with eval.during_training: true"

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
+from r1kit.config import logged_metric
 from r1kit.dist import is_main_process, print0
 from r1kit.errors import UserError
 from r1kit.train import checkpoint
@@ -75,7 +76,7 @@ class CheckpointPublisher(TrainerCallback):
         self.metrics: dict[int, float] = {}
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
-        key = self.metric if self.metric.startswith("eval_") else f"eval_{self.metric}"
+        key = logged_metric(self.metric)
         if metrics and key in metrics:
             self.metrics[state.global_step] = float(metrics[key])
 

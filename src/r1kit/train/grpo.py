@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from r1kit.config import IN_TRAINING_METRICS, Recipe
+from r1kit.config import IN_TRAINING_METRICS, Recipe, logged_metric
 from r1kit.dist import print0, world_size
 from r1kit.errors import UserError
 from r1kit.hardware import require_cuda, require_module
@@ -95,9 +95,7 @@ def check_validation_metric(recipe: Recipe) -> None:
     """GRPO logs no validation loss: a run that validates (`eval.during_training`) must rank its checkpoints by
     what that validation logs. `r1kit pipeline` checks its GRPO stages with this before running any stage."""
     metric = recipe.train.metric_for_best_model
-    if recipe.eval.during_training and (metric if metric.startswith("eval_") else f"eval_{metric}") not in (
-        IN_TRAINING_METRICS
-    ):
+    if recipe.eval.during_training and logged_metric(metric) not in IN_TRAINING_METRICS:
         raise UserError(
             f"train.metric_for_best_model: {metric} is not logged by GRPO, whose validation answers problems "
             f"(eval.during_training): use one of {', '.join(IN_TRAINING_METRICS)}"
