@@ -3,7 +3,8 @@ after RL, on a CPU.
 
 The recipe is the demo's (`r1kit.demo.demo_recipe`), run longer, with a mixed phase:
 - data: 4,000 `addition` problems, each with its worked `<think>` solution (one column per line, naming the
-  numbers still to add); 500 held-out problems, disjoint from training;
+  numbers still to add; `--task addition-running`: each line also ending with the answer's digits so far);
+  500 held-out problems, disjoint from training;
 - model: a new `mini-qwen2` (~3.3M parameters) with a 512-token tokenizer (digits are single tokens);
 - cold-start SFT: packed rows of 512 tokens, 2 per step, constant learning rate 1e-3, bf16 autocast where the
   CPU has it, stopped once greedy accuracy on 64 validation problems reaches `--sft-target` (0.4;
@@ -27,6 +28,7 @@ under one learning-rate schedule. Everything runs in this process; the run folde
 
     python benchmarks/grpo_learning.py [--seed 0] [--grpo-steps 150] [--eval-every 25] [--keep runs/grpo-proof]
         [--sft-target 0.25 --mixed-steps 0 --grpo-steps 100]  # the fifth round's (docs/grpo-learning.md)
+        [--task addition-running --sft-target 0.6 --grpo-steps 100]  # the ninth round's
 """
 
 from __future__ import annotations
@@ -141,6 +143,12 @@ def main() -> None:
         default=0.25,
         help="share of the mixed set that keeps the worked steps",
     )
+    parser.add_argument(
+        "--task",
+        choices=["addition", "addition-running"],
+        default="addition",
+        help="the worked form: the demo's (the default), or each line ending with the answer's digits so far",
+    )
     parser.add_argument("--keep", type=Path, help="keep the run folder here")
     args = parser.parse_args()
     if args.eval_every < 1 or args.grpo_steps < 1 or args.grpo_steps % args.eval_every:
@@ -175,7 +183,7 @@ def main() -> None:
     )
     max_tokens = recipe.eval.max_new_tokens
     start = time.perf_counter()
-    train_file = synthesize("addition", NUM_PROBLEMS, recipe.data.inputs[0], seed=args.seed)
+    train_file = synthesize(args.task, NUM_PROBLEMS, recipe.data.inputs[0], seed=args.seed)
     held = synthesize("addition", 700, work / "held.jsonl", seed=10_000 + args.seed)
     seen = {json.loads(line)["question"] for line in train_file.read_text().splitlines()}
     rows = [line for line in held.read_text().splitlines() if json.loads(line)["question"] not in seen][:500]
@@ -203,7 +211,7 @@ def main() -> None:
         # reasoning, and GRPO has to teach it when reasoning pays (as in R1's mixed cold start)
         started = time.perf_counter()
         mixed_file = synthesize(
-            "addition",
+            args.task,
             NUM_PROBLEMS,
             work / "mixed.jsonl",
             seed=args.seed,

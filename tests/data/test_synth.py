@@ -125,3 +125,29 @@ def test_addition_with_a_mixed_cold_start(tmp_path):
     # An empty think block survives ingestion as "" (answered without thinking), not as no block at all.
     assistants = [rec["messages"][-1] for rec in ingest([path])]
     assert sum(m["reasoning"] == "" for m in assistants) == len(rows) - len(worked)
+
+
+def test_running_addition_writes_the_answer_so_far_on_each_line(tmp_path):
+    import json
+
+    from r1kit.data.synth import synthesize
+
+    def rows(task):
+        path = synthesize(task, 300, tmp_path / f"{task}.jsonl", difficulty="medium", seed=5)
+        return [json.loads(line) for line in path.read_text().splitlines()]
+
+    plain, running = rows("addition"), rows("addition-running")
+    assert [r["question"] for r in running] == [r["question"] for r in plain]  # same seed, same problems
+    for p, r in zip(plain, running):
+        assert r["answer"] == p["answer"] and r["solution"] == p["solution"]
+        assert (r["task"], p["task"]) == ("addition-running", "addition")
+        lines = [line.split(" | ") for line in r["reasoning"].splitlines()]
+        # the plain form's lines, each followed by the answer's digits so far; the last one is the answer
+        assert [work for work, _ in lines] == p["reasoning"].splitlines()
+        so_far = [digits for _, digits in lines]
+        assert so_far[-1] == r["answer"]
+        for i, (work, digits) in enumerate(lines):
+            total = work.rsplit("=", 1)[1]
+            previous = so_far[i - 1] if i else ""
+            assert digits == (total if i == len(lines) - 1 else total[-1]) + previous
+    assert any(len(r["reasoning"].splitlines()) == 4 and r["answer"].startswith("1") for r in running)

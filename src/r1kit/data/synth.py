@@ -3,7 +3,8 @@
 - arithmetic: multi-digit addition, subtraction and multiplication, solved the way a person does it on
   paper (column addition with carries, place-value subtraction, partial products).
 - addition: two 2-4-digit numbers added column by column in a compact form (`1597+806: 7+6=13`,
-  `159+80: 9+0+1=10`), for small models (the GRPO learning benchmark).
+  `159+80: 9+0+1=10`), for small models (the demo); `addition-running` also ends each line with the answer's
+  digits so far (`1597+806: 7+6=13 | 3`, `159+80: 9+0+1=10 | 03`; the GRPO learning benchmark).
 - countdown: reach a target with some of the given numbers and + - × ÷ (each number at most once), the task
   of the R1-Zero reproductions; any expression that evaluates to the target is correct.
 
@@ -116,32 +117,46 @@ def arithmetic_problem(rng: random.Random, level: Difficulty) -> dict:
 ADDITION_DIGITS = {"easy": (2, 2), "medium": (2, 4), "hard": (3, 6)}
 
 
-def addition_problem(rng: random.Random, level: Difficulty) -> dict:
+def addition_problem(rng: random.Random, level: Difficulty, *, running: bool = False) -> dict:
     """Addition of two 2-4-digit numbers (by difficulty), worked one column per line: the numbers still to add,
     then their last digits with the carry (`1597+806: 7+6=13`, `159+80: 9+0+1=10`, ...).
 
     Naming the remaining numbers on each line keeps every lookup local: the digits a line adds are the last ones
     of the numbers it has just written, and the next line copies those numbers less their last digit. A small
     model learns this far sooner than lines that must find the i-th digit from the right in the question (on
-    our 2-core machines, 38% held-out accuracy after 750 SFT steps against ~20%)."""
+    our 2-core machines, 38% held-out accuracy after 750 SFT steps against ~20%).
+
+    `running` (the `addition-running` task) ends each line with the answer's digits so far (`1597+806: 7+6=13 |
+    3`, `159+80: 9+0+1=10 | 03`, ...; the last line's whole sum), so that the answer is a copy of the last line
+    rather than the last digits of every line read backwards, which is where small models trained on the plain
+    form go wrong most (docs/grpo-learning.md, ninth round). The same seed gives the same problems either way."""
     low_digits, high_digits = ADDITION_DIGITS[level.name]
     a, b = (
         rng.randint(10 ** (d - 1), 10**d - 1)
         for d in (rng.randint(low_digits, high_digits), rng.randint(low_digits, high_digits))
     )
-    lines, carry, left, right = [], 0, a, b
+    lines, carry, left, right, written = [], 0, a, b, ""
     while left or right:
         x, y = left % 10, right % 10
         total = x + y + carry
-        lines.append(f"{left}+{right}: {x}+{y}" + (f"+{carry}" if carry else "") + f"={total}")
+        line = f"{left}+{right}: {x}+{y}" + (f"+{carry}" if carry else "") + f"={total}"
+        if running:
+            last = not (left // 10 or right // 10)
+            written = str(total if last else total % 10) + written
+            line += f" | {written}"
+        lines.append(line)
         carry, left, right = total // 10, left // 10, right // 10
     return {
         "question": f"What is {a} + {b}?",
         "answer": str(a + b),
         "reasoning": "\n".join(lines),
         "solution": f"\\boxed{{{a + b}}}",
-        "task": "addition",
+        "task": "addition-running" if running else "addition",
     }
+
+
+def running_addition_problem(rng: random.Random, level: Difficulty) -> dict:
+    return addition_problem(rng, level, running=True)
 
 
 # -------------------------------------------------------------------------------------------- countdown
@@ -195,7 +210,12 @@ def countdown_problem(rng: random.Random, level: Difficulty) -> dict:
     }
 
 
-TASKS = {"arithmetic": arithmetic_problem, "addition": addition_problem, "countdown": countdown_problem}
+TASKS = {
+    "arithmetic": arithmetic_problem,
+    "addition": addition_problem,
+    "addition-running": running_addition_problem,
+    "countdown": countdown_problem,
+}
 
 
 def synthesize(
