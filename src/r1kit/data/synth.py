@@ -3,8 +3,8 @@
 - arithmetic: multi-digit addition, subtraction and multiplication, solved the way a person does it on
   paper (column addition with carries, place-value subtraction, partial products).
 - addition: two 2-4-digit numbers added column by column in a compact form (`1597+806: 7+6=13`,
-  `159+80: 9+0+1=10`), for small models (the demo); `addition-running` also ends each line with the answer's
-  digits so far (`1597+806: 7+6=13 | 3`, `159+80: 9+0+1=10 | 03`; the GRPO learning benchmark).
+  `159+80: 9+0+1=10`), for small models (the demo and the GRPO learning benchmark); `addition-running` also
+  ends each line with the answer's digits so far (`1597+806: 7+6=13 | 3`, `159+80: 9+0+1=10 | 03`).
 - countdown: reach a target with some of the given numbers and + - × ÷ (each number at most once), the task
   of the R1-Zero reproductions; any expression that evaluates to the target is correct.
 
