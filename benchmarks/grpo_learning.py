@@ -3,7 +3,8 @@ after RL, on a CPU.
 
 The recipe is the demo's (`r1kit.demo.demo_recipe`), run longer, with a mixed phase:
 - data: 4,000 `addition` problems, each with its worked `<think>` solution (one column per line, naming the
-  numbers still to add; `--task addition-running`: each line also ending with the answer's digits so far);
+  numbers still to add; `--task addition-labelled`: each line starting with a letter, `a` for the ones
+  column; `--task addition-running`: each line also ending with the answer's digits so far);
   500 held-out problems, disjoint from training;
 - model: a new `mini-qwen2` (~3.3M parameters) with a 512-token tokenizer (digits are single tokens);
 - cold-start SFT: packed rows of 512 tokens, 2 per step, constant learning rate 1e-3, bf16 autocast where the
@@ -29,6 +30,7 @@ under one learning-rate schedule. Everything runs in this process; the run folde
     python benchmarks/grpo_learning.py [--seed 0] [--grpo-steps 150] [--eval-every 25] [--keep runs/grpo-proof]
         [--sft-target 0.25 --mixed-steps 0 --grpo-steps 100]  # the fifth round's (docs/grpo-learning.md)
         [--task addition-running --sft-target 0.6 --grpo-steps 100]  # the ninth round's
+        [--task addition-labelled --sft-target 0.6 --grpo-steps 100]  # the tenth round's
 """
 
 from __future__ import annotations
@@ -145,9 +147,10 @@ def main() -> None:
     )
     parser.add_argument(
         "--task",
-        choices=["addition", "addition-running"],
+        choices=["addition", "addition-running", "addition-labelled"],
         default="addition",
-        help="the worked form: the demo's (the default), or each line ending with the answer's digits so far",
+        help="the worked form: the demo's (the default), each line lettered, or each line ending with the answer's "
+        "digits so far",
     )
     parser.add_argument("--keep", type=Path, help="keep the run folder here")
     args = parser.parse_args()

@@ -238,7 +238,9 @@ def data_clean(
 
 @data_app.command("synth")
 def data_synth(
-    task: Annotated[str, typer.Option(help="arithmetic, addition, addition-running or countdown.")],
+    task: Annotated[
+        str, typer.Option(help="arithmetic, addition, addition-labelled, addition-running or countdown.")
+    ],
     n: Annotated[int, typer.Option("--n", help="Number of problems.")],
     out_path: Annotated[Path, typer.Option("--out", help="JSONL file to write.")],
     difficulty: Annotated[str, typer.Option(help="easy, medium or hard.")] = "medium",

@@ -151,3 +151,28 @@ def test_running_addition_writes_the_answer_so_far_on_each_line(tmp_path):
             previous = so_far[i - 1] if i else ""
             assert digits == (total if i == len(lines) - 1 else total[-1]) + previous
     assert any(len(r["reasoning"].splitlines()) == 4 and r["answer"].startswith("1") for r in running)
+
+
+def test_labelled_addition_letters_each_line_from_the_ones_column(tmp_path):
+    import json
+    import string
+
+    from r1kit.data.synth import synthesize
+
+    def rows(task, difficulty):
+        path = synthesize(task, 200, tmp_path / f"{task}-{difficulty}.jsonl", difficulty=difficulty, seed=5)
+        return [json.loads(line) for line in path.read_text().splitlines()]
+
+    for difficulty in ("medium", "hard"):  # hard: up to 6 columns
+        plain, labelled = rows("addition", difficulty), rows("addition-labelled", difficulty)
+        assert [r["question"] for r in labelled] == [r["question"] for r in plain]  # same seed, same problems
+        for p, r in zip(plain, labelled):
+            assert (r["answer"], r["solution"], r["task"]) == (
+                p["answer"],
+                p["solution"],
+                "addition-labelled",
+            )
+            lines = r["reasoning"].splitlines()
+            assert [line.split(" ", 1)[0] for line in lines] == list(string.ascii_lowercase[: len(lines)])
+            assert [line.split(" ", 1)[1] for line in lines] == p["reasoning"].splitlines()
+    assert max(len(r["reasoning"].splitlines()) for r in labelled) == 6

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import random
+import string
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -117,7 +118,7 @@ def arithmetic_problem(rng: random.Random, level: Difficulty) -> dict:
 ADDITION_DIGITS = {"easy": (2, 2), "medium": (2, 4), "hard": (3, 6)}
 
 
-def addition_problem(rng: random.Random, level: Difficulty, *, running: bool = False) -> dict:
+def addition_problem(rng: random.Random, level: Difficulty, *, form: str = "addition") -> dict:
     """Addition of two 2-4-digit numbers (by difficulty), worked one column per line: the numbers still to add,
     then their last digits with the carry (`1597+806: 7+6=13`, `159+80: 9+0+1=10`, ...).
 
@@ -126,24 +127,32 @@ def addition_problem(rng: random.Random, level: Difficulty, *, running: bool = F
     model learns this far sooner than lines that must find the i-th digit from the right in the question (on
     our 2-core machines, 38% held-out accuracy after 750 SFT steps against ~20%).
 
-    `running` (the `addition-running` task) ends each line with the answer's digits so far (`1597+806: 7+6=13 |
-    3`, `159+80: 9+0+1=10 | 03`, ...; the last line's whole sum), so that the answer is a copy of the last line
-    rather than the last digits of every line read backwards, which is where small models trained on the plain
-    form go wrong most (docs/grpo-learning.md, ninth round). The same seed gives the same problems either way."""
+    The answer is the last digit of every line read backwards (the last line's whole sum), which is where small
+    models trained on this form go wrong most: a line read twice or skipped (docs/grpo-learning.md, ninth and
+    tenth rounds). Two forms make that step explicit (the same seed gives the same problems in every form):
+    - `addition-labelled` starts each line with a letter, `a` for the ones column (`a 1597+806: 7+6=13`,
+      `b 159+80: 9+0+1=10`, ...), so that the answer's next digit comes from the line lettered one before the
+      last one read: a lookup by content rather than by counting lines;
+    - `addition-running` ends each line with the answer's digits so far (`1597+806: 7+6=13 | 3`,
+      `159+80: 9+0+1=10 | 03`, ...), so that the answer is a copy of the last line, at the cost of longer
+      lines to learn."""
     low_digits, high_digits = ADDITION_DIGITS[level.name]
     a, b = (
         rng.randint(10 ** (d - 1), 10**d - 1)
         for d in (rng.randint(low_digits, high_digits), rng.randint(low_digits, high_digits))
     )
-    lines, carry, left, right, written = [], 0, a, b, ""
+    lines: list[str] = []
+    carry, left, right, written = 0, a, b, ""
     while left or right:
         x, y = left % 10, right % 10
         total = x + y + carry
         line = f"{left}+{right}: {x}+{y}" + (f"+{carry}" if carry else "") + f"={total}"
-        if running:
+        if form == "addition-running":
             last = not (left // 10 or right // 10)
             written = str(total if last else total % 10) + written
             line += f" | {written}"
+        elif form == "addition-labelled":
+            line = f"{string.ascii_lowercase[len(lines)]} {line}"
         lines.append(line)
         carry, left, right = total // 10, left // 10, right // 10
     return {
@@ -151,12 +160,16 @@ def addition_problem(rng: random.Random, level: Difficulty, *, running: bool = F
         "answer": str(a + b),
         "reasoning": "\n".join(lines),
         "solution": f"\\boxed{{{a + b}}}",
-        "task": "addition-running" if running else "addition",
+        "task": form,
     }
 
 
 def running_addition_problem(rng: random.Random, level: Difficulty) -> dict:
-    return addition_problem(rng, level, running=True)
+    return addition_problem(rng, level, form="addition-running")
+
+
+def labelled_addition_problem(rng: random.Random, level: Difficulty) -> dict:
+    return addition_problem(rng, level, form="addition-labelled")
 
 
 # -------------------------------------------------------------------------------------------- countdown
@@ -214,6 +227,7 @@ TASKS = {
     "arithmetic": arithmetic_problem,
     "addition": addition_problem,
     "addition-running": running_addition_problem,
+    "addition-labelled": labelled_addition_problem,
     "countdown": countdown_problem,
 }
 
