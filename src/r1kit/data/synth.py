@@ -3,8 +3,9 @@
 - arithmetic: multi-digit addition, subtraction and multiplication, solved the way a person does it on
   paper (column addition with carries, place-value subtraction, partial products).
 - addition: two 2-4-digit numbers added column by column in a compact form (`1597+806: 7+6=13`,
-  `159+80: 9+0+1=10`), for small models (the demo and the GRPO learning benchmark); `addition-running` also
-  ends each line with the answer's digits so far (`1597+806: 7+6=13 | 3`, `159+80: 9+0+1=10 | 03`).
+  `159+80: 9+0+1=10`), for small models (the demo and the GRPO learning benchmark); `addition-labelled`
+  starts each line with a letter from the ones column (`a 1597+806: 7+6=13`), `addition-running` ends each
+  line with the answer's digits so far (`1597+806: 7+6=13 | 3`, `159+80: 9+0+1=10 | 03`).
 - countdown: reach a target with some of the given numbers and + - × ÷ (each number at most once), the task
   of the R1-Zero reproductions; any expression that evaluates to the target is correct.
 
@@ -21,6 +22,7 @@ import string
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Literal
 
 from r1kit.errors import UserError
 from r1kit.models.tokenizer import THINK_CLOSE, THINK_OPEN
@@ -118,7 +120,10 @@ def arithmetic_problem(rng: random.Random, level: Difficulty) -> dict:
 ADDITION_DIGITS = {"easy": (2, 2), "medium": (2, 4), "hard": (3, 6)}
 
 
-def addition_problem(rng: random.Random, level: Difficulty, *, form: str = "addition") -> dict:
+AdditionForm = Literal["addition", "addition-labelled", "addition-running"]
+
+
+def addition_problem(rng: random.Random, level: Difficulty, *, form: AdditionForm = "addition") -> dict:
     """Addition of two 2-4-digit numbers (by difficulty), worked one column per line: the numbers still to add,
     then their last digits with the carry (`1597+806: 7+6=13`, `159+80: 9+0+1=10`, ...).
 
