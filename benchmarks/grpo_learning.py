@@ -40,6 +40,9 @@ import json
 import tempfile
 import time
 from pathlib import Path
+from typing import get_args
+
+from r1kit.data.synth import AdditionForm
 
 
 def held_out_problems(path: Path):
@@ -147,7 +150,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--task",
-        choices=["addition", "addition-running", "addition-labelled"],
+        choices=get_args(AdditionForm),
         default="addition",
         help="the worked form: the demo's (the default), each line lettered, or each line ending with the answer's "
         "digits so far",

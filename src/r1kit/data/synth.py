@@ -19,10 +19,12 @@ from __future__ import annotations
 import json
 import random
 import string
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
+from functools import partial
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from r1kit.errors import UserError
 from r1kit.models.tokenizer import THINK_CLOSE, THINK_OPEN
@@ -169,14 +171,6 @@ def addition_problem(rng: random.Random, level: Difficulty, *, form: AdditionFor
     }
 
 
-def running_addition_problem(rng: random.Random, level: Difficulty) -> dict:
-    return addition_problem(rng, level, form="addition-running")
-
-
-def labelled_addition_problem(rng: random.Random, level: Difficulty) -> dict:
-    return addition_problem(rng, level, form="addition-labelled")
-
-
 # -------------------------------------------------------------------------------------------- countdown
 
 
@@ -228,11 +222,9 @@ def countdown_problem(rng: random.Random, level: Difficulty) -> dict:
     }
 
 
-TASKS = {
+TASKS: dict[str, Callable[[random.Random, Difficulty], dict]] = {
     "arithmetic": arithmetic_problem,
-    "addition": addition_problem,
-    "addition-running": running_addition_problem,
-    "addition-labelled": labelled_addition_problem,
+    **{form: partial(addition_problem, form=form) for form in get_args(AdditionForm)},
     "countdown": countdown_problem,
 }
 
