@@ -7,9 +7,10 @@ The recipe is the demo's (`r1kit.demo.demo_recipe`), run longer, with a mixed ph
   column; `--task addition-running`: each line also ending with the answer's digits so far);
   500 held-out problems, disjoint from training;
 - model: a new `mini-qwen2` (~3.3M parameters) with a 512-token tokenizer (digits are single tokens);
-- cold-start SFT: packed rows of 512 tokens, 2 per step, constant learning rate 1e-3, bf16 autocast where the
-  CPU has it, stopped once greedy accuracy on 64 validation problems reaches `--sft-target` (0.4;
-  `train.stop_at_metric`);
+- cold-start SFT: packed rows of 512 tokens, 2 per step, a learning rate of 1e-3 decaying on a cosine to 0 at
+  `--sft-steps` (1,200; `--sft-schedule constant`: as before the eleventh round), AdamW weight decay
+  `--weight-decay` (0.1, in every stage; 0 before the eleventh round), bf16 autocast where the CPU has it,
+  stopped once greedy accuracy on 64 validation problems reaches `--sft-target` (0.9; `train.stop_at_metric`);
 - then `--mixed-steps` (100) more SFT steps at `--mixed-learning-rate` (3e-4) on a mixed set of the same
   problems, where `--reasoning-share` (25%) of the solutions keep their worked steps and the others answer after
   an empty think block, as in the R1 recipe: the greedy answer learns to skip the reasoning, while sampled
@@ -17,7 +18,7 @@ The recipe is the demo's (`r1kit.demo.demo_recipe`), run longer, with a mixed ph
   counted from this checkpoint; its line also says how often it reasons when sampled and how often it is right
   when it does (`--mixed-steps 0` leaves the phase out, as before 2026-12-01);
 - GRPO: 8 prompts x 8 completions, temperature 1.0, no KL (beta 0), the DAPO loss, a learning rate of
-  `--grpo-learning-rate` (1.5e-4) decaying linearly to 0 at `--grpo-steps` (150; `--grpo-schedule constant`: as
+  `--grpo-learning-rate` (1.5e-4) decaying linearly to 0 at `--grpo-steps` (50; `--grpo-schedule constant`: as
   before 2026-12-01), and two rewards: exact-answer accuracy, and `steps` (`--steps-reward`, 1.0), the share of
   the reference solution's worked lines the completion reproduces.
 
@@ -27,10 +28,15 @@ far and one evaluation; the evaluations in between are not counted). GRPO is one
 evaluates every `--eval-every` steps (restoring the random generators after), so the curve is that of one run
 under one learning-rate schedule. Everything runs in this process; the run folder is kept with `--keep DIR`.
 
-    python benchmarks/grpo_learning.py [--seed 0] [--grpo-steps 150] [--eval-every 25] [--keep runs/grpo-proof]
-        [--sft-target 0.25 --mixed-steps 0 --grpo-steps 100]  # the fifth round's (docs/grpo-learning.md)
-        [--task addition-running --sft-target 0.6 --grpo-steps 100]  # the ninth round's
-        [--task addition-labelled --sft-target 0.6 --grpo-steps 100]  # the tenth round's
+    python benchmarks/grpo_learning.py [--seed 0] [--grpo-steps 50] [--eval-every 25] [--keep runs/grpo-proof]
+
+The rounds before the eleventh (docs/grpo-learning.md) ran a constant-rate cold start without weight decay; their
+commands are `OLD = --sft-schedule constant --sft-steps 2000 --weight-decay 0`, then:
+
+        OLD --sft-target 0.4 --grpo-steps 150  # the eighth round's default
+        OLD --sft-target 0.25 --mixed-steps 0 --grpo-steps 100  # the fifth round's
+        OLD --task addition-running --sft-target 0.6 --grpo-steps 100  # the ninth round's
+        OLD --task addition-labelled --sft-target 0.6 --grpo-steps 100  # the tenth round's
 """
 
 from __future__ import annotations
@@ -40,9 +46,12 @@ import json
 import tempfile
 import time
 from pathlib import Path
-from typing import get_args
+from typing import TYPE_CHECKING, get_args
 
 from r1kit.data.synth import AdditionForm
+
+if TYPE_CHECKING:
+    from r1kit.train.sft import TrainResult
 
 
 def held_out_problems(path: Path):
@@ -66,6 +75,17 @@ def greedy_accuracy(model_dir: Path, problems, max_new_tokens: int) -> float:
         return run_generation_suite("held-out", problems, backend, cfg, seed=0)["accuracy"]
     finally:
         backend.close()
+
+
+def finished(result: TrainResult) -> Path:
+    """The final model of an SFT run; a run stopped by a signal (SIGTERM, SIGINT) ends the benchmark, with its
+    checkpoint kept."""
+    if result.final_dir is None:
+        raise SystemExit(
+            f"{result.run_dir.name} stopped by {result.stopped_by} at step {result.global_step}; its checkpoint is "
+            f"in {result.run_dir}"
+        )
+    return result.final_dir
 
 
 def held_out_every(every: int, problems, max_new_tokens: int, snapshot: Path, report):
@@ -122,8 +142,20 @@ def reasoning_profile(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--sft-target", type=float, default=0.4, help="validation accuracy that ends SFT")
-    parser.add_argument("--grpo-steps", type=int, default=150)
+    parser.add_argument("--sft-target", type=float, default=0.9, help="validation accuracy that ends SFT")
+    parser.add_argument(
+        "--sft-schedule",
+        choices=["cosine", "constant"],
+        default="cosine",
+        help="the cold start's learning rate: decaying on a cosine to 0 at --sft-steps, or constant",
+    )
+    parser.add_argument(
+        "--sft-steps", type=int, default=1200, help="most cold-start steps (the cosine's length)"
+    )
+    parser.add_argument(
+        "--weight-decay", type=float, default=0.1, help="AdamW weight decay in every stage (0: none)"
+    )
+    parser.add_argument("--grpo-steps", type=int, default=50)
     parser.add_argument("--eval-every", type=int, default=25, help="GRPO steps between held-out evaluations")
     parser.add_argument("--grpo-learning-rate", type=float, default=1.5e-4)
     parser.add_argument(
@@ -159,6 +191,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.eval_every < 1 or args.grpo_steps < 1 or args.grpo_steps % args.eval_every:
         parser.error("--grpo-steps must be a positive multiple of --eval-every")
+    if args.sft_steps < 1 or args.weight_decay < 0:
+        parser.error("--sft-steps must be at least 1 and --weight-decay at least 0")
     if args.mixed_steps < 0 or not 0.0 <= args.reasoning_share <= 1.0:
         parser.error("--mixed-steps must be at least 0 and --reasoning-share within [0, 1]")
 
@@ -179,7 +213,9 @@ def main() -> None:
         [
             f"seed={args.seed}",
             f"train.stop_at_metric={args.sft_target}",
-            "train.max_steps=2000",
+            f"train.max_steps={args.sft_steps}",
+            f"train.lr_scheduler={args.sft_schedule}",
+            f"train.weight_decay={args.weight_decay}",
             f"grpo.learning_rate={args.grpo_learning_rate}",
             f"grpo.rewards={{accuracy: 1.0, steps: {args.steps_reward}}}"
             if args.steps_reward
@@ -204,14 +240,14 @@ def main() -> None:
     sft_result = train_sft(sft_recipe, work / "sft")
     trained = time.perf_counter()
     cold_start_seconds = trained - start  # data, tokenizer and SFT
-    sft_accuracy = greedy_accuracy(sft_result.final_dir, problems, max_tokens)
+    sft_accuracy = greedy_accuracy(finished(sft_result), problems, max_tokens)
     eval_seconds = time.perf_counter() - trained
     print(
         f"\nseed {args.seed}: held-out greedy accuracy on {len(problems)} problems; after SFT "
         f"({sft_result.global_step} steps, {trained - prepared:.0f} s): {100 * sft_accuracy:.1f}%",
         flush=True,
     )
-    cold_start, start_accuracy = sft_result.final_dir, sft_accuracy
+    cold_start, start_accuracy = finished(sft_result), sft_accuracy
     if args.mixed_steps:
         # the same problems, most of them answered after an empty think block: the model learns to skip
         # reasoning, and GRPO has to teach it when reasoning pays (as in R1's mixed cold start)
@@ -241,7 +277,7 @@ def main() -> None:
         mixed_recipe = stage_recipe(
             recipe, mixed_stage, Current(str(cold_start), str(work / "mixed-data")), work / "mixed"
         )
-        cold_start = train_sft(mixed_recipe, work / "mixed").final_dir
+        cold_start = finished(train_sft(mixed_recipe, work / "mixed"))
         cold_start_seconds += time.perf_counter() - started  # not the all-worked checkpoint's evaluation
         start_accuracy = greedy_accuracy(cold_start, problems, max_tokens)
         share, accuracy = reasoning_profile(cold_start, problems[:200], max_tokens)

@@ -4,7 +4,8 @@ doctor → 4,000 synthetic addition problems with worked solutions → cleaning 
 new mini Qwen2 (the R1-Distill architecture) → cold-start SFT, stopped once a quarter of the validation problems
 come out right → held-out accuracy → GRPO with the accuracy reward → held-out accuracy, speed and plots → int8
 export → the server, asked one question through the official OpenAI client, then stopped → `report.md`, where
-every figure is measured in this run. The recipe is `benchmarks/grpo_learning.py`'s, shortened.
+every figure is measured in this run. `benchmarks/grpo_learning.py` runs this recipe longer, with weight decay
+and a decaying rate in the cold start and a mixed phase before GRPO.
 """
 
 from __future__ import annotations
