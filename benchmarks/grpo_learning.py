@@ -240,14 +240,15 @@ def main() -> None:
     sft_result = train_sft(sft_recipe, work / "sft")
     trained = time.perf_counter()
     cold_start_seconds = trained - start  # data, tokenizer and SFT
-    sft_accuracy = greedy_accuracy(finished(sft_result), problems, max_tokens)
+    cold_start = finished(sft_result)
+    sft_accuracy = greedy_accuracy(cold_start, problems, max_tokens)
     eval_seconds = time.perf_counter() - trained
     print(
         f"\nseed {args.seed}: held-out greedy accuracy on {len(problems)} problems; after SFT "
         f"({sft_result.global_step} steps, {trained - prepared:.0f} s): {100 * sft_accuracy:.1f}%",
         flush=True,
     )
-    cold_start, start_accuracy = finished(sft_result), sft_accuracy
+    start_accuracy = sft_accuracy
     if args.mixed_steps:
         # the same problems, most of them answered after an empty think block: the model learns to skip
         # reasoning, and GRPO has to teach it when reasoning pays (as in R1's mixed cold start)
