@@ -43,15 +43,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, get_args
+from typing import get_args
 
 from r1kit.data.synth import AdditionForm
-
-if TYPE_CHECKING:
-    from r1kit.train.sft import TrainResult
 
 
 def held_out_problems(path: Path):
@@ -75,17 +73,6 @@ def greedy_accuracy(model_dir: Path, problems, max_new_tokens: int) -> float:
         return run_generation_suite("held-out", problems, backend, cfg, seed=0)["accuracy"]
     finally:
         backend.close()
-
-
-def finished(result: TrainResult) -> Path:
-    """The final model of an SFT run; a run stopped by a signal (SIGTERM, SIGINT) ends the benchmark, with its
-    checkpoint kept."""
-    if result.final_dir is None:
-        raise SystemExit(
-            f"{result.run_dir.name} stopped by {result.stopped_by} at step {result.global_step}; its checkpoint is "
-            f"in {result.run_dir}"
-        )
-    return result.final_dir
 
 
 def held_out_every(every: int, problems, max_new_tokens: int, snapshot: Path, report):
@@ -240,7 +227,7 @@ def main() -> None:
     sft_result = train_sft(sft_recipe, work / "sft")
     trained = time.perf_counter()
     cold_start_seconds = trained - start  # data, tokenizer and SFT
-    cold_start = finished(sft_result)
+    cold_start = sft_result.final()
     sft_accuracy = greedy_accuracy(cold_start, problems, max_tokens)
     eval_seconds = time.perf_counter() - trained
     print(
@@ -278,7 +265,7 @@ def main() -> None:
         mixed_recipe = stage_recipe(
             recipe, mixed_stage, Current(str(cold_start), str(work / "mixed-data")), work / "mixed"
         )
-        cold_start = finished(train_sft(mixed_recipe, work / "mixed"))
+        cold_start = train_sft(mixed_recipe, work / "mixed").final()
         cold_start_seconds += time.perf_counter() - started  # not the all-worked checkpoint's evaluation
         start_accuracy = greedy_accuracy(cold_start, problems, max_tokens)
         share, accuracy = reasoning_profile(cold_start, problems[:200], max_tokens)
@@ -305,4 +292,9 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from r1kit.errors import UserError
+
+    try:
+        main()
+    except UserError as error:  # a bad recipe value, or a training stage stopped by a signal
+        sys.exit(f"error: {error}")

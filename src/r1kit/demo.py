@@ -48,6 +48,9 @@ GRPO_STAGE = [
 ]
 """The GRPO stage's overrides of the SFT settings (`pipeline.stages` in the demo's recipe)."""
 
+AFRESH = "run the demo again (it trains afresh)"
+"""What to do after a training stage of the demo was stopped by a signal."""
+
 
 @dataclass
 class DemoResult:
@@ -190,16 +193,15 @@ def run_demo(out_dir: str | Path, overrides: list[str] = ()) -> DemoResult:
         f"(at most {t.max_steps} steps)",
     )
     sft = train_sft(sft_recipe, out_dir / "sft")
-    if sft.final_dir is None:
-        raise UserError(f"SFT stopped by {sft.stopped_by} at step {sft.global_step}")
+    sft_model = sft.final(AFRESH)
 
     steps.start("eval after SFT", "greedy accuracy on the held-out problems")
     only_heldout = sft_recipe.model_copy(deep=True)
     only_heldout.eval.suites = ["heldout"]
-    before = run_eval(only_heldout, out_dir / "eval-sft", model_dir=sft.final_dir, curves_from=sft.run_dir)
+    before = run_eval(only_heldout, out_dir / "eval-sft", model_dir=sft_model, curves_from=sft.run_dir)
 
     grpo_recipe = stage_recipe(
-        recipe, grpo_stage, Current(str(sft.final_dir), recipe.train.dataset), out_dir / "grpo"
+        recipe, grpo_stage, Current(str(sft_model), recipe.train.dataset), out_dir / "grpo"
     )
     g = grpo_recipe.grpo
     steps.start(
@@ -208,21 +210,18 @@ def run_demo(out_dir: str | Path, overrides: list[str] = ()) -> DemoResult:
         f"prompts x {g.num_generations} completions, rewarded for correct answers",
     )
     grpo = train_grpo(grpo_recipe, out_dir / "grpo")
-    if grpo.final_dir is None:
-        raise UserError(f"GRPO stopped by {grpo.stopped_by} at step {grpo.global_step}")
+    grpo_model = grpo.final(AFRESH)
 
     # The server starts now and loads while the evaluation and the export run: most of its start is Python
     # imports on one core, beside the evaluation's two threads.
-    with serve_in_background(grpo.final_dir) as server:
+    with serve_in_background(grpo_model) as server:
         steps.start("eval after GRPO", "held-out accuracy and speed, with plots")
-        evaluation = run_eval(
-            grpo_recipe, out_dir / "eval", model_dir=grpo.final_dir, curves_from=grpo.run_dir
-        )
+        evaluation = run_eval(grpo_recipe, out_dir / "eval", model_dir=grpo_model, curves_from=grpo.run_dir)
 
         steps.start("export", recipe.export.quantize)
         shutil.rmtree(out_dir / "model-int8", ignore_errors=True)
         exported = export(
-            grpo.final_dir, out_dir / "model-int8", quantize=recipe.export.quantize, speed_tokens=16
+            grpo_model, out_dir / "model-int8", quantize=recipe.export.quantize, speed_tokens=16
         )
 
         steps.start("serve", "one question through the OpenAI API")

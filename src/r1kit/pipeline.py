@@ -77,11 +77,7 @@ def run_stage(stage: str, recipe: Recipe, stage_dir: Path, current: Current) -> 
             from r1kit.train.grpo import train_grpo
 
             result = train_grpo(recipe, stage_dir, resume=resume)
-        if result.final_dir is None:
-            raise UserError(
-                f"stage {stage_dir.name} stopped by {result.stopped_by}; run the pipeline again to resume"
-            )
-        return Current(str(result.final_dir), current.dataset)
+        return Current(str(result.final("run the pipeline again to resume")), current.dataset)
     if current.model is None:
         raise UserError(
             f"pipeline stage {stage} needs a model: put a training stage before it, or set model.path"

@@ -1,6 +1,10 @@
 """`r1kit pipeline`: stages chained end to end, finished ones skipped on a re-run, changed ones refused."""
 
 import json
+import os
+import signal
+import threading
+import time
 
 import pytest
 
@@ -70,3 +74,38 @@ def test_an_interrupted_training_stage_resumes(recipe_for, tmp_path):
     ]
     assert steps == [1, 2, 3, 4]  # steps 1-2 from the first run, 3-4 resumed, none repeated
     assert records[0]["model"] == str(stage_dir / "final")
+
+
+def test_a_training_stage_stopped_by_a_signal_says_where_its_checkpoint_is(recipe_for, tmp_path):
+    stage_dir = tmp_path / "run" / "01-sft"
+    recipe = recipe_for(
+        "train.max_steps=100000", "train.save_steps=50000", "train.eval_steps=50000", "pipeline.stages=[sft]"
+    )
+    done = threading.Event()
+
+    def terminate_once_training():  # as a spot instance's pre-emption would, from outside the training loop
+        deadline = time.time() + 120
+        while not done.is_set() and time.time() < deadline:
+            metrics = stage_dir / "metrics.jsonl"
+            if metrics.exists() and metrics.read_text().count('"train"') >= 2:
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+            time.sleep(0.1)
+
+    # a signal that comes after the run, should the run end early, reaches this no-op, not pytest's default
+    previous = signal.signal(signal.SIGTERM, lambda *_: None)
+    thread = threading.Thread(target=terminate_once_training)
+    thread.start()
+    try:
+        with pytest.raises(UserError) as raised:
+            run_pipeline(recipe, tmp_path / "run")
+    finally:
+        done.set()
+        thread.join()
+        signal.signal(signal.SIGTERM, previous)
+    (saved,) = [p for p in (stage_dir / "checkpoints").iterdir() if p.name.isdigit()]
+    assert str(raised.value) == (
+        f"01-sft stopped by SIGTERM at step {saved.name}; its checkpoint is in {stage_dir}; "
+        "run the pipeline again to resume"
+    )
+    assert (saved / "trainer_state.json").is_file() and not (stage_dir / "final").exists()

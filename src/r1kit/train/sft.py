@@ -65,6 +65,17 @@ class TrainResult:
     eval_tokens: TokenizeStats | None
     metrics: dict = field(default_factory=dict)
 
+    def final(self, then: str = "") -> Path:
+        """The final model folder. A run a signal stopped has none: that raises a UserError naming the stage,
+        the signal, the step and the checkpoint kept, followed by `then` (what to do next)."""
+        if self.final_dir is None:
+            raise UserError(
+                f"{self.run_dir.name} stopped by {self.stopped_by} at step {self.global_step}; its checkpoint is "
+                f"in {self.run_dir}" + (f"; {then}" if then else "")
+            )
+        return self.final_dir
+
+
 
 def resolve_resume(run_dir: Path, resume: str | None) -> Path | None:
     """The checkpoint to resume from: `auto` is the newest complete one (or none yet), else a given folder.
