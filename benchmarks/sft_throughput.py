@@ -7,11 +7,15 @@ the two alternate (A/B/A/B...) over several rounds so that a noisy, shared machi
 side by side: useful (non-padding) tokens per second and the process's peak resident memory, as medians, and
 their ratios. Baseline and target from the training issue: TRL's defaults (padding, batch 8; TRL 1.x also
 defaults to bf16 autocast, even with use_cpu, and to gradient checkpointing); r1kit should reach >= 3x the
-useful tokens/s at <= half the peak memory. On a CPU without native bf16 (AVX2 only), TRL's bf16 default runs
-PyTorch's reference bf16 GEMM: measured at ~13 useful tokens/s there against r1kit's fp32 ~240, a ratio that
-says more about that CPU than about either setup.
+useful tokens/s at <= half the peak memory.
 
-    python benchmarks/sft_throughput.py [--rounds 3] [--examples 256]
+Both sides train at the precision the device runs natively (`--trl-precision auto`, the default): TRL keeps its
+bf16 default on a GPU or a CPU with bf16 matrix instructions, and trains in fp32 elsewhere, as the issue's own
+baseline measurement did ("padding, fp32, batch 8"). On a CPU without native bf16 (AVX2 only), TRL's bf16 default
+runs PyTorch's reference bf16 GEMM: measured at ~13 useful tokens/s there against r1kit's fp32 ~240, a ratio that
+says more about that CPU than about either setup; `--trl-precision bf16` measures it anyway.
+
+    python benchmarks/sft_throughput.py [--rounds 3] [--examples 256] [--trl-precision auto|bf16|fp32]
 """
 
 from __future__ import annotations
@@ -115,8 +119,19 @@ def run_r1kit(workdir: Path, num_examples: int) -> dict:
     return {"tokens": result.train_tokens.num_tokens, "seconds": result.metrics["train_runtime"]}
 
 
-def run_trl(workdir: Path, num_examples: int) -> dict:
-    """TRL's SFTTrainer with its defaults (use_cpu on a machine without a GPU, as TRL requires there)."""
+def trl_precision(requested: str) -> str:
+    """The precision TRL's side trains in: `auto` keeps TRL's bf16 default where the device runs bf16 natively
+    (the precision r1kit's `auto` picks there too), else fp32."""
+    from r1kit.hardware import choose_precision
+
+    if requested != "auto":
+        return requested
+    return "bf16" if choose_precision("auto") == "bf16" else "fp32"
+
+
+def run_trl(workdir: Path, num_examples: int, precision: str = "bf16") -> dict:
+    """TRL's SFTTrainer with its defaults (use_cpu on a machine without a GPU, as TRL requires there), in
+    `precision` (bf16 is TRL's default)."""
     import torch
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -136,6 +151,7 @@ def run_trl(workdir: Path, num_examples: int) -> dict:
         save_strategy="no",
         logging_steps=1000,
         include_num_input_tokens_seen="non_padding",
+        bf16=precision == "bf16",
     )
     output = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer).train()
     return {"tokens": output.metrics["num_input_tokens_seen"], "seconds": output.metrics["train_runtime"]}
@@ -145,11 +161,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--examples", type=int, default=256)
+    parser.add_argument(
+        "--trl-precision",
+        choices=["auto", "bf16", "fp32"],
+        default="auto",
+        help="TRL's precision: auto (its bf16 default where the device runs bf16 natively, else fp32), bf16, fp32",
+    )
     parser.add_argument("--one", choices=["r1kit", "trl"], help=argparse.SUPPRESS)
     parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    from r1kit.hardware import choose_precision
+
+    precision, ours = trl_precision(args.trl_precision), choose_precision("auto")
     if args.one:
-        result = {"r1kit": run_r1kit, "trl": run_trl}[args.one](args.workdir, args.examples)
+        if args.one == "trl":
+            result = run_trl(args.workdir, args.examples, precision)
+        else:
+            result = run_r1kit(args.workdir, args.examples)
         result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(json.dumps(result))
         return
@@ -169,6 +197,8 @@ def main() -> None:
                         str(workdir),
                         "--examples",
                         str(args.examples),
+                        "--trl-precision",
+                        precision,
                     ],
                     capture_output=True,
                     text=True,
@@ -187,18 +217,18 @@ def main() -> None:
         name: {key: statistics.median(r[key] for r in runs) for key in ("tokens_per_second", "peak_rss_mib")}
         for name, runs in results.items()
     }
-    print(f"\n{'':28} {'useful tokens/s':>16} {'peak RSS MiB':>13}")
+    print(f"\n{'':32} {'useful tokens/s':>16} {'peak RSS MiB':>13}")
     print(
-        f"{'TRL SFTTrainer defaults':28} {medians['trl']['tokens_per_second']:>16.0f} "
+        f"{f'TRL SFTTrainer defaults, {precision}':32} {medians['trl']['tokens_per_second']:>16.0f} "
         f"{medians['trl']['peak_rss_mib']:>13.0f}"
     )
     print(
-        f"{'r1kit default SFT':28} {medians['r1kit']['tokens_per_second']:>16.0f} "
+        f"{f'r1kit default SFT, {ours}':32} {medians['r1kit']['tokens_per_second']:>16.0f} "
         f"{medians['r1kit']['peak_rss_mib']:>13.0f}"
     )
     speed = medians["r1kit"]["tokens_per_second"] / medians["trl"]["tokens_per_second"]
     memory = medians["r1kit"]["peak_rss_mib"] / medians["trl"]["peak_rss_mib"]
-    print(f"{'ratio (r1kit / TRL)':28} {speed:>15.2f}x {memory:>12.2f}x")
+    print(f"{'ratio (r1kit / TRL)':32} {speed:>15.2f}x {memory:>12.2f}x")
     print(
         f"medians of {args.rounds} interleaved rounds, {args.examples} examples each; "
         "target: >= 3x the tokens/s at <= 0.5x the memory"
