@@ -20,7 +20,8 @@ Per-device memory, in the terms the engines allocate it:
   with `eager` attention) the masked attention of packed rows also keeps each layer's fp32 softmax (heads x s x
   s); LoRA keeps each adapted layer's dropped-out input and its rank-r projection;
 - fp32 weights under bf16 autocast (CPU runs) also hold bf16 copies of the weights while computing;
-- the output head: TRL scores tokens in tiles, so only one tile of logits is alive;
+- the output head: TRL scores tokens in tiles, so only one tile of logits is alive; on CPUs, r1kit's head
+  (train/lm_head.py) holds one chunk of logits and keeps up to 256 MiB of probabilities for the backward;
 - GRPO: the reference model when the KL coefficient is not 0, and the rollouts' KV cache (transformers
   generation), or vLLM's reserved share of the GPU when it is colocated;
 - a fixed overhead: CUDA context, NCCL buffers and allocator slack on GPUs (`plan.overhead_gb`); on a CPU,
@@ -213,8 +214,13 @@ def memory_breakdown(
             tokens * adapter * (4 if on_cpu else element) * (1 if s.gradient_checkpointing else arch.layers)
         )
     parts["activations"] = acts
-    if on_cpu:
-        parts["output head tile"] = min(tokens, 256) * min(arch.vocab, 4096) * 4 * 5
+    if (
+        on_cpu
+    ):  # r1kit's CPU head: one chunk's fp32 logits and two temporaries, and the probabilities it keeps
+        from r1kit.train.lm_head import CHUNK_ELEMENTS, KEEP_ELEMENTS
+
+        logits = tokens * arch.vocab
+        parts["output head"] = (3 * min(logits, CHUNK_ELEMENTS) + min(logits, KEEP_ELEMENTS)) * 4
     else:
         parts["output head tile"] = min(tokens, 4096) * min(arch.vocab, 32768) * 4 * 2
     if s.weight_bytes == 4 and s.precision in ("bf16", "fp16") and s.method == "full" and not mixed:

@@ -68,6 +68,8 @@ def test_trl_scores_only_the_labelled_positions_with_the_cpu_head(monkeypatch):
     """Through TRL's own fused head: the loss and gradients of a model with r1kit's CPU head, scoring only the
     labelled positions, are those of TRL's head."""
     from transformers import Qwen2Config, Qwen2ForCausalLM
+    from trl.kernels import ChunkedLogProbFunction
+    from trl.kernels.chunked_logprob import _use_triton
     from trl.trainer import utils
 
     config = Qwen2Config(
@@ -87,10 +89,11 @@ def test_trl_scores_only_the_labelled_positions_with_the_cpu_head(monkeypatch):
         out.loss.backward()
         return out.loss.detach(), [p.grad for p in model.parameters()]
 
+    # TRL's own head, whatever an earlier training run in this process set; restored after the test
+    monkeypatch.setattr(utils, "_ChunkedLogProbFunction", ChunkedLogProbFunction)
+    monkeypatch.setattr(utils, "_use_triton", _use_triton)
     trl_loss, trl_grads = loss_and_grads()
     calls = []
-    monkeypatch.setattr(utils, "_ChunkedLogProbFunction", utils._ChunkedLogProbFunction)
-    monkeypatch.setattr(utils, "_use_triton", utils._use_triton)
     assert lm_head.use_for_cpu()
     counted = utils._ChunkedLogProbFunction.apply
     monkeypatch.setattr(
