@@ -64,6 +64,26 @@ def test_the_cpu_head_gives_the_plain_log_softmax(
         torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
 
 
+def test_the_cpu_head_under_bf16_autocast_multiplies_in_bf16_and_sums_gradients_in_fp32():
+    """As TRL does on CPUs: the logits from bf16 matrix products, the gradients summed in fp32; so the values
+    are those of a log-softmax over bf16 logits, and the gradients those of fp32 up to bf16's rounding."""
+    torch.manual_seed(0)
+    hidden = torch.randn(300, 64, requires_grad=True)
+    weight = (torch.randn(5000, 64) * 0.1).requires_grad_()
+    targets = torch.randint(0, 5000, (300,))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        log_probs = lm_head.CpuLogProbs.apply(hidden, weight, None, targets, 1.0, 4096, None, 1.0, ())[0]
+    log_probs.sum().backward()
+    bf16_logits = (hidden.bfloat16() @ weight.bfloat16().T).float()
+    expected = torch.log_softmax(bf16_logits, -1).gather(1, targets[:, None]).squeeze(1)
+    torch.testing.assert_close(log_probs.detach(), expected.detach(), rtol=1e-5, atol=1e-4)
+    grads = hidden.grad.clone(), weight.grad.clone()
+    hidden.grad = weight.grad = None
+    reference(hidden, weight, None, targets)[0].sum().backward()
+    torch.testing.assert_close(grads[0], hidden.grad, rtol=0.02, atol=0.02)
+    torch.testing.assert_close(grads[1], weight.grad, rtol=0.02, atol=0.02)
+
+
 def test_trl_scores_only_the_labelled_positions_with_the_cpu_head(monkeypatch):
     """Through TRL's own fused head: the loss and gradients of a model with r1kit's CPU head, scoring only the
     labelled positions, are those of TRL's head."""

@@ -73,9 +73,8 @@ class CpuLogProbs(torch.autograd.Function):
                 log_probs[rows] = z.gather(1, targets[rows, None]).squeeze(1) - log_z[rows]
                 if "mean_logits" in extra:
                     extra["mean_logits"][rows] = z.mean(dim=-1)
-                if (
-                    "is_top1" in extra
-                ):  # argmax gives the first maximum: a tie with an earlier token is not top-1
+                # argmax gives the first maximum: a tie with an earlier token is not top-1
+                if "is_top1" in extra:
                     extra["is_top1"][rows] = z.argmax(dim=-1) == targets[rows]
                 keep = keeping and (start + step) * weight.shape[0] <= KEEP_ELEMENTS
                 p = (
