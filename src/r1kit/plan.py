@@ -214,9 +214,8 @@ def memory_breakdown(
             tokens * adapter * (4 if on_cpu else element) * (1 if s.gradient_checkpointing else arch.layers)
         )
     parts["activations"] = acts
-    if (
-        on_cpu
-    ):  # r1kit's CPU head: one chunk's fp32 logits and two temporaries, and the probabilities it keeps
+    if on_cpu:
+        # r1kit's CPU head: one chunk's fp32 logits and two temporaries, and the probabilities it keeps
         from r1kit.train.lm_head import CHUNK_ELEMENTS, KEEP_ELEMENTS
 
         logits = tokens * arch.vocab

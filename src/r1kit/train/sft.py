@@ -381,7 +381,7 @@ def start_run(recipe: Recipe, run_dir: Path, resume: str | None):
     resume_from = resolve_resume(run_dir, resume)
     precision = choose_precision(recipe.train.precision)
     check_strategy(recipe, cuda=cuda_available(), nodes=nodes())  # before any model is loaded
-    if not cuda_available() and not recipe.train.torch_compile:  # compiled, TRL's head keeps its shapes fixed
+    if not cuda_available():
         use_for_cpu()
     recipe.save(run_dir)
     set_seed(recipe.seed)
