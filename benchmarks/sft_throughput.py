@@ -124,16 +124,6 @@ def run_r1kit(workdir: Path, num_examples: int) -> dict:
     return {"tokens": result.train_tokens.num_tokens, "seconds": result.metrics["train_runtime"]}
 
 
-def trl_precision(requested: str) -> str:
-    """The precision TRL's side trains in: `auto` keeps TRL's bf16 default where the device runs bf16 natively
-    (the precision r1kit's `auto` picks there too), else fp32."""
-    from r1kit.hardware import choose_precision
-
-    if requested != "auto":
-        return requested
-    return "bf16" if choose_precision("auto") == "bf16" else "fp32"
-
-
 def run_trl(workdir: Path, num_examples: int, precision: str = "bf16") -> dict:
     """TRL's SFTTrainer with its defaults (use_cpu on a machine without a GPU, as TRL requires there), in
     `precision` (bf16 is TRL's default)."""
@@ -177,7 +167,9 @@ def main() -> None:
     args = parser.parse_args()
     from r1kit.hardware import choose_precision
 
-    precision, ours = trl_precision(args.trl_precision), choose_precision("auto")
+    ours = choose_precision("auto")
+    # auto: TRL keeps its bf16 default where the device runs bf16 natively (r1kit's auto picks bf16 there too)
+    precision = args.trl_precision if args.trl_precision != "auto" else ("bf16" if ours == "bf16" else "fp32")
     if args.one:
         if args.one == "trl":
             result = run_trl(args.workdir, args.examples, precision)
