@@ -49,7 +49,7 @@ import time
 from pathlib import Path
 from typing import get_args
 
-from r1kit.data.synth import AdditionForm
+from r1kit.tasks.addition import AdditionForm
 
 
 def held_out_problems(path: Path):
@@ -114,15 +114,15 @@ def reasoning_profile(
     the accuracy of those. After a mixed phase, the greedy answer may skip a reasoning path that is right."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from r1kit.eval.answers import is_correct
     from r1kit.eval.during_training import Sampling, answers
-    from r1kit.serve.reasoning import split_reasoning
+    from r1kit.r1format import split_reasoning
+    from r1kit.tasks import check
 
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     outputs = answers(model, tokenizer, problems, max_new_tokens, 256, Sampling(samples, 1.0, 1.0, seed=0))
-    reasoned = [(o, p.gold) for p, outs in zip(problems, outputs) for o in outs if split_reasoning(o)[0]]
-    right = sum(is_correct(output, gold) for output, gold in reasoned)
+    reasoned = [(o, p) for p, outs in zip(problems, outputs) for o in outs if split_reasoning(o)[0]]
+    right = sum(check(output, problem) for output, problem in reasoned)
     return len(reasoned) / (samples * len(problems)), right / max(1, len(reasoned))
 
 

@@ -28,10 +28,10 @@ from r1kit.data.synth import synthesize
 from r1kit.dist import print0
 from r1kit.doctor import FAIL, Check, run_checks
 from r1kit.errors import UserError
-from r1kit.eval.answers import last_boxed
 from r1kit.eval.report import pct
 from r1kit.models.tokenizer import TokenizerResult, train_from_config
 from r1kit.pipeline import Current, stage_recipe
+from r1kit.r1format import last_boxed
 from r1kit.train.sft import TrainResult
 
 NUM_PROBLEMS = 4000

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from r1kit.errors import UserError
 from r1kit.models.load import load_model, load_tokenizer, resolve_model_dir
-from r1kit.serve.reasoning import split_reasoning
+from r1kit.r1format import split_reasoning
 
 
 @dataclass

@@ -7,7 +7,7 @@ import pytest
 
 from r1kit.data.ingest import check_inputs, ingest, split_gsm8k
 from r1kit.errors import UserError
-from r1kit.eval.answers import last_boxed
+from r1kit.r1format import last_boxed
 
 
 def run(path, **kwargs):

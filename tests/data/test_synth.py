@@ -3,8 +3,10 @@ import json
 import pytest
 
 from r1kit.data.ingest import ingest
-from r1kit.data.synth import DIFFICULTIES, check_countdown, synthesize
+from r1kit.data.synth import synthesize
 from r1kit.errors import UserError
+from r1kit.tasks import DIFFICULTIES
+from r1kit.tasks.countdown import check_expression as check_countdown
 
 
 def load(path):

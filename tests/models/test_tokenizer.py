@@ -4,16 +4,8 @@ import pytest
 from transformers import AutoTokenizer
 
 from r1kit.errors import UserError
-from r1kit.models.tokenizer import (
-    ASSISTANT,
-    BOS,
-    EOS,
-    PAD,
-    THINK_CLOSE,
-    THINK_OPEN,
-    USER,
-    train_tokenizer,
-)
+from r1kit.models.tokenizer import train_tokenizer
+from r1kit.r1format import ASSISTANT, BOS, EOS, PAD, THINK_CLOSE, THINK_OPEN, USER
 
 TEXTS = [
     "Janet's ducks lay 16 eggs per day.  She eats 3 for breakfast.\n",

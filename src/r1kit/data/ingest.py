@@ -27,8 +27,7 @@ from typing import Any
 
 from r1kit.data.records import message, new_record, rejected_record
 from r1kit.errors import UserError
-from r1kit.eval.answers import last_boxed
-from r1kit.serve.reasoning import split_reasoning
+from r1kit.r1format import THINK_CLOSE, THINK_OPEN, last_boxed, split_gsm8k, split_reasoning
 
 FORMATS = {
     ".jsonl": "jsonl",
@@ -53,7 +52,6 @@ EXPECTED_SHAPES = (
     "messages | conversations | instruction+output | input+output | prompt+completion "
     "| prompt+response | question+answer | problem+answer | problem+solution | text"
 )
-_GSM8K_CALC = re.compile(r"<<[^<>]*>>")
 SHAPE_FIELDS = frozenset(
     {
         "messages",
@@ -83,17 +81,6 @@ class Malformed(Exception):
         self.reason = reason
 
 
-# ---------------------------------------------------------------------------------------------- answers
-
-
-def split_gsm8k(answer: str) -> tuple[str, str] | None:
-    """(worked solution without calculator notes, final answer) of a GSM8K answer, or None without `####`."""
-    if "####" not in answer:
-        return None
-    solution, _, final = answer.rpartition("####")
-    return _GSM8K_CALC.sub("", solution).strip(), final.strip()
-
-
 # ----------------------------------------------------------------------------------------------- shapes
 
 
@@ -114,7 +101,7 @@ def _text(value: Any, field: str) -> str:
 
 def _assistant(content: str, reasoning: str | None) -> dict:
     """An assistant message; a `<think>` block inside the content becomes its reasoning."""
-    if reasoning is None and ("<think>" in content or "</think>" in content):
+    if reasoning is None and (THINK_OPEN in content or THINK_CLOSE in content):
         reasoning, content = split_reasoning(
             content
         )  # an empty think block stays "" (answered without thinking)

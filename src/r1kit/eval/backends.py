@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from r1kit.errors import UserError
-from r1kit.serve.reasoning import CONTENT, REASONING, ReasoningStream
+from r1kit.r1format import CONTENT, REASONING, ReasoningStream
 
 
 @dataclass
@@ -82,7 +82,7 @@ class LocalBackend:
 
     def complete(self, chats: list[list[dict]], settings: Settings, seeds: list[int]) -> list[Sample]:
         """One sample per chat, in order."""
-        from r1kit.models.tokenizer import render_chat
+        from r1kit.r1format import render_chat
         from r1kit.serve.engine import Failure, Finish, GenerationRequest, Token
 
         results: list[Sample | None] = [None] * len(chats)

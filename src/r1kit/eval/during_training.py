@@ -17,8 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from r1kit.eval.answers import GoldProblems, is_correct
-from r1kit.eval.suites import Problem
+from r1kit.tasks import GoldProblems, Problem, check
 
 if TYPE_CHECKING:
     from r1kit.config import Recipe
@@ -46,7 +45,7 @@ def answers(
     sampled ones. Prompts are left-padded, in batches of about `batch_size` sequences."""
     import torch
 
-    from r1kit.models.tokenizer import render_chat
+    from r1kit.r1format import render_chat
 
     prompts = [render_chat(tokenizer, p.messages)[0] for p in problems]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -122,10 +121,7 @@ class AccuracyAtValidation:
             model, self._tokenizer, self._problems, self._max_new_tokens, self._batch_size, sampling
         )
         gold_problems = GoldProblems()
-        return [
-            [is_correct(t, p.gold, gold_problems) for t in texts]
-            for texts, p in zip(completions, self._problems)
-        ]
+        return [[check(t, p, gold_problems) for t in texts] for texts, p in zip(completions, self._problems)]
 
     def __call__(self, *args, **kwargs):
         model = self._trainer.model

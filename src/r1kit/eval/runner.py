@@ -15,8 +15,9 @@ from pathlib import Path
 from r1kit.config import EvalConfig, Recipe
 from r1kit.errors import UserError
 from r1kit.eval import metrics, suites
-from r1kit.eval.answers import GoldProblems, extract_answer, is_correct
 from r1kit.eval.backends import EndpointBackend, LocalBackend, Sample, Settings
+from r1kit.r1format import extract_answer
+from r1kit.tasks import GoldProblems, Problem, check
 
 
 def sample_seed(base: int, problem: int, sample: int) -> int:
@@ -40,16 +41,16 @@ def latency_summary(samples: list[Sample], seconds: float) -> dict:
     }
 
 
-def score_problems(problems: list[suites.Problem], samples: list[Sample], cfg: EvalConfig) -> dict:
+def score_problems(problems: list[Problem], samples: list[Sample], cfg: EvalConfig) -> dict:
     """Accuracy (pass@1 averaged over samples, with standard error), pass@k, exact match, BLEU-4/ROUGE-L,
     accuracy by tag, and a few examples. `samples` holds cfg.num_samples per problem, problem by problem."""
     n, gold_problems = cfg.num_samples, GoldProblems()
     per_problem, exact, by_tag, examples = [], [], {}, []
     for i, problem in enumerate(problems):
         group = samples[i * n : (i + 1) * n]
-        correct = [is_correct(s.answer, problem.gold, gold_problems) for s in group]
+        correct = [check(s.answer, problem, gold_problems) for s in group]
         per_problem.append(correct)
-        exact += [extract_answer(s.answer) == problem.gold.strip() for s in group]
+        exact += [extract_answer(s.answer) == problem.gold.strip() for s in group]  # the answer, verbatim
         for key, value in problem.tags.items():
             by_tag.setdefault(key, {}).setdefault(value, []).append(sum(correct) / n)
         if len(examples) < 3:
@@ -90,9 +91,7 @@ def score_problems(problems: list[suites.Problem], samples: list[Sample], cfg: E
     return result
 
 
-def run_generation_suite(
-    name: str, problems: list[suites.Problem], backend, cfg: EvalConfig, seed: int
-) -> dict:
+def run_generation_suite(name: str, problems: list[Problem], backend, cfg: EvalConfig, seed: int) -> dict:
     settings = Settings(cfg.temperature, cfg.top_p, cfg.max_new_tokens, seed)
     chats = [p.messages for p in problems for _ in range(cfg.num_samples)]
     seeds = [sample_seed(seed, i, j) for i in range(len(problems)) for j in range(cfg.num_samples)]

@@ -5,24 +5,13 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from r1kit.errors import UserError
 from r1kit.paths import shared_data_dir
+from r1kit.tasks import Problem, meta_of
 
 _CALCULATOR_NOTE = re.compile(r"<<[^>]*>>")
-
-
-@dataclass
-class Problem:
-    id: str
-    messages: list[dict]
-    gold: str
-    reference: str | None = None
-    """A reference solution (for BLEU-4/ROUGE-L), when the suite has one."""
-    tags: dict[str, str] = field(default_factory=dict)
-    """Groups to break accuracy down by (MATH-500: subject, level)."""
 
 
 def _jsonl(path: Path) -> list[dict]:
@@ -44,6 +33,7 @@ def gsm8k(instruction: str, limit: int | None = None) -> list[Problem]:
                 [{"role": "user", "content": f"{row['question']}\n{instruction}"}],
                 gold.strip(),
                 _CALCULATOR_NOTE.sub("", solution).strip(),
+                task="math",
             )
         )
     return problems
@@ -58,6 +48,7 @@ def math500(instruction: str, limit: int | None = None) -> list[Problem]:
             row["answer"],
             row["solution"],
             {"subject": row["subject"], "level": str(row["level"])},
+            task="math",
         )
         for row in rows
     ]
@@ -80,7 +71,18 @@ def heldout(
         messages = chat_messages(row["messages"])
         last_user = max(j for j, m in enumerate(messages) if m["role"] == "user")
         reference = messages[last_user + 1]["content"] if last_user + 1 < len(messages) else None
-        problems.append(Problem(f"heldout-{i}", messages[: last_user + 1], row["answer"], reference))
+        meta = meta_of(row["meta"])
+        task = meta.get("task")
+        problems.append(
+            Problem(
+                f"heldout-{i}",
+                messages[: last_user + 1],
+                row["answer"],
+                reference,
+                task=str(task) if task is not None else None,
+                meta=meta,
+            )
+        )
         if limit and len(problems) >= limit:
             break
     if not problems:

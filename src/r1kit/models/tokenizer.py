@@ -5,38 +5,21 @@ nothing maps to <unk>) or a SentencePiece unigram model (trained by the `sentenc
 `character_coverage` means what SentencePiece users expect, with byte fallback for the uncovered characters),
 and saves a Hugging Face tokenizer folder that `AutoTokenizer.from_pretrained` loads.
 
-Token choices, and why:
-- BOS/EOS and the role markers `<｜User｜>`/`<｜Assistant｜>` are the strings of the released R1 tokenizer, so
-  prompts render identically to the released chat template.
-- `<think>`/`</think>` are ordinary added tokens, not special: decoders that skip special tokens keep them, and
-  the server can split reasoning from the answer.
-- Padding gets its own token `<｜▁pad▁｜>` (the DeepSeek-V3 tokenizer's) rather than reusing EOS as the
-  R1-Distill tokenizer does: collators mask pad ids out of the labels, which would stop the model ever
-  learning to emit EOS.
+The tokens it adds and the chat template it sets are the R1 format's (r1format.py says which and why).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from r1kit.errors import UserError
+from r1kit.r1format import BOS, EOS, PAD, REASONING_TOKENS, SPECIAL_TOKENS, chat_template
 
 if TYPE_CHECKING:
     from r1kit.config import TokenizerConfig
-
-BOS = "<｜begin▁of▁sentence｜>"
-EOS = "<｜end▁of▁sentence｜>"
-PAD = "<｜▁pad▁｜>"
-USER = "<｜User｜>"
-ASSISTANT = "<｜Assistant｜>"
-THINK_OPEN = "<think>"
-THINK_CLOSE = "</think>"
-SPECIAL_TOKENS = [BOS, EOS, PAD, USER, ASSISTANT]
-REASONING_TOKENS = [THINK_OPEN, THINK_CLOSE]
 
 # Pre-tokenization for byte-level BPE: letters with an optional leading non-letter, single digits (numbers
 # split digit by digit, as the Qwen and DeepSeek tokenizers do, which helps arithmetic), punctuation runs,
@@ -45,11 +28,6 @@ _BPE_SPLIT = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
     r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
-
-
-def chat_template() -> str:
-    """The r1kit DeepSeek-R1 chat template (see templates/r1_chat.jinja)."""
-    return resources.files("r1kit").joinpath("templates/r1_chat.jinja").read_text(encoding="utf-8")
 
 
 @dataclass
@@ -61,15 +39,6 @@ class TokenizerResult:
 
 
 # --------------------------------------------------------------------------------------------- input text
-
-
-def render_chat(tokenizer, messages: list[dict]) -> tuple[list[int], bool]:
-    """(prompt token ids, whether the prompt leaves a `<think>` block open) for a chat to be answered. The
-    text is rendered first and encoded without added special tokens: the template writes BOS itself."""
-    if tokenizer.chat_template is None:
-        raise UserError("the tokenizer has no chat template")
-    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    return tokenizer(text, add_special_tokens=False)["input_ids"], text.rstrip().endswith(THINK_OPEN)
 
 
 def _strings_in(value) -> Iterator[str]:

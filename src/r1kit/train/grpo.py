@@ -48,12 +48,13 @@ from r1kit.train.sft import (
 
 
 def problem_dataset(recipe: Recipe, run_dir: Path, tokenizer):
-    """(dataset of {prompt: chat messages, answer, reasoning: the reference reply's worked steps or ""}, number of
-    problems dropped for a prompt over the limit)."""
+    """(dataset of {prompt: chat messages, answer, reasoning: the reference reply's worked steps or "", task, meta:
+    the record's other fields as JSON}, number of problems dropped for a prompt over the limit)."""
     from datasets import Dataset
 
     from r1kit.data.tokenize import chat_messages, load_split
-    from r1kit.models.tokenizer import render_chat
+    from r1kit.r1format import render_chat
+    from r1kit.tasks import meta_of
 
     data_dir = data_dir_of(recipe, run_dir)
     rows, too_long = [], 0
@@ -69,8 +70,15 @@ def problem_dataset(recipe: Recipe, run_dir: Path, tokenizer):
             too_long += 1
             continue
         reply = messages[last_user + 1] if last_user + 1 < len(messages) else {}
+        task = meta_of(record["meta"]).get("task")
         rows.append(
-            {"prompt": prompt, "answer": record["answer"], "reasoning": reply.get("reasoning_content") or ""}
+            {
+                "prompt": prompt,
+                "answer": record["answer"],
+                "reasoning": reply.get("reasoning_content") or "",
+                "task": str(task) if task is not None else "",  # names the verifier of the accuracy reward
+                "meta": record["meta"] or "",
+            }
         )
     if not rows:
         raise UserError(

@@ -5,9 +5,10 @@ TRL calls each with the batch's prompts and completions (strings, or message lis
 dataset's other columns by name (`answer`), `completion_ids`, and `log_metric` for extra figures. Every
 function here accepts and ignores what it does not use.
 
-- accuracy: 1 when the final answer (after `</think>`; `\\boxed{}`, `####`, "the answer is", last number)
-  equals the gold `answer` by math-verify; a gold that cannot be parsed gives 0, is counted and logged as
-  `rewards/unparseable_golds`, never 1.
+- accuracy: 1 when the completion solves the problem by its task's verifier (tasks/: the record's `task`, kept
+  in its `meta`, names it; countdown checks the expression itself, arithmetic wants the integer, math answers
+  are compared with the gold `answer` by math-verify); a gold that cannot be checked gives 0, is counted and
+  logged as `rewards/unparseable_golds`, never 1.
 - format: 1 when the completion is one `<think>...</think>` block followed by a non-empty answer.
 - tag_count: 0.5 for exactly one `<think>` and 0.5 for exactly one `</think>` (partial credit while the
   format is being learned).
@@ -23,14 +24,12 @@ function here accepts and ignores what it does not use.
 from __future__ import annotations
 
 import importlib
-import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from r1kit.errors import UserError
-from r1kit.eval.answers import GoldProblems, is_correct
-from r1kit.models.tokenizer import THINK_CLOSE, THINK_OPEN
-from r1kit.serve.reasoning import split_reasoning
+from r1kit.r1format import THINK_CLOSE, THINK_OPEN, is_well_formed, split_reasoning
+from r1kit.tasks import GoldProblems, Problem, check, meta_of
 
 RewardFunction = Callable[..., list[float]]
 """`(prompts, completions, **columns) -> one reward per completion`; TRL passes the dataset's other columns
@@ -50,11 +49,19 @@ def accuracy(
     prompts: Sequence[Any],
     completions: Sequence[Completion],
     answer: Sequence[str],
+    task: Sequence[str | None] | None = None,
+    meta: Sequence[str | None] | None = None,
     log_metric: Callable[[str, float], None] | None = None,
     **_: Any,
 ) -> list[float]:
+    """`task` and `meta`: the dataset's columns (the task's name and the record's other fields, as JSON)."""
     problems = GoldProblems()
-    rewards = [float(is_correct(completion_text(c), gold, problems)) for c, gold in zip(completions, answer)]
+    tasks = task if task is not None else [None] * len(completions)
+    metas = meta if meta is not None else [None] * len(completions)
+    rewards = [
+        float(check(completion_text(c), Problem("", [], gold, task=name or None, meta=meta_of(m)), problems))
+        for c, gold, name, m in zip(completions, answer, tasks, metas)
+    ]
     if log_metric is not None:
         log_metric("rewards/unparseable_golds", float(problems.count))
     if problems.count:
@@ -67,25 +74,8 @@ def accuracy(
     return rewards
 
 
-_FORMAT = re.compile(
-    rf"^\s*(?:{re.escape(THINK_OPEN)})?(?:(?!{re.escape(THINK_OPEN)}).)*?{re.escape(THINK_CLOSE)}"
-    r"\s*\S",
-    re.DOTALL,
-)
-
-
 def format(prompts: Sequence[Any], completions: Sequence[Completion], **_: Any) -> list[float]:
-    rewards = []
-    for c in completions:
-        text = completion_text(c)
-        ok = (
-            text.lstrip().startswith(THINK_OPEN)
-            and text.count(THINK_OPEN) == 1
-            and text.count(THINK_CLOSE) == 1
-            and bool(_FORMAT.match(text))
-        )
-        rewards.append(float(ok))
-    return rewards
+    return [float(is_well_formed(completion_text(c))) for c in completions]
 
 
 def tag_count(prompts: Sequence[Any], completions: Sequence[Completion], **_: Any) -> list[float]:

@@ -41,10 +41,10 @@ def choose(correct: list, keep: str) -> list:
 
 def rejection_sample(recipe: Recipe, model_dir: str | Path, out_dir: str | Path) -> SampleReport:
     from r1kit.data.clean import clean
-    from r1kit.eval.answers import is_correct
     from r1kit.eval.backends import LocalBackend, Settings
     from r1kit.eval.runner import sample_seed
     from r1kit.eval.suites import heldout
+    from r1kit.tasks import check
 
     cfg, out_dir = recipe.sample, Path(out_dir)
     data_dir = cfg.dataset or recipe.train.dataset
@@ -68,7 +68,7 @@ def rejection_sample(recipe: Recipe, model_dir: str | Path, out_dir: str | Path)
     for i, problem in enumerate(problems):
         group = samples[i * cfg.num_samples : (i + 1) * cfg.num_samples]
         truncated += sum(s.finish_reason == "length" for s in group)
-        correct = [s for s in group if s.finish_reason != "length" and is_correct(s.answer, problem.gold)]
+        correct = [s for s in group if s.finish_reason != "length" and check(s.answer, problem)]
         correct_count += len(correct)
         solved += bool(correct)
         for sample in choose(correct, cfg.keep):
@@ -77,7 +77,9 @@ def rejection_sample(recipe: Recipe, model_dir: str | Path, out_dir: str | Path)
                 "content": sample.answer,
                 "reasoning_content": sample.reasoning or "",
             }
-            kept_rows.append({"messages": [*problem.messages, assistant], "answer": problem.gold})
+            # the task's fields (countdown's numbers and target) travel on, for the verifier of the next stage
+            fields = {k: v for k, v in problem.meta.items() if k not in ("messages", "answer")}
+            kept_rows.append({"messages": [*problem.messages, assistant], "answer": problem.gold, **fields})
     samples_file = out_dir / "samples.jsonl"
     samples_file.write_text(
         "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept_rows), encoding="utf-8"

@@ -1,10 +1,16 @@
-"""Answer extraction and checking, anchored on the gold solutions of GSM8K and MATH-500."""
+"""Answer extraction and the math task's verifier, anchored on the gold solutions of GSM8K and MATH-500."""
 
 import json
 
 import pytest
 
-from r1kit.eval.answers import GoldProblems, answers_match, extract_answer, is_correct
+from r1kit.r1format import extract_answer
+from r1kit.tasks import GoldProblems, Problem, check
+from r1kit.tasks.math import answers_match
+
+
+def is_correct(output, gold, problems=None):
+    return check(output, Problem("p", [], gold, task="math"), problems)
 
 
 @pytest.mark.parametrize(
