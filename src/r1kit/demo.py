@@ -32,7 +32,7 @@ from r1kit.eval.report import pct
 from r1kit.models.tokenizer import TokenizerResult, train_from_config
 from r1kit.pipeline import Current, stage_recipe
 from r1kit.r1format import last_boxed
-from r1kit.train.sft import TrainResult
+from r1kit.train.run import TrainResult
 
 NUM_PROBLEMS = 4000
 DISK_NEED_GIB = 1  # a finished demo folder holds about 100 MB; its checkpoints come and go within that margin

@@ -127,7 +127,7 @@ def test_trl_scores_only_the_labelled_positions_with_the_cpu_head(monkeypatch):
 
 
 def test_bf16_cpu_runs_trim_the_heap_after_each_step_and_fp32_runs_do_not(recipe_for, tmp_path):
-    from r1kit.train.sft import build_callbacks
+    from r1kit.train.run import build_callbacks
 
     if not ReleaseFreedMemory.available():
         pytest.skip("glibc only")

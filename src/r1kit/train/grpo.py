@@ -11,8 +11,8 @@ What r1kit adds to TRL and why:
   prompts, and a question cut in half has no right answer);
 - `grpo.beta: 0` loads no reference model; rollouts use transformers generation unless the recipe asks for
   vLLM, which is refused where it cannot run;
-- the run folder, checkpoints, resume, signals, metrics.jsonl, TensorBoard and the Prometheus endpoint are the
-  SFT stage's (train/sft.py); RL health adds its figures and alerts to the same logs;
+- the run folder, checkpoints, resume, signals, metrics.jsonl, TensorBoard and the Prometheus endpoint are every
+  training stage's (train/run.py); RL health adds its figures and alerts to the same logs;
 - validation answers problems instead of scoring a loss: with `eval.during_training`, every `train.eval_steps`
   steps the policy answers validation problems greedily (r1kit's evaluation replaces TRL's, which samples a
   group for each problem and logs its loss), so `eval_accuracy` picks the best checkpoints, stops the run
@@ -32,7 +32,7 @@ from r1kit.hardware import require_cuda, require_module
 from r1kit.train.callbacks import MetricsLogger
 from r1kit.train.rewards import resolve
 from r1kit.train.rl_health import RLHealth
-from r1kit.train.sft import (
+from r1kit.train.run import (
     OOM_ADVICE,
     TrainResult,
     build_callbacks,
