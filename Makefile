@@ -25,7 +25,7 @@ DEMO_OUT ?= runs/demo
 TEST_WORKERS ?= 2
 PYTEST_ARGS ?=
 
-.PHONY: setup demo-setup demo test lint clean
+.PHONY: setup demo-setup demo test test-gpu lint clean
 
 setup: $(VENV)/.installed
 demo-setup: $(VENV)/.installed-demo
@@ -82,6 +82,13 @@ test: setup
 	$(BIN)/python -m pytest -m multiprocess --cov --cov-append --cov-report=term $(PYTEST_ARGS); launched=$$?; \
 	if [ $$rest -eq 5 ] && [ $$launched -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; \
 	for rc in $$rest $$launched; do if [ $$rc -ne 0 ] && [ $$rc -ne 5 ]; then exit $$rc; fi; done
+
+# On a machine with a CUDA GPU: the end-to-end GPU tests (serve, eval, sample, SFT and GRPO steps, export on the
+# GPU), which `make test` collects but skips where no CUDA device is visible.
+test-gpu: setup
+	@if ! $(BIN)/python -c "import torch, sys; sys.exit(not torch.cuda.is_available())"; then \
+		echo "make test-gpu needs a CUDA GPU visible to torch" >&2; exit 1; fi
+	$(BIN)/python -m pytest -m gpu $(PYTEST_ARGS)
 
 # The pre-commit gates on every file (ruff lint and format, mypy on the public API, end of file, large files).
 lint: setup

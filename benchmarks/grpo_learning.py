@@ -53,11 +53,13 @@ from r1kit.tasks.addition import AdditionForm
 
 
 def held_out_problems(path: Path):
-    from r1kit.eval.suites import Problem
+    from r1kit.tasks import Problem
 
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     return [
-        Problem(f"held-out-{i}", [{"role": "user", "content": r["question"]}], r["answer"])
+        Problem(
+            f"held-out-{i}", [{"role": "user", "content": r["question"]}], r["answer"], task=r["task"], meta=r
+        )
         for i, r in enumerate(rows)
     ]
 
@@ -115,14 +117,13 @@ def reasoning_profile(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from r1kit.eval.during_training import Sampling, answers
-    from r1kit.r1format import split_reasoning
     from r1kit.tasks import check
 
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     outputs = answers(model, tokenizer, problems, max_new_tokens, 256, Sampling(samples, 1.0, 1.0, seed=0))
-    reasoned = [(o, p) for p, outs in zip(problems, outputs) for o in outs if split_reasoning(o)[0]]
-    right = sum(check(output, problem) for output, problem in reasoned)
+    reasoned = [(o, p) for p, outs in zip(problems, outputs) for o in outs if o.reasoning]
+    right = sum(check(output.answer, problem) for output, problem in reasoned)
     return len(reasoned) / (samples * len(problems)), right / max(1, len(reasoned))
 
 

@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from r1kit.errors import UserError
 from r1kit.hardware import require_cuda, require_module
-from r1kit.models.load import load_model, load_tokenizer
+from r1kit.models.load import load_full_model, load_tokenizer
 
 METHODS = ("none", "int8-dynamic", "int8", "int4", "nf4")
 SPEED_PROMPT = "Janet's ducks lay 16 eggs per day. How many does she sell?"
@@ -109,71 +108,6 @@ def check_quantizer(method: str) -> None:
         require_module("bitsandbytes", "gpu", "--quantize nf4")
 
 
-def sharded_checkpoint_kind(model_dir: Path) -> str | None:
-    """`deepspeed` for a ZeRO checkpoint (its `latest` file names the global_step folder of partitioned states),
-    `fsdp` for an FSDP sharded checkpoint, else None."""
-    latest = model_dir / "latest"
-    if latest.is_file() and (model_dir / latest.read_text().strip()).is_dir():
-        return "deepspeed"
-    if any(model_dir.glob("pytorch_model_fsdp_*")):
-        return "fsdp"
-    return None
-
-
-def consolidated_model(model_dir: Path, kind: str, trust_remote_code: bool):
-    """The model of a sharded training checkpoint, with its full weights gathered from the shards: the fp32
-    master weights of a ZeRO checkpoint, or the distributed checkpoint of FSDP."""
-    import tempfile
-
-    from safetensors.torch import load_file
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    config = AutoConfig.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
-    if kind == "deepspeed":
-        require_module("deepspeed", "deepspeed", "consolidating a DeepSpeed ZeRO checkpoint")
-        from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
-
-        state = get_fp32_state_dict_from_zero_checkpoint(str(model_dir))
-    else:
-        from accelerate.utils import merge_fsdp_weights
-
-        with tempfile.TemporaryDirectory() as tmp:
-            merge_fsdp_weights(
-                str(next(model_dir.glob("pytorch_model_fsdp_*"))), tmp, safe_serialization=True
-            )
-            state = load_file(Path(tmp) / "model.safetensors")
-    model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    tied = {"lm_head.weight"} if config.get_text_config().tie_word_embeddings else set()
-    if unexpected or set(missing) - tied:
-        raise UserError(
-            f"{model_dir}: the {kind} shards do not match config.json (missing "
-            f"{sorted(set(missing) - tied)[:5]}, unexpected {sorted(unexpected)[:5]})"
-        )
-    model.tie_weights()
-    return model
-
-
-def load_full_model(model_dir: Path, is_adapter: bool, trust_remote_code: bool):
-    """(model, folder its weights came from); an adapter is loaded onto its base and merged, and a sharded
-    training checkpoint (ZeRO, FSDP) is consolidated into one model."""
-    if not is_adapter:
-        kind = sharded_checkpoint_kind(model_dir)
-        if kind is not None:
-            return consolidated_model(model_dir, kind, trust_remote_code), model_dir
-        return load_model(model_dir, trust_remote_code=trust_remote_code), model_dir
-    from peft import PeftModel
-
-    base = json.loads((model_dir / "adapter_config.json").read_text()).get("base_model_name_or_path")
-    if not base or not Path(base).is_dir():
-        raise UserError(
-            f"{model_dir}/adapter_config.json names base model {base!r}, which is not a local folder; "
-            "r1kit loads local folders only"
-        )
-    model = load_model(base, trust_remote_code=trust_remote_code)
-    return PeftModel.from_pretrained(model, model_dir).merge_and_unload(), Path(base)
-
-
 def quantization_config(method: str):
     from transformers import BitsAndBytesConfig, TorchAoConfig
 
@@ -242,18 +176,10 @@ def weights_mib(model_dir: Path) -> float:
 
 
 def generation_speed(model, tokenizer, num_tokens: int) -> float:
-    """Greedy tokens/s for one fixed chat prompt (after a short warm-up)."""
-    import torch
+    """Greedy tokens/s for one fixed chat prompt, decoded by r1kit's engine (after a short warm-up)."""
+    from r1kit.engine.chats import Settings, decode_chats
 
-    ids = tokenizer.apply_chat_template(
-        [{"role": "user", "content": SPEED_PROMPT}],
-        add_generation_prompt=True,
-        return_tensors="pt",
-        return_dict=True,
-    )["input_ids"].to(model.device)
-    kwargs = dict(attention_mask=torch.ones_like(ids), do_sample=False, pad_token_id=tokenizer.pad_token_id)
-    with torch.inference_mode():
-        model.generate(ids, max_new_tokens=2, **kwargs)
-        start = time.perf_counter()
-        output = model.generate(ids, max_new_tokens=num_tokens, min_new_tokens=num_tokens, **kwargs)
-    return (output.shape[1] - ids.shape[1]) / (time.perf_counter() - start)
+    chat = [[{"role": "user", "content": SPEED_PROMPT}]]
+    decode_chats(model, tokenizer, chat, Settings(0.0, 1.0, 2, 0), [0], ignore_eos=True)
+    (sample,) = decode_chats(model, tokenizer, chat, Settings(0.0, 1.0, num_tokens, 0), [0], ignore_eos=True)
+    return sample.num_tokens / sample.seconds

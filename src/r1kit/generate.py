@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from r1kit.errors import UserError
+from r1kit.hardware import cuda_available
 from r1kit.models.load import load_model, load_tokenizer, resolve_model_dir
-from r1kit.r1format import split_reasoning
 
 
 @dataclass
@@ -38,8 +37,9 @@ def generate(
     seed: int = 0,
     trust_remote_code: bool = False,
 ) -> list[Completion]:
-    """Answer each prompt as a single-turn chat; temperature 0 decodes greedily."""
-    import torch
+    """Answer each prompt as a single-turn chat (all prompts batched by r1kit's engine; prompt i samples with
+    seed + i); temperature 0 decodes greedily."""
+    from r1kit.engine.chats import PromptTooLong, Settings, decode_chats
 
     if max_new_tokens < 1:
         raise UserError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
@@ -51,35 +51,17 @@ def generate(
     tokenizer = load_tokenizer(model_dir, trust_remote_code=trust_remote_code)
     if tokenizer.chat_template is None:
         raise UserError(f"{model_dir}: the tokenizer has no chat template")
-    model = load_model(model_dir, trust_remote_code=trust_remote_code).eval()
-    sampling = (
-        dict(do_sample=True, temperature=temperature, top_p=top_p)
-        if temperature > 0
-        else dict(do_sample=False)
-    )
-    completions = []
-    for prompt in prompts:
-        messages = ([{"role": "system", "content": system_prompt}] if system_prompt else []) + [
-            {"role": "user", "content": prompt}
-        ]
-        input_ids = tokenizer.apply_chat_template(
-            messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
-        )["input_ids"]
-        torch.manual_seed(seed)
-        start = time.perf_counter()
-        with torch.inference_mode():
-            output = model.generate(
-                input_ids,
-                attention_mask=torch.ones_like(input_ids),
-                max_new_tokens=max_new_tokens,
-                pad_token_id=tokenizer.pad_token_id,
-                **sampling,
-            )
-        seconds = time.perf_counter() - start
-        new_ids = output[0, input_ids.shape[1] :]
-        text = tokenizer.decode(new_ids, skip_special_tokens=True)
-        reasoning, answer = split_reasoning(text)
-        completions.append(
-            Completion(prompt, text, reasoning, answer, input_ids.shape[1], len(new_ids), seconds)
-        )
-    return completions
+    model = load_model(model_dir, trust_remote_code=trust_remote_code)
+    if cuda_available():
+        model = model.to("cuda")
+    system = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    chats = [[*system, {"role": "user", "content": prompt}] for prompt in prompts]
+    settings = Settings(temperature, top_p, max_new_tokens, seed)
+    try:
+        samples = decode_chats(model, tokenizer, chats, settings, [seed + i for i in range(len(chats))])
+    except PromptTooLong as error:
+        raise UserError(str(error)) from None
+    return [
+        Completion(prompt, s.text, s.reasoning, s.answer, s.num_prompt_tokens, s.num_tokens, s.seconds)
+        for prompt, s in zip(prompts, samples)
+    ]

@@ -1,69 +1,30 @@
-"""Where completions come from: a local model folder (through the server's continuous-batching engine, in
+"""Where completions come from: a local model folder (through r1kit's continuous-batching engine, in
 process) or any OpenAI-compatible endpoint (r1kit's server, vLLM, a hosted API). Both return the same
 `Sample`s with timings, so accuracy and speed are measured alike.
 """
 
 from __future__ import annotations
 
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
+from r1kit.engine.chats import PromptTooLong, Sample, Settings, complete_chats, sample_from_deltas
 from r1kit.errors import UserError
 from r1kit.r1format import CONTENT, REASONING, ReasoningStream
 
-
-@dataclass
-class Sample:
-    reasoning: str | None
-    answer: str
-    """The response after the reasoning (what answers are extracted from)."""
-    num_tokens: int
-    seconds: float
-    """Request to last token."""
-    ttft: float | None
-    """Request to first token."""
-    itl: float | None
-    """Mean time between tokens after the first."""
-    finish_reason: str
-
-
-@dataclass
-class Settings:
-    temperature: float
-    top_p: float
-    max_new_tokens: int
-    seed: int
-
-
-def _sample_from(
-    deltas: list[tuple[str, str]],
-    saw_think: bool,
-    token_times: list[float],
-    sent: float,
-    num_tokens: int,
-    finish_reason: str,
-) -> Sample:
-    reasoning = "".join(t for f, t in deltas if f == REASONING) if saw_think else None
-    answer = "".join(t for f, t in deltas if f == CONTENT)
-    ttft = token_times[0] - sent if token_times else None
-    itl = (token_times[-1] - token_times[0]) / (len(token_times) - 1) if len(token_times) > 1 else None
-    end = token_times[-1] if token_times else time.perf_counter()
-    return Sample(reasoning, answer, num_tokens, end - sent, ttft, itl, finish_reason)
+__all__ = ["EndpointBackend", "LocalBackend", "Sample", "Settings"]
 
 
 class LocalBackend:
     """A model folder, or a LoRA adapter folder (merged into its base in memory), decoded by
-    `serve.engine.TransformersEngine` (all requests batched together)."""
+    r1kit's engine (all requests batched together)."""
 
     def __init__(self, model_dir, *, max_batch_size: int = 16, trust_remote_code: bool = False):
         from pathlib import Path
 
-        from r1kit.export import load_full_model
+        from r1kit.engine.batching import TransformersEngine
         from r1kit.hardware import cuda_available
-        from r1kit.models.load import load_tokenizer
-        from r1kit.serve.engine import TransformersEngine
+        from r1kit.models.load import load_full_model, load_tokenizer
 
         model_dir = Path(model_dir)
         is_adapter = (model_dir / "adapter_config.json").is_file()
@@ -82,49 +43,10 @@ class LocalBackend:
 
     def complete(self, chats: list[list[dict]], settings: Settings, seeds: list[int]) -> list[Sample]:
         """One sample per chat, in order."""
-        from r1kit.r1format import render_chat
-        from r1kit.serve.engine import Failure, Finish, GenerationRequest, Token
-
-        results: list[Sample | None] = [None] * len(chats)
-        done = threading.Semaphore(0)
-        errors: list[str] = []
-
-        def submit(index: int, messages: list[dict], seed: int):
-            ids, opened = render_chat(self.tokenizer, messages)
-            stream, deltas, token_times, sent = ReasoningStream(opened), [], [], time.perf_counter()
-
-            def sink(event):
-                if isinstance(event, Token):
-                    token_times.append(time.perf_counter())
-                    deltas.extend(stream.feed(event.text))
-                elif isinstance(event, Finish):
-                    deltas.extend(stream.finish())
-                    results[index] = _sample_from(
-                        deltas, stream.saw_think, token_times, sent, event.num_completion_tokens, event.reason
-                    )
-                    done.release()
-                elif isinstance(event, Failure):
-                    errors.append(event.message)
-                    done.release()
-
-            budget = settings.max_new_tokens
-            if self.engine.context_length is not None:
-                budget = min(budget, self.engine.context_length - len(ids))
-            if budget < 1:
-                raise UserError(f"a prompt of {len(ids)} tokens leaves no room in the model's context")
-            self.engine.submit(
-                GenerationRequest(
-                    ids, budget, temperature=settings.temperature, top_p=settings.top_p, seed=seed, sink=sink
-                )
-            )
-
-        for index, (messages, seed) in enumerate(zip(chats, seeds)):
-            submit(index, messages, seed)
-        for _ in chats:
-            done.acquire()
-        if errors:
-            raise RuntimeError(f"generation failed: {errors[0]}")
-        return results
+        try:
+            return complete_chats(self.engine, self.tokenizer, chats, settings, seeds)
+        except PromptTooLong as error:
+            raise UserError(str(error)) from None
 
     def close(self) -> None:
         self.engine.shutdown()
@@ -190,7 +112,7 @@ class EndpointBackend:
                 )
         if not separate_reasoning:
             deltas.extend(splitter.finish())
-        sample = _sample_from(
+        sample = sample_from_deltas(
             deltas,
             separate_reasoning or splitter.saw_think,
             token_times,

@@ -8,8 +8,8 @@ sample a group for every validation problem to score a loss that ranks nothing.
 
 With samples per problem it also measures what GRPO will see from this checkpoint: the sampled accuracy and
 the share of problems whose samples are neither all right nor all wrong (`eval_mixed_groups`), the groups
-that give RL a learning signal. The sampling draws from its own seeded generator, so a validation leaves the
-training run's random state, and with it exact resume, as it was.
+that give RL a learning signal. Completions are decoded by r1kit's engine, each sample with its own seeded
+generator, so a validation leaves the training run's random state, and with it exact resume, as it was.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from r1kit.tasks import GoldProblems, Problem, check
 
 if TYPE_CHECKING:
     from r1kit.config import Recipe
+    from r1kit.engine.chats import Sample
 
 
 @dataclass(frozen=True)
@@ -40,44 +41,22 @@ def answers(
     max_new_tokens: int,
     batch_size: int = 16,
     sampling: Sampling | None = None,
-) -> list[list[str]]:
-    """Each problem's completions (special tokens removed): one greedy completion, or `sampling.samples`
-    sampled ones. Prompts are left-padded, in batches of about `batch_size` sequences."""
-    import torch
+) -> list[list[Sample]]:
+    """Each problem's completions: one greedy completion, or `sampling.samples` sampled ones, decoded by r1kit's
+    engine in batches of up to `batch_size` rows. Each sampled completion has its own seed, derived from
+    `sampling.seed`, so the training run's random state is left as it was."""
+    from r1kit.engine.chats import Settings, decode_chats
 
-    from r1kit.r1format import render_chat
-
-    prompts = [render_chat(tokenizer, p.messages)[0] for p in problems]
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    device = next(model.parameters()).device
     n = sampling.samples if sampling else 1
-    options = (
-        {"do_sample": True, "temperature": sampling.temperature, "top_p": sampling.top_p, "top_k": 0}
+    settings = (
+        Settings(sampling.temperature, sampling.top_p, max_new_tokens, sampling.seed)
         if sampling
-        else {"do_sample": False}
+        else Settings(0.0, 1.0, max_new_tokens, 0)
     )
-    per_batch = max(1, batch_size // n)
-    texts = []
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        if sampling:
-            torch.manual_seed(sampling.seed)
-        for start in range(0, len(prompts), per_batch):
-            batch = prompts[start : start + per_batch]
-            length = max(len(ids) for ids in batch)
-            input_ids = torch.tensor([[pad] * (length - len(ids)) + ids for ids in batch], device=device)
-            mask = torch.tensor([[0] * (length - len(ids)) + [1] * len(ids) for ids in batch], device=device)
-            with torch.inference_mode():
-                output = model.generate(
-                    input_ids=input_ids,
-                    attention_mask=mask,
-                    max_new_tokens=max_new_tokens,
-                    num_return_sequences=n,  # each prompt's n rows follow one another
-                    pad_token_id=pad,
-                    use_cache=True,
-                    **options,
-                )
-            texts += tokenizer.batch_decode(output[:, length:], skip_special_tokens=True)
-    return [texts[i : i + n] for i in range(0, len(texts), n)]
+    chats = [p.messages for p in problems for _ in range(n)]
+    seeds = [settings.seed * 1_000_003 + i for i in range(len(chats))]
+    samples = decode_chats(model, tokenizer, chats, settings, seeds, max_batch_size=batch_size)
+    return [samples[i : i + n] for i in range(0, len(samples), n)]
 
 
 class AccuracyAtValidation:
@@ -121,7 +100,10 @@ class AccuracyAtValidation:
             model, self._tokenizer, self._problems, self._max_new_tokens, self._batch_size, sampling
         )
         gold_problems = GoldProblems()
-        return [[check(t, p, gold_problems) for t in texts] for texts, p in zip(completions, self._problems)]
+        return [
+            [check(sample.answer, p, gold_problems) for sample in samples]
+            for samples, p in zip(completions, self._problems)
+        ]
 
     def __call__(self, *args, **kwargs):
         model = self._trainer.model

@@ -24,9 +24,9 @@ from pydantic import ValidationError
 from sse_starlette.sse import EventSourceResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from r1kit.engine.batching import EngineOverloaded, Event, Failure, Finish, GenerationRequest, Token
 from r1kit.errors import UserError
 from r1kit.r1format import CONTENT, REASONING, ReasoningStream, render_chat
-from r1kit.serve.engine import EngineOverloaded, Event, Failure, Finish, GenerationRequest, Token
 from r1kit.serve.metrics import ServeMetrics, StatusRecorder
 from r1kit.serve.protocol import describe_errors, request_models
 

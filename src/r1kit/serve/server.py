@@ -23,13 +23,13 @@ def build_engine(model_dir: Path, config: ServeConfig, *, trust_remote_code: boo
     if config.engine == "vllm":
         require_cuda("serve.engine: vllm")
         require_module("vllm", "gpu", "serve.engine: vllm")
-        from r1kit.serve.vllm_engine import VllmEngine
+        from r1kit.engine.vllm_engine import VllmEngine
 
         engine = VllmEngine(
             model_dir, max_batch_size=config.max_batch_size, trust_remote_code=trust_remote_code
         )
         return engine, tokenizer, engine.context_length
-    from r1kit.serve.engine import TransformersEngine
+    from r1kit.engine.batching import TransformersEngine
 
     model = load_model(model_dir, trust_remote_code=trust_remote_code)
     if cuda_available():

@@ -13,6 +13,7 @@ with `register` before the run (e.g. in the module that defines its reward).
 
 from __future__ import annotations
 
+from r1kit.r1format import split_reasoning
 from r1kit.tasks import addition, arithmetic, countdown, math
 from r1kit.tasks.task import DIFFICULTIES, Difficulty, GoldProblems, Problem, Task, meta_of
 
@@ -48,9 +49,10 @@ def task_of(problem: Problem) -> Task:
 
 
 def check(output: str, problem: Problem, problems: GoldProblems | None = None) -> bool:
-    """Whether a model output (or a reference solution) solves `problem`, by its task's verifier. A gold that
-    cannot be checked scores False and is counted in `problems`."""
-    verdict = task_of(problem).verify(output, problem)
+    """Whether a model output (or a reference solution) solves `problem`, by its task's verifier, which sees the
+    answer only (the text after the reasoning: an output cut off mid-thought has none). A gold that cannot be
+    checked scores False and is counted in `problems`."""
+    verdict = task_of(problem).verify(split_reasoning(output)[1], problem)
     if verdict is None:
         if problems is not None:
             problems.add(problem.gold)

@@ -1,4 +1,6 @@
-"""Generation backends behind the server: continuous batching on transformers, and vLLM on CUDA GPUs.
+"""r1kit's one decoder: continuous batching over a transformers causal LM (vLLM on CUDA GPUs: engine/vllm_engine.py).
+Serving, evaluation, validation during training, rejection sampling, `r1kit generate` and export's speed check
+all decode through it (engine/chats.py turns chats into requests).
 
 The transformers engine schedules at the level of single decode steps (Orca-style continuous batching): one
 worker thread holds the active batch and its key/value cache; before each step it admits waiting requests
@@ -13,6 +15,9 @@ which the engine says at start-up.
 
 Both engines take a `GenerationRequest` and report to its `sink`, from the worker thread: `Token` events with
 the new text, then one `Finish` (or `Failure`). The server turns these into HTTP responses.
+
+Every tensor the engine makes is made on the model's device (ids, masks, positions, each row's random
+generator), so a model on a GPU decodes there; tests/engine checks it with a default device of `meta`.
 """
 
 from __future__ import annotations
@@ -61,6 +66,8 @@ class GenerationRequest:
     stop: list[str] = field(default_factory=list)
     sink: Callable[[Event], None] = lambda event: None
     """Called from the engine's thread; must not block."""
+    ignore_eos: bool = False
+    """Decode `max_new_tokens` whatever the model ends with (speed measurements)."""
     cancelled: bool = False
     """Set by the server when the client goes away; the engine drops the row at its next step."""
     arrived: float = field(default_factory=time.perf_counter)
@@ -73,15 +80,16 @@ class EngineOverloaded(Exception):
 class _Row:
     """One request being decoded: its tokens, the text already sent, its random generator."""
 
-    def __init__(self, request: GenerationRequest, tokenizer, eos_ids: set[int]):
+    def __init__(self, request: GenerationRequest, tokenizer, eos_ids: set[int], device):
         import torch
 
-        self.request, self.tokenizer, self.eos_ids = request, tokenizer, eos_ids
+        self.request, self.tokenizer = request, tokenizer
+        self.eos_ids = set() if request.ignore_eos else eos_ids
         self.ids: list[int] = []
         self.text = ""  # decoded so far
         self._prefix, self._read = 0, 0  # incremental decoding window: ids[prefix:read] are already in text
         self.num_sent_chars = 0
-        self.generator = torch.Generator().manual_seed(
+        self.generator = torch.Generator(device=device).manual_seed(
             request.seed if request.seed is not None else random.getrandbits(63)
         )
         self.finished = False
@@ -168,6 +176,7 @@ class TransformersEngine:
         from transformers.cache_utils import DynamicLayer
 
         self.model, self.tokenizer = model.eval(), tokenizer
+        self.device = next(model.parameters()).device
         self.max_batch_size, self.max_queue_size = max_batch_size, max_queue_size
         eos = model.generation_config.eos_token_id
         self.eos_ids = {
@@ -284,18 +293,26 @@ class TransformersEngine:
 
         length = max(len(r.prompt_ids) for r in requests)
         pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        input_ids = torch.tensor([[pad_id] * (length - len(r.prompt_ids)) + r.prompt_ids for r in requests])
-        mask = torch.tensor([[0] * (length - len(r.prompt_ids)) + [1] * len(r.prompt_ids) for r in requests])
+        input_ids = torch.tensor(
+            [[pad_id] * (length - len(r.prompt_ids)) + r.prompt_ids for r in requests], device=self.device
+        )
+        mask = torch.tensor(
+            [[0] * (length - len(r.prompt_ids)) + [1] * len(r.prompt_ids) for r in requests],
+            device=self.device,
+        )
         cache = DynamicCache(config=self.model.config)
         logits = self._forward(input_ids, mask, cache)  # (n, V)
-        rows = [_Row(r, self.tokenizer, self.eos_ids) for r in requests]
+        rows = [_Row(r, self.tokenizer, self.eos_ids, self.device) for r in requests]
         self._join(rows, cache, mask)
         self._accept(logits, rows)
 
     def _decode_step(self) -> None:
         torch = self._torch
-        self._mask = torch.cat([self._mask, torch.ones(len(self._rows), 1, dtype=self._mask.dtype)], dim=1)
-        logits = self._forward(torch.tensor(self._next_ids)[:, None], self._mask, self._cache)
+        ones = torch.ones(len(self._rows), 1, dtype=self._mask.dtype, device=self.device)
+        self._mask = torch.cat([self._mask, ones], dim=1)
+        logits = self._forward(
+            torch.tensor(self._next_ids, device=self.device)[:, None], self._mask, self._cache
+        )
         self._accept(logits, list(self._rows))
 
     def _forward(self, input_ids, mask, cache):
@@ -354,7 +371,7 @@ class TransformersEngine:
         if not keep:
             self._rows, self._cache, self._mask, self._next_ids = [], None, None, []
             return
-        index = self._torch.tensor(keep)
+        index = self._torch.tensor(keep, device=self.device)
         mask = self._mask[index]
         start = int((mask.sum(0) == 0).int().cumprod(0).sum())  # leading all-padding columns
         for layer in self._cache.layers:

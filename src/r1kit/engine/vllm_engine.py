@@ -13,7 +13,7 @@ import time
 import uuid
 from pathlib import Path
 
-from r1kit.serve.engine import EngineOverloaded, Failure, Finish, GenerationRequest, Token
+from r1kit.engine.batching import EngineOverloaded, Failure, Finish, GenerationRequest, Token
 
 
 class VllmEngine:
@@ -57,6 +57,7 @@ class VllmEngine:
             max_tokens=request.max_new_tokens,
             stop=request.stop or None,
             skip_special_tokens=True,
+            ignore_eos=request.ignore_eos,
         )
         request_id, sent, output = uuid.uuid4().hex, 0, None
         try:

@@ -8,7 +8,7 @@ import warnings
 import pytest
 import torch
 
-from r1kit.serve.engine import Finish, GenerationRequest, Token, TransformersEngine
+from r1kit.engine.batching import Finish, GenerationRequest, Token, TransformersEngine
 
 PROMPTS = [
     "What is 2+2?",
