@@ -34,12 +34,14 @@ from pathlib import Path
 def prepare(workdir: Path) -> tuple[Path, list[str]]:
     from r1kit.models.create import init_model
     from r1kit.models.tokenizer import train_tokenizer
-    from r1kit.paths import shared_data_dir
+    from r1kit.paths import reference_rows
 
-    gsm8k = shared_data_dir() / "gsm8k" / "test.jsonl"
+    rows = reference_rows("gsm8k")
+    gsm8k = workdir / "gsm8k.jsonl"
+    gsm8k.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
     train_tokenizer([gsm8k], workdir / "tok", vocab_size=8192)
     init_model("small-qwen2", workdir / "tok", workdir / "model", seed=0)
-    questions = [json.loads(line)["question"] for line in gsm8k.read_text().splitlines()[:64]]
+    questions = [row["question"] for row in rows[:64]]
     return workdir / "model", questions
 
 

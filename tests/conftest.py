@@ -6,7 +6,6 @@ from pathlib import Path
 import pytest
 
 import r1kit  # noqa: F401  (first: sets OMP_WAIT_POLICY before torch is imported)
-from r1kit.paths import shared_data_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -17,17 +16,31 @@ def pytest_collection_modifyitems(items):
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-    return shared_data_dir()
+def reference_data(tmp_path_factory) -> Path:
+    """The reference data r1kit ships, as plain files in a folder of the same layout (gsm8k/test.jsonl,
+    math500/test.jsonl, chat_templates/), for tests that pass file paths to ingest or tokenizer training."""
+    import gzip
+    import shutil
+
+    from r1kit.paths import reference_dir, reference_file
+
+    out_dir = tmp_path_factory.mktemp("reference")
+    for name in ("gsm8k", "math500"):
+        source = reference_file(name)
+        (out_dir / name).mkdir()
+        data = gzip.decompress(source.read_bytes()) if source.suffix == ".gz" else source.read_bytes()
+        (out_dir / name / "test.jsonl").write_bytes(data)
+    shutil.copytree(reference_dir() / "chat_templates", out_dir / "chat_templates")
+    return out_dir
 
 
 @pytest.fixture(scope="session")
-def tokenizer_dir(tmp_path_factory, shared_data) -> Path:
+def tokenizer_dir(tmp_path_factory, reference_data) -> Path:
     """A small byte-level BPE tokenizer trained on GSM8K, shared by the tests that need one."""
     from r1kit.models.tokenizer import train_tokenizer
 
     out_dir = tmp_path_factory.mktemp("tokenizer")
-    train_tokenizer([shared_data / "gsm8k" / "test.jsonl"], out_dir, vocab_size=1024)
+    train_tokenizer([reference_data / "gsm8k" / "test.jsonl"], out_dir, vocab_size=1024)
     return out_dir
 
 

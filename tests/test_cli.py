@@ -70,12 +70,12 @@ def test_missing_tokenizer_input(cli, tmp_path):
     assert_user_error(done, "tokenizer input not found")
 
 
-def test_tokenizer_flags_are_validated_like_recipe_fields(cli, tmp_path, shared_data):
+def test_tokenizer_flags_are_validated_like_recipe_fields(cli, tmp_path, reference_data):
     done = cli(
         "tokenizer",
         "train",
         "--input",
-        str(shared_data / "gsm8k" / "test.jsonl"),
+        str(reference_data / "gsm8k" / "test.jsonl"),
         "--out",
         str(tmp_path / "tok"),
         "--vocab-size",
@@ -85,8 +85,8 @@ def test_tokenizer_flags_are_validated_like_recipe_fields(cli, tmp_path, shared_
 
 
 @pytest.mark.slow
-def test_tokenizer_model_generate_chain(cli, tmp_path, shared_data):
-    gsm8k, math500 = shared_data / "gsm8k" / "test.jsonl", shared_data / "math500" / "test.jsonl"
+def test_tokenizer_model_generate_chain(cli, tmp_path, reference_data):
+    gsm8k, math500 = reference_data / "gsm8k" / "test.jsonl", reference_data / "math500" / "test.jsonl"
     done = cli(
         "tokenizer",
         "train",

@@ -23,8 +23,8 @@ def write_jsonl(path, rows, extra: bytes = b""):
 
 
 @pytest.fixture
-def messy(tmp_path, shared_data):
-    gsm8k_question = json.loads(open(shared_data / "gsm8k" / "test.jsonl").readline())["question"]
+def messy(tmp_path, reference_data):
+    gsm8k_question = json.loads(open(reference_data / "gsm8k" / "test.jsonl").readline())["question"]
     main = write_jsonl(
         tmp_path / "main.jsonl",
         [

@@ -94,8 +94,8 @@ def test_reasoning_field(tmp_path):
     assert second["messages"][1]["reasoning"] == "R"
 
 
-def test_gsm8k_and_math_problems(shared_data):
-    gsm8k = run(shared_data / "gsm8k" / "test.jsonl", max_records=3)
+def test_gsm8k_and_math_problems(reference_data):
+    gsm8k = run(reference_data / "gsm8k" / "test.jsonl", max_records=3)
     assert all(r["kind"] == "problem" for r in gsm8k)
     assert gsm8k[0]["answer"] == "18"
     assistant = gsm8k[0]["messages"][1]
@@ -104,8 +104,8 @@ def test_gsm8k_and_math_problems(shared_data):
         and "<<" not in assistant["reasoning"]
         and "####" not in assistant["reasoning"]
     )
-    math = run(shared_data / "math500" / "test.jsonl", max_records=5)
-    source = [json.loads(line) for line in open(shared_data / "math500" / "test.jsonl")][:5]
+    math = run(reference_data / "math500" / "test.jsonl", max_records=5)
+    source = [json.loads(line) for line in open(reference_data / "math500" / "test.jsonl")][:5]
     assert [r["answer"] for r in math] == [s["answer"] for s in source]
     assert "\\boxed" in math[0]["messages"][1]["content"]
 

@@ -22,8 +22,8 @@ def tokenizer(tokenizer_dir):
 
 
 @pytest.fixture(scope="module")
-def released_template(shared_data):
-    path = shared_data / "chat_templates" / "DeepSeek-R1-Distill-Qwen-32B.tokenizer_config.json"
+def released_template(reference_data):
+    path = reference_data / "chat_templates" / "DeepSeek-R1-Distill-Qwen-32B.tokenizer_config.json"
     return json.loads(path.read_text(encoding="utf-8"))["chat_template"]
 
 
@@ -106,9 +106,9 @@ def test_assistant_mask_covers_answers_and_eos_only(tokenizer):
     )
 
 
-def test_unigram_round_trip_and_template(tmp_path, shared_data):
+def test_unigram_round_trip_and_template(tmp_path, reference_data):
     result = train_tokenizer(
-        [shared_data / "gsm8k" / "test.jsonl"],
+        [reference_data / "gsm8k" / "test.jsonl"],
         tmp_path / "uni",
         vocab_size=1500,
         type="unigram",

@@ -59,15 +59,15 @@ def test_an_unparseable_gold_scores_zero_and_is_counted():
     assert problems.count == 2 and problems.examples == ["\\frac{", ""]
 
 
-def test_gsm8k_gold_solutions_score_100_percent(shared_data):
-    rows = [json.loads(line) for line in (shared_data / "gsm8k" / "test.jsonl").read_text().splitlines()]
+def test_gsm8k_gold_solutions_score_100_percent(reference_data):
+    rows = [json.loads(line) for line in (reference_data / "gsm8k" / "test.jsonl").read_text().splitlines()]
     problems = GoldProblems()
     correct = [is_correct(r["answer"], r["answer"].rsplit("####", 1)[1].strip(), problems) for r in rows]
     assert len(rows) == 1319 and sum(correct) == len(rows) and problems.count == 0
 
 
-def test_math500_gold_solutions_score_at_least_99_percent(shared_data):
-    rows = [json.loads(line) for line in (shared_data / "math500" / "test.jsonl").read_text().splitlines()]
+def test_math500_gold_solutions_score_at_least_99_percent(reference_data):
+    rows = [json.loads(line) for line in (reference_data / "math500" / "test.jsonl").read_text().splitlines()]
     correct = [is_correct(r["solution"], r["answer"]) for r in rows]
     assert len(rows) == 500 and sum(correct) / len(rows) >= 0.99
     wrong = ["9", "\\frac{1}{3}"]  # and a wrong answer is not accepted for a few of them

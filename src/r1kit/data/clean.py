@@ -370,11 +370,10 @@ def _domain(ds, cfg: DataConfig):
 
 def _eval_ngrams(cfg: DataConfig) -> set[str]:
     from r1kit.data.decontam import load_eval_ngrams
-    from r1kit.paths import shared_data_dir
+    from r1kit.paths import reference_file
 
     if cfg.decontam.eval_sets is None:
-        shared = shared_data_dir()
-        paths = [shared / "gsm8k" / "test.jsonl", shared / "math500" / "test.jsonl"]
+        paths = [reference_file("gsm8k"), reference_file("math500")]
     else:
         paths = [Path(p) for p in cfg.decontam.eval_sets]
     return load_eval_ngrams(paths, cfg.decontam.ngram)

@@ -12,6 +12,7 @@ from pathlib import Path
 from r1kit.data.dedup import exact_key
 from r1kit.data.records import full_text, reject
 from r1kit.errors import UserError
+from r1kit.paths import open_text
 
 
 def _ngrams(text: str, n: int) -> set[str]:
@@ -20,12 +21,12 @@ def _ngrams(text: str, n: int) -> set[str]:
 
 
 def load_eval_ngrams(paths: list[Path], n: int) -> set[str]:
-    """N-grams of every string field of every record in the evaluation JSONL files."""
+    """N-grams of every string field of every record in the evaluation JSONL files (plain or gzipped)."""
     ngrams: set[str] = set()
     for path in paths:
         if not path.is_file():
             raise UserError(f"data.decontam.eval_sets: file not found: {path}")
-        with path.open(encoding="utf-8") as f:
+        with open_text(path) as f:
             for line_no, line in enumerate(f, start=1):
                 if not line.strip():
                     continue

@@ -1,29 +1,20 @@
 """The problems and texts each suite evaluates on. Every suite reads local files only: GSM8K and MATH-500 from
-the shared reference data, `heldout` and `perplexity` from a `data clean` folder."""
+the reference data r1kit ships (paths.py), `heldout` and `perplexity` from a `data clean` folder."""
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
 from r1kit.errors import UserError
-from r1kit.paths import shared_data_dir
+from r1kit.paths import reference_rows
 from r1kit.tasks import Problem, meta_of
 
 _CALCULATOR_NOTE = re.compile(r"<<[^>]*>>")
 
 
-def _jsonl(path: Path) -> list[dict]:
-    if not path.is_file():
-        raise UserError(
-            f"{path} not found (r1kit reads reference data from ../shared/data or $R1KIT_SHARED_DATA)"
-        )
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
 def gsm8k(instruction: str, limit: int | None = None) -> list[Problem]:
-    rows = _jsonl(shared_data_dir() / "gsm8k" / "test.jsonl")[:limit]
+    rows = reference_rows("gsm8k")[:limit]
     problems = []
     for i, row in enumerate(rows):
         solution, _, gold = row["answer"].rpartition("####")
@@ -40,7 +31,7 @@ def gsm8k(instruction: str, limit: int | None = None) -> list[Problem]:
 
 
 def math500(instruction: str, limit: int | None = None) -> list[Problem]:
-    rows = _jsonl(shared_data_dir() / "math500" / "test.jsonl")[:limit]
+    rows = reference_rows("math500")[:limit]
     return [
         Problem(
             row["unique_id"],
@@ -105,7 +96,7 @@ def perplexity_texts(
             elif row["messages"]:
                 texts.append(tokenizer.apply_chat_template(chat_messages(row["messages"]), tokenize=False))
         return texts[:limit], f"{data_dir} (validation split)"
-    rows = _jsonl(shared_data_dir() / "gsm8k" / "test.jsonl")[: limit or 200]
+    rows = reference_rows("gsm8k")[: limit or 200]
     return [
         f"{r['question']}\n{_CALCULATOR_NOTE.sub('', r['answer'])}" for r in rows
     ], "GSM8K test (question + solution)"
