@@ -5,9 +5,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from r1kit.data.ingest import check_inputs, ingest, split_gsm8k
+from r1kit.data.ingest import check_inputs, ingest
 from r1kit.errors import UserError
-from r1kit.r1format import last_boxed
+from r1kit.r1format import last_boxed, split_gsm8k
 
 
 def run(path, **kwargs):

@@ -18,6 +18,7 @@ naming the file and line, so the report accounts for every input.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import json
 import re
@@ -218,38 +219,42 @@ def _decode(raw: bytes, source: str) -> str:
         ) from None
 
 
+def _parse_json(text: str) -> Any:
+    """json.loads, with every way a document can fail to become a record as a Malformed: bad syntax, an integer
+    of more digits than Python converts (4,300), nesting deeper than the parser recurses."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise Malformed("malformed_json", f"not valid JSON: {exc.msg}, line {exc.lineno} column {exc.colno}") from None
+    except ValueError as exc:  # int conversion limit
+        raise Malformed("malformed_json", f"not usable JSON: {exc}") from None
+    except RecursionError:
+        raise Malformed("malformed_json", "not usable JSON: nested too deeply") from None
+
+
 def _jsonl(path: Path) -> Iterator[tuple[str, Any, str | None]]:
     """(source, parsed object or Malformed, raw line) per non-blank line."""
     with path.open("rb") as f:
         for line_no, raw in enumerate(f, start=1):
             source = f"{path}:{line_no}"
+            if line_no == 1:
+                raw = raw.removeprefix(codecs.BOM_UTF8)
             if not raw.strip():
                 continue
             try:
-                text = _decode(raw, source)
-                try:
-                    yield source, json.loads(text), None
-                except json.JSONDecodeError as exc:
-                    raise Malformed(
-                        "malformed_json", f"not valid JSON: {exc.msg}, column {exc.colno}"
-                    ) from None
+                parsed = _parse_json(_decode(raw, source))
             except Malformed as exc:
                 yield source, exc, raw.decode("utf-8", errors="replace").rstrip("\n")
+                continue
+            yield source, parsed, None
 
 
 def _json(path: Path) -> Iterator[tuple[str, Any, str | None]]:
     # A JSON document is parsed whole (use JSONL for files larger than memory).
     try:
-        data = json.loads(_decode(path.read_bytes(), str(path)))
+        data = _parse_json(_decode(path.read_bytes().removeprefix(codecs.BOM_UTF8), str(path)))
     except Malformed as exc:
         yield str(path), exc, None
-        return
-    except json.JSONDecodeError as exc:
-        yield (
-            f"{path}:{exc.lineno}",
-            Malformed("malformed_json", f"not valid JSON: {exc.msg}, column {exc.colno}"),
-            None,
-        )
         return
     if isinstance(data, dict):
         lists = [k for k, v in data.items() if isinstance(v, list)]
@@ -275,11 +280,19 @@ def _json(path: Path) -> Iterator[tuple[str, Any, str | None]]:
 _SURROGATE = re.compile("[\udc80-\udcff]")
 
 
+CSV_FIELD_LIMIT = 2**31 - 1
+"""The csv module's field size limit while r1kit reads (its default, 131,072 characters, is smaller than a long
+worked solution; a field past it stopped the read)."""
+
+
 def _csv(path: Path) -> Iterator[tuple[str, Any, str | None]]:
     # Undecodable bytes become lone surrogates (surrogateescape), so one bad row is rejected on its own and
-    # the rows after it are still read.
+    # the rows after it are still read. A byte-order mark is not part of the first column's name (utf-8-sig).
+    # A row the csv module cannot parse stops the read: the rejection says from which line nothing was read.
+    line_num = 0
+    limit = csv.field_size_limit(CSV_FIELD_LIMIT)
     try:
-        with path.open(newline="", encoding="utf-8", errors="surrogateescape") as f:
+        with path.open(newline="", encoding="utf-8-sig", errors="surrogateescape") as f:
             reader = csv.DictReader(f)
             for row in reader:
                 source = f"{path}:{reader.line_num}"
@@ -296,8 +309,12 @@ def _csv(path: Path) -> Iterator[tuple[str, Any, str | None]]:
                     )
                 else:
                     yield source, fields, None
+                line_num = reader.line_num
     except csv.Error as exc:
-        yield str(path), Malformed("malformed_csv", str(exc)), None
+        detail = f"{exc}; the rest of the file, from line {line_num + 1}, could not be read"
+        yield f"{path}:{line_num + 1}", Malformed("malformed_csv", detail), None
+    finally:
+        csv.field_size_limit(limit)
 
 
 def _parquet(path: Path) -> Iterator[tuple[str, Any, str | None]]:
@@ -308,8 +325,16 @@ def _parquet(path: Path) -> Iterator[tuple[str, Any, str | None]]:
     except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a corrupt file
         yield str(path), Malformed("malformed_parquet", f"not a readable Parquet file ({exc})"), None
         return
-    index = 0
-    for batch in parquet.iter_batches(batch_size=1000):
+    index, batches = 0, parquet.iter_batches(batch_size=1000)
+    while True:
+        try:
+            batch = next(batches, None)
+        except Exception as exc:  # noqa: BLE001 - a corrupt row group: pyarrow raises several types
+            detail = f"unreadable from row {index} on ({exc}); the rest of the file could not be read"
+            yield f"{path}:row {index}", Malformed("malformed_parquet", detail), None
+            return
+        if batch is None:
+            return
         for obj in batch.to_pylist():
             yield f"{path}:row {index}", obj, None
             index += 1
@@ -322,6 +347,8 @@ def _plain_text(path: Path, split: str) -> Iterator[tuple[str, Any, str | None]]
     with path.open("rb") as f:
         start, lines = 1, []
         for line_no, raw in enumerate(f, start=1):
+            if line_no == 1:
+                raw = raw.removeprefix(codecs.BOM_UTF8)
             try:
                 line = _decode(raw, f"{path}:{line_no}")
             except Malformed as exc:
