@@ -223,3 +223,20 @@ def test_cli_clean_and_strict(cli, tmp_path, messy):
     assert f"{messy[0]}:5: found fields: qestion, anwser" in done.stderr
     done = cli("data", "clean", "--input", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "m"))
     assert done.returncode == 2 and "data input not found" in done.stderr
+
+
+def test_the_report_counts_what_each_stage_rewrote(tmp_path):
+    path = tmp_path / "in.jsonl"
+    rows = [
+        {"question": "<p>What is <b>2 + 2</b>?</p>", "answer": "4"},
+        {"question": "Is std::vector<int> a type?", "answer": "yes"},
+        {"question": "What is ｆｏｕｒ plus one?", "answer": "5"},
+    ]
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    result = clean([path], tmp_path / "out", DataConfig(semantic={"enabled": False}, validation_fraction=0.0))
+    report = result.report
+    assert report["modified"] == {"html": 1, "unicode": 1}
+    assert report["modified_examples"]["html"][0]["source"] == f"{path}:1"
+    assert report["kept"] == 3
+    markdown = (tmp_path / "out" / "report.md").read_text()
+    assert "## Modified, by stage" in markdown and "| html | 1 |" in markdown

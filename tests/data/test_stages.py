@@ -1,3 +1,7 @@
+import json
+
+import pytest
+
 from r1kit.config import DataConfig, QualityConfig
 from r1kit.data import quality, stages
 from r1kit.data.records import message, new_record
@@ -32,6 +36,34 @@ def test_html_removed_think_tags_and_math_kept():
         == "<think>\nif a < b and c > d\n</think>\n\nx"
     )
     assert stages.strip_html("line\ttab\r\nnext") == "line\ttab\r\nnext"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "std::vector<int> v; std::map<std::string, int> m;",
+        "if a<b and c>d then swap",
+        "&lt;think&gt; is the opening tag; &lt;｜User｜&gt; starts a user turn",
+    ],
+)
+def test_code_math_and_escaped_r1_tags_are_text(text):
+    """Measured before: `std::vector v;`, `if ad then`, and a real `<think>` from `&lt;think&gt;`."""
+    assert stages.strip_html(text) == text
+
+
+def test_markup_around_code_goes_and_the_code_stays():
+    text = "<p>Use <code>std::vector&lt;int&gt;</code> or std::vector<int> here.</p><br/>&lt;/think&gt;"
+    assert stages.strip_html(text) == "Use std::vector<int> or std::vector<int> here.&lt;/think&gt;"
+
+
+def test_a_stage_that_rewrites_a_record_notes_it():
+    row = run(chat("<p>Hello <b>there</b></p>", "fine"), stages.clean_html)
+    assert row["messages"][0]["content"] == "Hello there"
+    assert json.loads(row["modified"]) == {
+        "html": "markup, entities or control characters removed in 1 field"
+    }
+    untouched = run(chat("std::vector<int> v;", "fine"), stages.clean_html)
+    assert untouched["modified"] is None
 
 
 def test_length_bounds():

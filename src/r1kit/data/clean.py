@@ -394,12 +394,19 @@ def _write_outputs(ds, out_dir: Path, cfg: DataConfig, seed: int, duplicates: Du
     levels: Counter = Counter()
     kinds: Counter = Counter()
     examples: dict[str, list[dict]] = {}
+    modified: Counter = Counter()
+    modified_examples: dict[str, list[dict]] = {}
     input_records = 0
     with (out_dir / "rejected.jsonl").open("w", encoding="utf-8") as rejected_file:
         for batch in ds.iter(batch_size=1000):
             for row in rows_of(batch):
                 index = input_records
                 input_records += 1
+                for stage, detail in json.loads(row["modified"] or "{}").items():
+                    modified[stage] += 1
+                    bucket = modified_examples.setdefault(stage, [])
+                    if len(bucket) < 3:
+                        bucket.append({"source": row["source"], "detail": detail})
                 if row["reject_reason"] is None:
                     writers[_split(row, cfg.validation_fraction, seed)].add(row)
                     kinds[row["kind"]] += 1
@@ -436,4 +443,6 @@ def _write_outputs(ds, out_dir: Path, cfg: DataConfig, seed: int, duplicates: Du
         "quality_levels": {str(k): levels[k] for k in sorted(levels)},
         "kinds": dict(kinds),
         "examples": examples,
+        "modified": dict(modified.most_common()),
+        "modified_examples": modified_examples,
     }

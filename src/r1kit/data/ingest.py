@@ -225,7 +225,9 @@ def _parse_json(text: str) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise Malformed("malformed_json", f"not valid JSON: {exc.msg}, line {exc.lineno} column {exc.colno}") from None
+        raise Malformed(
+            "malformed_json", f"not valid JSON: {exc.msg}, line {exc.lineno} column {exc.colno}"
+        ) from None
     except ValueError as exc:  # int conversion limit
         raise Malformed("malformed_json", f"not usable JSON: {exc}") from None
     except RecursionError:

@@ -2,7 +2,8 @@
 
 A record is a conversation (`messages`, each with an optional `reasoning`), optionally with a gold `answer`
 for verifiable problems, or a plain `text` for pretraining. Rejected inputs stay in the same table with
-`reject_stage`/`reject_reason` set, so every input row is accounted for until the report is written.
+`reject_stage`/`reject_reason` set, so every input row is accounted for until the report is written; a stage
+that rewrites a record's text notes it in `modified` (a JSON object of stage → what it did).
 Input fields that no shape uses (a task name, a difficulty, an id) are kept as a JSON object in `meta`.
 """
 
@@ -31,6 +32,7 @@ def features():
             "reject_reason": Value("string"),
             "reject_detail": Value("string"),
             "raw": Value("string"),
+            "modified": Value("string"),
         }
     )
 
@@ -53,6 +55,7 @@ def new_record(source: str, kind: str, *, messages=(), answer=None, text=None) -
         "reject_reason": None,
         "reject_detail": None,
         "raw": None,
+        "modified": None,
     }
 
 

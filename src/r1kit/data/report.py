@@ -57,6 +57,14 @@ def _markdown(report: dict) -> str:
         lines.append(f"| {reason} | {count} | {100 * count / total:.1f}% | {examples} |")
     lines += ["", "## Rejected, by stage", "", "| stage | records |", "|---|---:|"]
     lines += [f"| {stage} | {count} |" for stage, count in report["rejected_by_stage"].items()]
+    if report.get("modified"):
+        lines += ["", "## Modified, by stage (records whose text a stage rewrote)", ""]
+        lines += ["| stage | records | examples |", "|---|---:|---|"]
+        for stage, count in report["modified"].items():
+            shown = "; ".join(
+                f"`{e['source']}` {e['detail']}" for e in report["modified_examples"][stage][:2]
+            )
+            lines.append(f"| {stage} | {count} | {shown.replace('|', chr(92) + '|')} |")
     if report["quality_levels"]:
         lines += ["", "## Quality levels of kept records", "", "| level | records |", "|---|---:|"]
         lines += [f"| {level} | {count} |" for level, count in report["quality_levels"].items()]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import html
+import json
 import re
 import unicodedata
 from importlib import resources
@@ -18,10 +19,106 @@ from r1kit.data import quality
 from r1kit.data.records import full_text, reject
 from r1kit.errors import UserError
 
-_TAG = re.compile(
-    r"<!--.*?-->|<(script|style)\b[^>]*>.*?</\1\s*>|</?(?!think>)[A-Za-z][A-Za-z0-9-]*(?:\s[^<>]*)?/?>",
-    re.DOTALL | re.IGNORECASE,
+HTML_ELEMENTS = frozenset(
+    [
+        "a",
+        "abbr",
+        "address",
+        "article",
+        "aside",
+        "b",
+        "big",
+        "blockquote",
+        "body",
+        "br",
+        "button",
+        "caption",
+        "center",
+        "cite",
+        "code",
+        "col",
+        "colgroup",
+        "dd",
+        "del",
+        "details",
+        "dfn",
+        "div",
+        "dl",
+        "dt",
+        "em",
+        "figcaption",
+        "figure",
+        "font",
+        "footer",
+        "form",
+        "h1",
+        "h2",
+        "h3",
+        "h4",
+        "h5",
+        "h6",
+        "head",
+        "header",
+        "hr",
+        "html",
+        "i",
+        "iframe",
+        "img",
+        "input",
+        "ins",
+        "kbd",
+        "label",
+        "legend",
+        "li",
+        "link",
+        "main",
+        "mark",
+        "meta",
+        "nav",
+        "noscript",
+        "ol",
+        "option",
+        "p",
+        "pre",
+        "q",
+        "s",
+        "samp",
+        "section",
+        "select",
+        "small",
+        "span",
+        "strike",
+        "strong",
+        "sub",
+        "summary",
+        "sup",
+        "table",
+        "tbody",
+        "td",
+        "textarea",
+        "tfoot",
+        "th",
+        "thead",
+        "title",
+        "tr",
+        "tt",
+        "u",
+        "ul",
+        "var",
+    ]
 )
+"""The element names whose tags are markup: `<int>` in `std::vector<int>`, or `<think>`, is text."""
+_BLOCKS = re.compile(r"<!--.*?-->|<(script|style)\b[^>]*>.*?</\1\s*>", re.DOTALL | re.IGNORECASE)
+_TAG = re.compile(r"</?([A-Za-z][A-Za-z0-9]*)(?:\s[^<>]*)?/?>")
+_MARKUP = re.compile(
+    r"<!--|</(?:" + "|".join(sorted(HTML_ELEMENTS)) + r")\s*>|<(?:br|hr|img)\b[^<>]*>", re.IGNORECASE
+)
+"""What only markup has: a comment, a closing tag of an HTML element, or a void element. `a<b and c>d` has
+none of these, so it is text."""
+_ENCODED_TOKEN = re.compile(
+    r"&(?:lt|#0*60|#x0*3c);(?:/?think|｜[^｜&<>]{1,40}｜)&(?:gt|#0*62|#x0*3e);", re.IGNORECASE
+)
+"""An entity-encoded `<think>`, `</think>` or R1 role marker: decoding it would forge a tag of the R1 format."""
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 
@@ -41,21 +138,53 @@ def _map_text(row: dict, fn) -> dict:
 def normalize_unicode(row: dict, cfg) -> dict:
     if cfg.unicode_form == "none":
         return row
-    return _map_text(row, lambda s: unicodedata.normalize(cfg.unicode_form, s))
+    form = cfg.unicode_form
+    return _rewrite(row, lambda s: unicodedata.normalize(form, s), "unicode", f"{form} normalisation")
 
 
 def strip_html(text: str) -> str:
-    """Remove tags (keeping <think> tags), comments and script/style bodies; decode entities; drop control
-    characters other than newline, tab and carriage return."""
-    if "<" in text:
-        text = _TAG.sub("", text)
+    """In text with markup (see `_MARKUP`): remove comments, script/style bodies and the tags of HTML elements,
+    leaving any other `<...>` (code, math, `<think>`) as written. In any text: decode entities, except those
+    that spell a tag of the R1 format; drop control characters other than newline, tab and carriage return."""
+    if "<" in text and _MARKUP.search(text):
+        text = _BLOCKS.sub("", text)
+        text = _TAG.sub(lambda tag: "" if tag.group(1).lower() in HTML_ELEMENTS else tag.group(0), text)
     if "&" in text:
-        text = html.unescape(text)
+        pieces = _ENCODED_TOKEN.split(text)
+        tokens = _ENCODED_TOKEN.findall(text)
+        text = "".join(
+            html.unescape(p) + (tokens[i] if i < len(tokens) else "") for i, p in enumerate(pieces)
+        )
     return _CONTROL.sub("", text)
 
 
+def note_change(row: dict, stage: str, detail: str) -> None:
+    """Record that `stage` rewrote the row's text (counted in the report, like rejections)."""
+    changes = json.loads(row["modified"]) if row.get("modified") else {}
+    changes[stage] = detail
+    row["modified"] = json.dumps(changes, ensure_ascii=False)
+
+
+def _rewrite(row: dict, fn, stage: str, what: str) -> dict:
+    """Apply `fn` to every piece of text of the row; note the change when a piece changed."""
+    changed = 0
+
+    def apply(text: str) -> str:
+        nonlocal changed
+        new = fn(text)
+        changed += new != text
+        return new
+
+    _map_text(row, apply)
+    if changed:
+        note_change(row, stage, f"{what} in {changed} field{'s' if changed > 1 else ''}")
+    return row
+
+
 def clean_html(row: dict, cfg) -> dict:
-    return _map_text(row, strip_html) if cfg.strip_html else row
+    if not cfg.strip_html:
+        return row
+    return _rewrite(row, strip_html, "html", "markup, entities or control characters removed")
 
 
 def check_length(row: dict, cfg) -> dict:
