@@ -48,12 +48,16 @@ def chat_template() -> str:
     return resources.files("r1kit").joinpath("templates/r1_chat.jinja").read_text(encoding="utf-8")
 
 
+class NoChatTemplate(ValueError):
+    """The tokenizer has no chat template, so chats cannot be rendered (plain-text prompts still can)."""
+
+
 def render_chat(tokenizer: Any, messages: list[dict]) -> tuple[list[int], bool]:
     """(prompt token ids, whether the prompt leaves a `<think>` block open) for a chat to be answered. The text
     is rendered first and encoded without added special tokens: the template writes BOS itself. A tokenizer
-    without a chat template raises ValueError (callers that load tokenizers check for one first)."""
+    without a chat template raises NoChatTemplate."""
     if tokenizer.chat_template is None:
-        raise ValueError("the tokenizer has no chat template")
+        raise NoChatTemplate("the tokenizer has no chat template")
     text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     return tokenizer(text, add_special_tokens=False)["input_ids"], text.rstrip().endswith(THINK_OPEN)
 

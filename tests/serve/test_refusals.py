@@ -17,3 +17,44 @@ def test_bad_settings_name_the_field(scripted_model_dir, cli):
     assert done.returncode == 2 and "serve.port" in done.stderr
     done = cli("serve", "--model", str(scripted_model_dir), "--engine", "tgi")
     assert done.returncode == 2 and "serve.engine" in done.stderr
+
+
+def test_a_model_without_a_chat_template_refuses_chats_with_a_400(scripted_model_dir, tmp_path):
+    """Chats need the template; plain completions do not. (A 500 once, when the error type changed.)"""
+    import json
+    import shutil
+    import urllib.error
+    import urllib.request
+
+    from scripted import API_KEY, start_server
+
+    model_dir = tmp_path / "no-template"
+    shutil.copytree(scripted_model_dir, model_dir)
+    config_path = model_dir / "tokenizer_config.json"
+    config = json.loads(config_path.read_text())
+    config.pop("chat_template", None)
+    config_path.write_text(json.dumps(config))
+    (model_dir / "chat_template.jinja").unlink(missing_ok=True)
+    server = start_server(model_dir)
+    try:
+
+        def post(path, body):
+            request = urllib.request.Request(
+                server.url + path,
+                data=json.dumps(body).encode(),
+                headers={"Content-Type": "application/json", "Authorization": f"Bearer {API_KEY}"},
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=60) as response:
+                    return response.status, json.loads(response.read())
+            except urllib.error.HTTPError as error:
+                return error.code, json.loads(error.read())
+
+        status, body = post(
+            "/v1/chat/completions", {"model": "tiny", "messages": [{"role": "user", "content": "hi"}]}
+        )
+        assert status == 400 and "use /v1/completions" in body["error"]["message"]
+        status, body = post("/v1/completions", {"model": "tiny", "prompt": "hi", "max_tokens": 2})
+        assert status == 200
+    finally:
+        assert server.stop() == 0

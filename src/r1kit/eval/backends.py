@@ -34,6 +34,8 @@ class LocalBackend:
         self.tokenizer = load_tokenizer(
             model_dir if has_tokenizer else base_dir, trust_remote_code=trust_remote_code
         )
+        if self.tokenizer.chat_template is None:
+            raise UserError(f"{model_dir}: the tokenizer has no chat template, so problems cannot be asked")
         if cuda_available():
             self.model = self.model.to("cuda")
         self.engine = TransformersEngine(

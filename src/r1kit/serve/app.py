@@ -25,8 +25,7 @@ from sse_starlette.sse import EventSourceResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from r1kit.engine.batching import EngineOverloaded, Event, Failure, Finish, GenerationRequest, Token
-from r1kit.errors import UserError
-from r1kit.r1format import CONTENT, REASONING, ReasoningStream, render_chat
+from r1kit.r1format import CONTENT, REASONING, NoChatTemplate, ReasoningStream, render_chat
 from r1kit.serve.metrics import ServeMetrics, StatusRecorder
 from r1kit.serve.protocol import describe_errors, request_models
 
@@ -111,7 +110,7 @@ class Service:
     def chat_prompt(self, messages: list[dict], limit: int | None) -> Prompt:
         try:
             ids, opened = render_chat(self.tokenizer, messages)
-        except UserError as error:
+        except NoChatTemplate as error:
             raise ApiError(400, f"{error}: use /v1/completions") from None
         return Prompt(ids, self.budget(len(ids), limit), opened)
 

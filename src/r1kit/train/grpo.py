@@ -57,6 +57,8 @@ def problem_dataset(recipe: Recipe, run_dir: Path, tokenizer):
     from r1kit.tasks import meta_of
 
     data_dir = data_dir_of(recipe, run_dir)
+    if tokenizer.chat_template is None:
+        raise UserError("GRPO asks its problems as chats: the tokenizer has no chat template")
     rows, too_long = [], 0
     for record in load_split(data_dir, "train"):
         if not record["answer"] or not record["messages"]:
