@@ -177,9 +177,16 @@ def weights_mib(model_dir: Path) -> float:
 
 def generation_speed(model, tokenizer, num_tokens: int) -> float:
     """Greedy tokens/s for one fixed chat prompt, decoded by r1kit's engine (after a short warm-up)."""
-    from r1kit.engine.chats import Settings, decode_chats
+    from r1kit.engine.batching import TransformersEngine
+    from r1kit.engine.chats import Settings, complete_chats
 
     chat = [[{"role": "user", "content": SPEED_PROMPT}]]
-    decode_chats(model, tokenizer, chat, Settings(0.0, 1.0, 2, 0), [0], ignore_eos=True)
-    (sample,) = decode_chats(model, tokenizer, chat, Settings(0.0, 1.0, num_tokens, 0), [0], ignore_eos=True)
+    engine = TransformersEngine(model, tokenizer, max_batch_size=1)
+    try:
+        complete_chats(engine, tokenizer, chat, Settings(0.0, 1.0, 2, 0), [0], ignore_eos=True)
+        (sample,) = complete_chats(
+            engine, tokenizer, chat, Settings(0.0, 1.0, num_tokens, 0), [0], ignore_eos=True
+        )
+    finally:
+        engine.shutdown()
     return sample.num_tokens / sample.seconds

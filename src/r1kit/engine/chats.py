@@ -59,6 +59,12 @@ def sample_from_deltas(
     return Sample(reasoning, answer, num_tokens, end - sent, ttft, itl, finish_reason)
 
 
+def sample_seed(base: int, problem: int, sample: int) -> int:
+    """The seed of one sample of one problem, from a run's seed: every caller that draws several samples of
+    several problems (eval, validation during training, rejection sampling) derives them alike."""
+    return (base * 1_000_003 + problem * 1_009 + sample) % 2**63
+
+
 class PromptTooLong(ValueError):
     """A prompt leaves no room for a single new token in the model's context."""
 

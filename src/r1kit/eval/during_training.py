@@ -45,7 +45,7 @@ def answers(
     """Each problem's completions: one greedy completion, or `sampling.samples` sampled ones, decoded by r1kit's
     engine in batches of up to `batch_size` rows. Each sampled completion has its own seed, derived from
     `sampling.seed`, so the training run's random state is left as it was."""
-    from r1kit.engine.chats import Settings, decode_chats
+    from r1kit.engine.chats import Settings, decode_chats, sample_seed
 
     n = sampling.samples if sampling else 1
     settings = (
@@ -54,7 +54,7 @@ def answers(
         else Settings(0.0, 1.0, max_new_tokens, 0)
     )
     chats = [p.messages for p in problems for _ in range(n)]
-    seeds = [settings.seed * 1_000_003 + i for i in range(len(chats))]
+    seeds = [sample_seed(settings.seed, i, j) for i in range(len(problems)) for j in range(n)]
     samples = decode_chats(model, tokenizer, chats, settings, seeds, max_batch_size=batch_size)
     return [samples[i : i + n] for i in range(0, len(samples), n)]
 

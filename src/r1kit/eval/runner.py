@@ -13,15 +13,12 @@ import time
 from pathlib import Path
 
 from r1kit.config import EvalConfig, Recipe
+from r1kit.engine.chats import sample_seed
 from r1kit.errors import UserError
 from r1kit.eval import metrics, suites
 from r1kit.eval.backends import EndpointBackend, LocalBackend, Sample, Settings
 from r1kit.r1format import extract_answer
 from r1kit.tasks import GoldProblems, Problem, check
-
-
-def sample_seed(base: int, problem: int, sample: int) -> int:
-    return (base * 1_000_003 + problem * 1_009 + sample) % 2**63
 
 
 def latency_summary(samples: list[Sample], seconds: float) -> dict:

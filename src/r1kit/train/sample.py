@@ -41,8 +41,8 @@ def choose(correct: list, keep: str) -> list:
 
 def rejection_sample(recipe: Recipe, model_dir: str | Path, out_dir: str | Path) -> SampleReport:
     from r1kit.data.clean import clean
+    from r1kit.engine.chats import sample_seed
     from r1kit.eval.backends import LocalBackend, Settings
-    from r1kit.eval.runner import sample_seed
     from r1kit.eval.suites import heldout
     from r1kit.tasks import check
 
