@@ -82,6 +82,7 @@ def test_report_accounts_for_every_record(tmp_path, messy):
     # An input that never became a record is kept as it was read.
     assert json.loads(by_reason["unrecognised_shape"]["raw"]) == {"qestion": "typo", "anwser": "5"}
     assert by_reason["toxic"]["record"]["messages"][1]["content"] == "fuck off"
+    assert by_reason["toxic"]["detail"] == "score 1 >= 1: fuck (1)"  # the matched term, for an audit
 
     kept = []
     for split in ("train", "validation"):
@@ -240,3 +241,21 @@ def test_the_report_counts_what_each_stage_rewrote(tmp_path):
     assert report["kept"] == 3
     markdown = (tmp_path / "out" / "report.md").read_text()
     assert "## Modified, by stage" in markdown and "| html | 1 |" in markdown
+
+
+def test_spam_is_rejected_and_a_harmless_sense_is_kept_with_its_score(tmp_path):
+    path = write_jsonl(
+        tmp_path / "in.jsonl",
+        [
+            {
+                "question": "Which GPU should I buy to train a small model?",
+                "answer": "Buy cheap GPUs now! " * 10,
+            },
+            {"question": "What is a retarded potential?", "answer": "The potential at the retarded time."},
+        ],
+    )
+    result = clean([path], tmp_path / "out", no_model(validation_fraction=0.0))
+    assert result.report["rejected"] == {"low_quality": 1} and result.report["toxicity_scored"] == 1
+    kept = pq.read_table(next((tmp_path / "out" / "train").glob("*.parquet"))).to_pylist()
+    assert [r["toxicity"] for r in kept] == [0.25]
+    assert "1 kept record(s) hold blocklisted terms" in (tmp_path / "out" / "report.md").read_text()

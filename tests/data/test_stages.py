@@ -5,6 +5,8 @@ import pytest
 from r1kit.config import DataConfig, QualityConfig
 from r1kit.data import quality, stages
 from r1kit.data.records import message, new_record
+from r1kit.errors import UserError
+from r1kit.paths import reference_rows
 
 
 def chat(user: str, assistant: str, reasoning=None):
@@ -94,6 +96,25 @@ def test_quality_rules_and_levels():
     assert "words<3" in quality.score("Hi", cfg).failed
 
 
+def test_an_answer_made_of_one_repeated_sentence_is_rejected():
+    advert = chat("Which GPU should I buy to train a small model?", "Buy cheap GPUs now! " * 10)
+    row = run(advert, stages.check_quality)
+    assert row["reject_reason"] == "low_quality"
+    assert row["reject_detail"].startswith("level 1: repeated_text=0.90>0.6")
+    # A reasoning trace stuck in a loop is judged on its own, not diluted by the answer beside it.
+    looping = chat("What is 2 + 2?", "The answer is 4.", reasoning="Let me add two and two again. " * 8)
+    assert run(looping, stages.check_quality)["reject_reason"] == "low_quality"
+
+
+def test_worked_solutions_are_not_mistaken_for_repetition():
+    """Real step-by-step solutions repeat numbers and set phrases; none of GSM8K's or MATH-500's trips the rule."""
+    cfg = QualityConfig()
+    gsm8k = [row["answer"] for row in reference_rows("gsm8k")]
+    math500 = [row["solution"] for row in reference_rows("math500")]
+    failing = [t for t in gsm8k + math500 if quality.score(t, cfg).level == 1]
+    assert len(gsm8k) > 1000 and len(math500) == 500 and failing == []
+
+
 def test_chinese_words_counted_per_character():
     assert len(quality.words("小明有五个苹果")) == 7
     assert quality.words("我有 3 apples") == ["我", "有", "3", "apples"]
@@ -124,9 +145,37 @@ def test_toxicity_blocklists():
     assert (
         run(chat("please frobnicate it", "no"), stages.check_toxicity, cfg=custom)["reject_reason"] == "toxic"
     )
-    lenient = DataConfig(toxicity={"max_hits": 1})
+    lenient = DataConfig(toxicity={"threshold": 1.5})
     assert run(chat("shit happens", "ok"), stages.check_toxicity, cfg=lenient)["reject_reason"] is None
     assert cfg.toxicity.enabled
+
+
+def test_toxicity_scores_terms_with_a_harmless_sense_instead_of_rejecting():
+    physics = chat(
+        "What is the retarded potential of a moving charge?",
+        "The retarded potential is evaluated at the retarded time, so the field lags the charge.",
+    )
+    kept = run(physics, stages.check_toxicity)
+    assert kept["reject_reason"] is None and kept["toxicity"] == 0.25  # distinct terms count once
+    assert run(chat("A clean question here", "and a clean answer"), stages.check_toxicity)["toxicity"] == 0
+    # Several weighted terms together add up to a rejection, and the detail names each term and its weight.
+    abuse = run(chat("you retarded bitch", "shut up you pussy"), stages.check_toxicity)
+    assert abuse["reject_reason"] == "toxic"
+    assert abuse["reject_detail"] == "score 1.25 >= 1: bitch (0.5), pussy (0.5), retarded (0.25)"
+    slur = run(chat("some text", "fuck off"), stages.check_toxicity)
+    assert slur["reject_detail"] == "score 1 >= 1: fuck (1)"
+
+
+def test_wordlist_weights_are_validated(tmp_path):
+    path = tmp_path / "mine.txt"
+    path.write_text("mild term 0.3\n420\n", encoding="utf-8")
+    cfg = DataConfig(toxicity={"wordlists": [str(path)], "threshold": 0.5})
+    assert run(chat("a mild term here", "x"), stages.check_toxicity, cfg=cfg)["toxicity"] == 0.3
+    assert run(chat("blaze 420 now", "x"), stages.check_toxicity, cfg=cfg)["reject_reason"] == "toxic"
+    path = tmp_path / "bad.txt"  # lists are read once per path
+    path.write_text("# header\nbad word 3\n", encoding="utf-8")
+    with pytest.raises(UserError, match=r"bad.txt:2: .*between 0 and 1"):
+        run(chat("x", "y"), stages.check_toxicity, cfg=DataConfig(toxicity={"wordlists": [str(path)]}))
 
 
 def test_user_wordlist_file(tmp_path):

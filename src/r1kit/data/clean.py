@@ -34,7 +34,7 @@ from r1kit.dist import print0
 from r1kit.errors import UserError
 from r1kit.quiet import quiet_datasets
 
-OUTPUT_COLUMNS = ("source", "kind", "messages", "answer", "text", "quality", "meta")
+OUTPUT_COLUMNS = ("source", "kind", "messages", "answer", "text", "quality", "toxicity", "meta")
 
 
 @dataclass
@@ -392,6 +392,7 @@ def _write_outputs(ds, out_dir: Path, cfg: DataConfig, seed: int, duplicates: Du
     rejected: Counter = Counter()
     by_stage: Counter = Counter()
     levels: Counter = Counter()
+    toxicity_scored = 0
     kinds: Counter = Counter()
     examples: dict[str, list[dict]] = {}
     modified: Counter = Counter()
@@ -412,6 +413,7 @@ def _write_outputs(ds, out_dir: Path, cfg: DataConfig, seed: int, duplicates: Du
                     kinds[row["kind"]] += 1
                     if row["quality"] is not None:
                         levels[int(row["quality"])] += 1
+                    toxicity_scored += bool(row["toxicity"])
                     continue
                 if row["reject_stage"] in ("exact_dedup", "near_dedup"):
                     row["reject_detail"] = duplicates.detail(index, source_of)
@@ -441,6 +443,7 @@ def _write_outputs(ds, out_dir: Path, cfg: DataConfig, seed: int, duplicates: Du
         "rejected": dict(rejected.most_common()),
         "rejected_by_stage": dict(by_stage.most_common()),
         "quality_levels": {str(k): levels[k] for k in sorted(levels)},
+        "toxicity_scored": toxicity_scored,
         "kinds": dict(kinds),
         "examples": examples,
         "modified": dict(modified.most_common()),

@@ -1,7 +1,9 @@
 """Rule-based text quality: a few cheap signals, each a rule that passes or fails, and a level 1-5.
 
-Level = 5 minus the number of failed rules (at least 1). Word counts work for Chinese and Japanese too: each
-CJK character counts as a word, since those scripts do not separate words with spaces.
+Level = 5 minus the number of failed rules (at least 1), except that a turn made mostly of repeats of itself
+(an advert pasted ten times, a reasoning trace caught in a loop) is level 1 on its own: no other signal makes
+such a text worth training on. Word counts work for Chinese and Japanese too: each CJK character counts as a
+word, since those scripts do not separate words with spaces.
 """
 
 from __future__ import annotations
@@ -31,9 +33,40 @@ class QualityScore:
     failed: list[str]
 
 
-def score(text: str, cfg) -> QualityScore:
-    """Apply the quality rules of `cfg` (a QualityConfig) to `text`."""
+REPEAT_NGRAM = 5
+"""Repeated text is measured in word 5-grams: short enough to catch a repeated sentence, long enough that the
+set phrases of worked solutions ("so the answer is") do not count."""
+
+
+def repeated_share(text: str) -> float:
+    """The share of words that lie in a later occurrence of a word 5-gram seen earlier in the text."""
+    tokens = [t.lower() for t in words(text)]
+    seen: set[tuple[str, ...]] = set()
+    covered_until = 0  # words before this index are already counted
+    covered = 0
+    for i in range(len(tokens) - REPEAT_NGRAM + 1):
+        gram = tuple(tokens[i : i + REPEAT_NGRAM])
+        if gram in seen:
+            end = i + REPEAT_NGRAM
+            covered += end - max(i, covered_until)
+            covered_until = end
+        else:
+            seen.add(gram)
+    return covered / len(tokens) if tokens else 0.0
+
+
+def score(text: str, cfg, turns: list[str] | None = None) -> QualityScore:
+    """Apply the quality rules of `cfg` (a QualityConfig) to `text`, and the repetition rule to each of `turns`
+    (the record's messages; the whole text when not given), so that a question cannot dilute a spam answer."""
     failed = []
+    degenerate = False
+    for turn in turns if turns is not None else [text]:
+        if len(words(turn)) >= 20:
+            share = repeated_share(turn)
+            if share > cfg.max_repeated_share:
+                failed.append(f"repeated_text={share:.2f}>{cfg.max_repeated_share}")
+                degenerate = True
+                break
     tokens = words(text)
     if len(tokens) < cfg.min_words:
         failed.append(f"words<{cfg.min_words}")
@@ -67,4 +100,4 @@ def score(text: str, cfg) -> QualityScore:
         mean_length = sum(len(t) for t in tokens) / len(tokens)
         if not cfg.min_mean_word_length <= mean_length <= cfg.max_mean_word_length:
             failed.append(f"mean_word_length={mean_length:.1f}")
-    return QualityScore(max(1, 5 - len(failed)), failed)
+    return QualityScore(1 if degenerate else max(1, 5 - len(failed)), failed)

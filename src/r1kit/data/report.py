@@ -68,6 +68,12 @@ def _markdown(report: dict) -> str:
     if report["quality_levels"]:
         lines += ["", "## Quality levels of kept records", "", "| level | records |", "|---|---:|"]
         lines += [f"| {level} | {count} |" for level, count in report["quality_levels"].items()]
+    if report.get("toxicity_scored"):
+        lines += [
+            "",
+            f"{report['toxicity_scored']} kept record(s) hold blocklisted terms below the rejection threshold; "
+            "their score is in the `toxicity` column.",
+        ]
     if report["warnings"]:
         lines += ["", "## Warnings", ""] + [f"- {w}" for w in report["warnings"]]
     lines += [

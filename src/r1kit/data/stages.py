@@ -201,7 +201,10 @@ def check_length(row: dict, cfg) -> dict:
 def check_quality(row: dict, cfg) -> dict:
     if not cfg.quality.enabled:
         return row
-    result = quality.score(full_text(row), cfg.quality)
+    turns = None
+    if row["kind"] != "text":
+        turns = [part for m in row["messages"] for part in (m.get("reasoning"), m["content"]) if part]
+    result = quality.score(full_text(row), cfg.quality, turns)
     row["quality"] = result.level
     if result.level < cfg.quality.min_level:
         return reject(row, "quality", "low_quality", f"level {result.level}: {', '.join(result.failed)}")
@@ -211,41 +214,76 @@ def check_quality(row: dict, cfg) -> dict:
 _WORD_CHARS = re.compile(r"\w+")
 
 
+def _entry(line: str) -> tuple[str, float]:
+    """A word-list line: the term, then optionally its weight as the last field (1 when absent)."""
+    term, _, last = line.rpartition(" ")
+    try:
+        weight = float(last)
+    except ValueError:
+        return line, 1.0
+    if not term.strip():  # the term itself is a number
+        return line, 1.0
+    if not 0.0 <= weight <= 1.0:
+        raise UserError(
+            f"toxicity word list line {line!r}: the weight after the term must be between 0 and 1"
+        )
+    return term.strip(), weight
+
+
 @functools.cache
 def _blocklist(wordlists: tuple[str, ...], extra_words: tuple[str, ...]):
-    """(single words, multi-word phrases, CJK entries) of the configured lists, lower-cased."""
-    entries = list(extra_words)
+    """(single words, multi-word phrases, CJK entries) of the configured lists, each a dict of the lower-cased
+    term to its weight."""
+    entries = [(word, 1.0) for word in extra_words]
     for name in wordlists:
         shipped = resources.files("r1kit.data").joinpath(f"wordlists/{name}.txt")
         path = shipped if shipped.is_file() else Path(name)
         if not path.is_file():
             raise UserError(f"toxicity word list {name!r}: no shipped list of that name and no such file")
-        entries += [
-            line.strip()
-            for line in path.read_text(encoding="utf-8").splitlines()
-            if line.strip() and not line.startswith("#")
-        ]
-    cjk = frozenset(e for e in entries if quality._CJK_CHAR.search(e))
-    spaced = [" ".join(_WORD_CHARS.findall(e.lower())) for e in entries if e not in cjk]
-    return frozenset(w for w in spaced if " " not in w), frozenset(w for w in spaced if " " in w), cjk
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if line.strip() and not line.startswith("#"):
+                try:
+                    entries.append(_entry(line.strip()))
+                except UserError as exc:
+                    raise UserError(f"{path}:{number}: {exc}") from None
+    single: dict[str, float] = {}
+    phrases: dict[str, float] = {}
+    cjk: dict[str, float] = {}
+    for term, weight in entries:
+        if quality._CJK_CHAR.search(term):
+            cjk[term] = weight
+            continue
+        spaced = " ".join(_WORD_CHARS.findall(term.lower()))
+        (phrases if " " in spaced else single)[spaced] = weight
+    return single, phrases, cjk
+
+
+def toxicity_hits(text: str, cfg) -> dict[str, float]:
+    """The distinct blocklisted terms in `text` and their weights: single words by lookup on the text's words
+    (word boundaries for free), phrases on the space-joined words, CJK entries as substrings."""
+    single, phrases, cjk = _blocklist(tuple(cfg.toxicity.wordlists), tuple(cfg.toxicity.extra_words))
+    tokens = _WORD_CHARS.findall(text.lower())
+    hits = {t: single[t] for t in tokens if t in single}
+    if phrases:
+        joined = f" {' '.join(tokens)} "
+        hits.update((p, w) for p, w in phrases.items() if f" {p} " in joined)
+    hits.update((term, w) for term, w in cjk.items() if term in text)
+    return hits
 
 
 def check_toxicity(row: dict, cfg) -> dict:
-    """Blocklist hits: single words by set lookup on the text's words (word boundaries for free),
-    phrases on the space-joined words, CJK entries as substrings."""
+    """Score a record by the summed weights of the distinct blocklisted terms it holds; reject it when the score
+    reaches `toxicity.threshold`. Slurs weigh 1 (one rejects); words with a common harmless sense ("retarded
+    potential", "cock the hammer") weigh less, so one of them alone only lowers the score a kept record carries."""
     if not cfg.toxicity.enabled:
         return row
-    single, phrases, cjk = _blocklist(tuple(cfg.toxicity.wordlists), tuple(cfg.toxicity.extra_words))
-    text = full_text(row)
-    tokens = _WORD_CHARS.findall(text.lower())
-    hits = [t for t in tokens if t in single]
-    if phrases:
-        joined = f" {' '.join(tokens)} "
-        hits += [p for p in phrases if f" {p} " in joined]
-    hits += [w for w in cjk if w in text]
-    if len(hits) > cfg.toxicity.max_hits:
-        shown = ", ".join(sorted(set(hits))[:5])
-        return reject(row, "toxicity", "toxic", f"{len(hits)} blocklist hits: {shown}")
+    hits = toxicity_hits(full_text(row), cfg)
+    row["toxicity"] = round(sum(hits.values()), 3)
+    if row["toxicity"] >= cfg.toxicity.threshold:
+        terms = ", ".join(f"{t} ({w:g})" for t, w in sorted(hits.items(), key=lambda kv: (-kv[1], kv[0]))[:5])
+        return reject(
+            row, "toxicity", "toxic", f"score {row['toxicity']:g} >= {cfg.toxicity.threshold:g}: {terms}"
+        )
     return row
 
 
