@@ -62,7 +62,6 @@ def run_stage(stage: str, recipe: Recipe, stage_dir: Path, current: Current) -> 
 
         if not recipe.data.inputs:
             raise UserError("pipeline stage data needs data.inputs")
-        shutil.rmtree(stage_dir / "data", ignore_errors=True)  # a half-cleaned folder is redone whole
         clean(recipe.data.inputs, stage_dir / "data", recipe.data, seed=recipe.seed)
         return Current(current.model, str(stage_dir / "data"))
     if stage in ("sft", "grpo"):

@@ -9,6 +9,7 @@ from r1kit.config import DataConfig
 from r1kit.data.clean import clean
 from r1kit.data.records import full_text
 from r1kit.data.semantic import find_model_dir
+from r1kit.errors import UserError
 
 LONG = (
     "The train leaves the station at nine in the morning and travels north through the valley, "
@@ -259,3 +260,42 @@ def test_spam_is_rejected_and_a_harmless_sense_is_kept_with_its_score(tmp_path):
     kept = pq.read_table(next((tmp_path / "out" / "train").glob("*.parquet"))).to_pylist()
     assert [r["toxicity"] for r in kept] == [0.25]
     assert "1 kept record(s) hold blocklisted terms" in (tmp_path / "out" / "report.md").read_text()
+
+
+def snapshot(folder):
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_clean_publishes_its_output_whole_or_not_at_all(tmp_path, messy, monkeypatch):
+    out = tmp_path / "out"
+    clean(messy, out, no_model())
+    before = snapshot(out)
+    # A failing run (strict mode stops at the malformed record) leaves the earlier output as it was.
+    with pytest.raises(UserError, match="qestion"):
+        clean(messy, out, no_model(strict=True))
+    assert snapshot(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.jsonl", "main.jsonl", "more.csv", "out"]
+
+    # While a run writes, readers of the folder still see the earlier output, complete.
+    import r1kit.data.report
+
+    seen = {}
+    write_report = r1kit.data.report.write_report
+
+    def spying(*args, **kwargs):
+        seen["during"] = snapshot(out)
+        return write_report(*args, **kwargs)
+
+    monkeypatch.setattr(r1kit.data.report, "write_report", spying)
+    result = clean(messy, out, no_model(shard_size=1))
+    assert seen["during"] == before and result.out_dir == out
+    assert len(list((out / "train").glob("*.parquet"))) > 1 and snapshot(out) != before
+
+
+def test_a_clean_will_not_replace_a_folder_of_other_files(tmp_path, messy):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("keep me")
+    with pytest.raises(UserError, match=r"mine holds files that are not a `data clean` output \(notes.txt\)"):
+        clean(messy, folder, no_model())
+    assert (folder / "notes.txt").read_text() == "keep me"

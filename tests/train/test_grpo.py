@@ -181,3 +181,26 @@ def test_problems_carry_their_worked_steps_for_the_steps_reward(recipe_for, tmp_
     assert steps(
         dataset["prompt"], ["<think>\n</think> 0"] * len(worked), reasoning=dataset["reasoning"]
     ) == [0.0] * len(worked)
+
+
+def test_a_crash_while_saving_the_final_model_is_redone_by_a_rerun(recipe_for, tmp_path, monkeypatch):
+    import r1kit.train.run
+
+    recipe = grpo_recipe(recipe_for, "train.max_steps=2")
+    run_dir = tmp_path / "run"
+
+    def disk_full(model, tokenizer, out_dir, *args, **kwargs):
+        model.config.save_pretrained(out_dir)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(r1kit.train.run, "_write_final", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        train_grpo(recipe, run_dir)
+    assert not (run_dir / "final").exists() and (run_dir / "checkpoints" / "2").is_dir()
+
+    monkeypatch.undo()
+    result = train_grpo(recipe, run_dir, resume="auto")
+    assert result.global_step == 2 and (result.final_dir / "model.safetensors").is_file()
+    assert [r["step"] for r in records(run_dir)] == [1, 2]  # no step beyond the last
+    with pytest.raises(UserError, match="is complete"):
+        train_grpo(recipe, run_dir, resume="auto")

@@ -219,6 +219,34 @@ def test_killed_and_resumed_run_matches_an_uninterrupted_one(recipe_for, tmp_pat
     assert (interrupted / "final" / "model.safetensors").is_file()
 
 
+def test_a_crash_while_saving_the_final_model_is_redone_by_a_rerun(recipe_for, tmp_path, monkeypatch):
+    from transformers import AutoModelForCausalLM
+
+    import r1kit.train.run
+
+    recipe = recipe_for("train.max_steps=4", "train.save_steps=4", "train.eval_steps=4")
+    run_dir = tmp_path / "run"
+
+    def disk_full(model, tokenizer, out_dir, *args, **kwargs):
+        model.config.save_pretrained(out_dir)  # part of the folder is written, then the save fails
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(r1kit.train.run, "_write_final", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        train_sft(recipe, run_dir)
+    assert not (run_dir / "final").exists()  # no half-written model that looks finished
+    assert (run_dir / "checkpoints" / "4").is_dir()
+
+    monkeypatch.undo()
+    result = train_sft(recipe, run_dir, resume="auto")
+    assert result.final_dir == run_dir / "final" and result.global_step == 4
+    AutoModelForCausalLM.from_pretrained(result.final_dir)
+    assert not (run_dir / ".final.partial").exists()
+    assert [r["step"] for r in records(run_dir, "train")] == [1, 2, 3, 4]  # nothing trained twice
+    with pytest.raises(UserError, match="is complete.*final model is saved"):
+        train_sft(recipe, run_dir, resume="auto")
+
+
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly(recipe_for, tmp_path):
     recipe_path = tmp_path / "recipe.yaml"
     recipe_path.write_text(

@@ -32,6 +32,7 @@ from r1kit.data.ingest import check_inputs, ingest
 from r1kit.data.records import batch_of, features, full_text, reject, rows_of
 from r1kit.dist import print0
 from r1kit.errors import UserError
+from r1kit.publish import fresh_staging_dir, publish_dir
 from r1kit.quiet import quiet_datasets
 
 OUTPUT_COLUMNS = ("source", "kind", "messages", "answer", "text", "quality", "toxicity", "meta")
@@ -223,7 +224,25 @@ def _output_schema():
 
 
 def clean(inputs: list[str | Path], out_dir: str | Path, cfg: DataConfig, *, seed: int = 42) -> CleanResult:
-    """Clean `inputs` into `out_dir` (train/, validation/, rejected.jsonl, report.json, report.md)."""
+    """Clean `inputs` into `out_dir` (train/, validation/, rejected.jsonl, report.json, report.md).
+
+    Everything is written into a staging folder beside `out_dir` and renamed into place at the end: a reader (a
+    training run) sees the earlier output or this one, never a half-written folder, and a failure leaves the
+    earlier one as it was."""
+    files = check_inputs(inputs)
+    target = Path(out_dir)
+    _check_replaceable(target)
+    staged = fresh_staging_dir(target)
+    try:
+        result = _clean(files, staged, cfg, seed)
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+    result.out_dir = publish_dir(staged, target)
+    return result
+
+
+def _clean(files: list[Path], out_dir: Path, cfg: DataConfig, seed: int) -> CleanResult:
     from datasets import Dataset
     from datasets.exceptions import DatasetGenerationError
 
@@ -231,13 +250,6 @@ def clean(inputs: list[str | Path], out_dir: str | Path, cfg: DataConfig, *, see
 
     quiet_datasets()
     start = time.perf_counter()
-    files = check_inputs(inputs)
-    out_dir = Path(out_dir)
-    for stale in ("train", "validation"):  # outputs of an earlier run must not mix with this one's
-        shutil.rmtree(out_dir / stale, ignore_errors=True)
-    for stale in ("rejected.jsonl", "report.json", "report.md"):
-        (out_dir / stale).unlink(missing_ok=True)
-    out_dir.mkdir(parents=True, exist_ok=True)
     num_proc = cfg.num_proc or os.cpu_count() or 1
     warnings: list[str] = []
     timings: dict[str, float] = {}
@@ -332,6 +344,26 @@ def clean(inputs: list[str | Path], out_dir: str | Path, cfg: DataConfig, *, see
         seconds=seconds,
     )
     return CleanResult(out_dir, report, warnings)
+
+
+OUTPUTS = frozenset(["train", "validation", "rejected.jsonl", "report.json", "report.md", "config.yaml"])
+"""What a clean folder holds (`config.yaml` is the recipe the CLI saves beside the outputs)."""
+
+
+def _check_replaceable(out_dir: Path) -> None:
+    """A clean replaces its output folder whole: refuse one that holds anything else (a mistyped `--out` must
+    not delete a user's files)."""
+    if not out_dir.exists():
+        return
+    if not out_dir.is_dir():
+        raise UserError(f"{out_dir} is a file; the output of `data clean` is a folder")
+    foreign = sorted(p.name for p in out_dir.iterdir() if p.name not in OUTPUTS)
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+        raise UserError(
+            f"{out_dir} holds files that are not a `data clean` output ({shown}); a clean replaces its output "
+            "folder whole, so give a new or empty folder"
+        )
 
 
 def _semantic(ds, cfg: DataConfig):

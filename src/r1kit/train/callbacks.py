@@ -130,6 +130,19 @@ class StopAtStep(TrainerCallback):
             control.should_training_stop = True
 
 
+class NothingLeftToTrain(Exception):
+    """Raised by `StopBeforeTraining` once `Trainer.train` has loaded the checkpoint."""
+
+
+class StopBeforeTraining(TrainerCallback):
+    """For a run whose newest checkpoint is its last step but whose final model was never saved: `train()` loads
+    the checkpoint (with whatever engine the run uses: DDP, FSDP, DeepSpeed, PEFT) and this stops it before a
+    step, which the trainer would otherwise take beyond the last one."""
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        raise NothingLeftToTrain
+
+
 class StopAtMetric(TrainerCallback):
     """Ends the run, with a checkpoint, at the first evaluation whose `metric` reaches `target`."""
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 from pathlib import Path
+
+from r1kit.publish import publish_dir
 
 STAGING = ".staging"
 INFO_FILE = "r1kit_checkpoint.json"
@@ -38,11 +39,8 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
 def publish(staged: Path, run_dir: Path, step: int, metric: float | None) -> Path:
     """Move a fully written checkpoint from the staging area to `checkpoints/<step>`."""
     (staged / INFO_FILE).write_text(json.dumps({"step": step, "metric": metric}))
-    target = checkpoint_dir(run_dir) / str(step)
-    if target.exists():  # the same step saved again (e.g. on a signal right after a scheduled save)
-        shutil.rmtree(target)
-    os.replace(staged, target)
-    return target
+    # The same step may be saved again (e.g. on a signal right after a scheduled save): replaced whole.
+    return publish_dir(staged, checkpoint_dir(run_dir) / str(step))
 
 
 def metric_of(path: Path) -> float | None:

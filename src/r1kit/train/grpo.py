@@ -29,21 +29,24 @@ from r1kit.config import IN_TRAINING_METRICS, Recipe, logged_metric
 from r1kit.dist import print0, world_size
 from r1kit.errors import UserError
 from r1kit.hardware import require_cuda, require_module
-from r1kit.train.callbacks import MetricsLogger
+from r1kit.train.callbacks import MetricsLogger, NothingLeftToTrain, StopBeforeTraining
 from r1kit.train.rewards import resolve
 from r1kit.train.rl_health import RLHealth
 from r1kit.train.run import (
     OOM_ADVICE,
     TrainResult,
     build_callbacks,
+    complete_error,
     configure_wandb,
     data_dir_of,
+    final_dir_of,
     load_model,
     lora_config,
     run_record,
     save_final,
     shared_trainer_args,
     start_run,
+    step_of,
 )
 
 
@@ -194,6 +197,12 @@ def train_grpo(
     run_dir = Path(run_dir) if run_dir else recipe.run_dir
     check_rollout_engine(recipe.grpo.rollout_engine)
     resume_from, precision, tokenizer = start_run(recipe, run_dir, resume)
+    resumed_step = step_of(resume_from)
+    # The newest checkpoint is the last step: a complete run, or one that stopped while saving its final model
+    # (then the trainer loads the checkpoint, stops before a step, and the final model is saved again).
+    finishing = recipe.train.max_steps is not None and resumed_step >= recipe.train.max_steps
+    if finishing and final_dir_of(run_dir).is_dir():
+        raise complete_error(run_dir, resumed_step)
     rewards = [
         resolve(name, max_completion_length=recipe.grpo.max_completion_length) for name in recipe.grpo.rewards
     ]
@@ -228,7 +237,7 @@ def train_grpo(
             eval_dataset=dataset.select(range(1)) if validation is not None else None,
             processing_class=tokenizer,
             reward_funcs=rewards,
-            callbacks=[*own, *callbacks],
+            callbacks=[*own, *callbacks, *([StopBeforeTraining()] if finishing else [])],
             peft_config=lora_config(recipe) if recipe.train.method != "full" else None,
         )
         trainer.callback_handler.callbacks[0:0] = [
@@ -241,15 +250,19 @@ def train_grpo(
 
             AccuracyAtValidation.from_recipe(trainer, tokenizer, recipe, validation, replace_loop=True)
         metrics_logger.first_record["metrics_port"] = exporter.port if exporter else None
+        output = None
         try:
             output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
         except torch.OutOfMemoryError:
             raise UserError(OOM_ADVICE) from None
+        except NothingLeftToTrain:
+            print0(f"{run_dir}: step {resumed_step} has no final model yet; saving it")
     finally:
         if exporter is not None:
             exporter.stop()
     step = trainer.state.global_step
+    metrics = output.metrics if output else {}
     if stopper.received:
-        return TrainResult(run_dir, None, step, stopper.received, 0, None, None, output.metrics)
+        return TrainResult(run_dir, None, step, stopper.received, 0, None, None, metrics)
     final_dir = save_final(trainer, recipe, run_dir, tokenizer, base_dir)
-    return TrainResult(run_dir, final_dir, step, None, 0, None, None, output.metrics)
+    return TrainResult(run_dir, final_dir, step, None, 0, None, None, metrics)

@@ -10,6 +10,7 @@ A stage calls `start_run`, `load_model`, builds its own TRL config on `shared_tr
 from __future__ import annotations
 
 import platform
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from r1kit.dist import is_main_process, print0
 from r1kit.errors import UserError
 from r1kit.hardware import choose_precision, cuda_available, package_version, require_module
 from r1kit.models.load import check_attn_implementation, load_tokenizer, resolve_model_dir
+from r1kit.publish import publish_dir, staging_dir
 from r1kit.train import checkpoint
 from r1kit.train.callbacks import CheckpointPublisher, ReleaseFreedMemory, StopAtMetric, StopOnSignal
 from r1kit.train.lm_head import use_for_cpu
@@ -305,11 +307,39 @@ def run_record(mode: str, recipe: Recipe, precision: str, **extra) -> dict:
     }
 
 
+def step_of(checkpoint_path: Path | None) -> int:
+    """The step a checkpoint was saved at (0 for none)."""
+    import json
+
+    if checkpoint_path is None:
+        return 0
+    return json.loads((checkpoint_path / "trainer_state.json").read_text())["global_step"]
+
+
+def complete_error(run_dir: Path, step: int) -> UserError:
+    return UserError(
+        f"{run_dir} is complete: its newest checkpoint is at step {step}, the run's last step, "
+        f"and its final model is saved in {final_dir_of(run_dir)}"
+    )
+
+
+def final_dir_of(run_dir: Path) -> Path:
+    """The run's final model folder. It is published whole (written beside it, then renamed), so it exists only
+    once complete."""
+    return run_dir / "final"
+
+
 def save_final(trainer, recipe: Recipe, run_dir: Path, tokenizer, base_dir: Path | None) -> Path:
     """`final/`: a Hugging Face model folder (the last or the best weights); for LoRA the adapter in
     `final/adapter` (its config names the base folder) and, with `train.save_merged`, the merged model in
-    `final/`."""
-    final_dir = run_dir / "final"
+    `final/`. Written into a staging folder and renamed into place, so a crash while saving leaves no `final/`
+    (a re-run with `--resume auto` saves it again) rather than a half-written one. Every process calls it."""
+    final_dir = final_dir_of(run_dir)
+    staged = staging_dir(final_dir)
+    wait_for_everyone = trainer.accelerator.wait_for_everyone
+    if is_main_process():
+        shutil.rmtree(staged, ignore_errors=True)  # what a crashed save left
+    wait_for_everyone()
     model = trainer.model
     if recipe.train.final_model == "best":
         best = _best_checkpoint(run_dir, trainer.args.greater_is_better)
@@ -324,25 +354,31 @@ def save_final(trainer, recipe: Recipe, run_dir: Path, tokenizer, base_dir: Path
         # main process writes one plain state dict.
         if trainer.is_fsdp_enabled:
             trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
-        trainer.save_model(str(final_dir))
-    if not is_main_process():
-        return final_dir
-    (final_dir / "training_args.bin").unlink(missing_ok=True)  # the trainer's pickle; the run has config.yaml
+        trainer.save_model(str(staged))
+    if is_main_process():
+        _write_final(model, tokenizer, staged, recipe, base_dir, lora=lora, sharded=sharded)
+        publish_dir(staged, final_dir)
+    wait_for_everyone()  # no process reads final/ before it is in place
+    return final_dir
+
+
+def _write_final(model, tokenizer, out_dir: Path, recipe: Recipe, base_dir, *, lora: bool, sharded: bool):
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "training_args.bin").unlink(missing_ok=True)  # the trainer's pickle; the run has config.yaml
     if lora:
         if base_dir is not None:
             model.peft_config["default"].base_model_name_or_path = str(base_dir)
-        model.save_pretrained(final_dir / "adapter")
-        tokenizer.save_pretrained(final_dir / "adapter")
+        model.save_pretrained(out_dir / "adapter")
+        tokenizer.save_pretrained(out_dir / "adapter")
         if recipe.train.save_merged:
-            model.merge_and_unload().save_pretrained(final_dir)
-            tokenizer.save_pretrained(final_dir)
+            model.merge_and_unload().save_pretrained(out_dir)
+            tokenizer.save_pretrained(out_dir)
     else:
         if not sharded:
-            model.save_pretrained(final_dir)
-        tokenizer.save_pretrained(final_dir)
+            model.save_pretrained(out_dir)
+        tokenizer.save_pretrained(out_dir)
     if model.generation_config is not None and not lora:
-        model.generation_config.save_pretrained(final_dir)
-    return final_dir
+        model.generation_config.save_pretrained(out_dir)
 
 
 def _best_checkpoint(run_dir: Path, greater_is_better: bool) -> Path | None:

@@ -27,19 +27,28 @@ from r1kit.data.tokenize import load_split, tokenize_dataset
 from r1kit.dist import print0
 from r1kit.errors import UserError
 from r1kit.train import checkpoint
-from r1kit.train.callbacks import MetricsLogger, NonFiniteGuard, StopAtStep
+from r1kit.train.callbacks import (
+    MetricsLogger,
+    NonFiniteGuard,
+    NothingLeftToTrain,
+    StopAtStep,
+    StopBeforeTraining,
+)
 from r1kit.train.run import (
     OOM_ADVICE,
     TrainResult,
     build_callbacks,
+    complete_error,
     configure_wandb,
     data_dir_of,
+    final_dir_of,
     load_model,
     lora_config,
     run_record,
     save_final,
     shared_trainer_args,
     start_run,
+    step_of,
 )
 
 Mode = Literal["sft", "pretrain"]
@@ -127,14 +136,6 @@ def phases(train) -> list[tuple[int, int | None]]:
     ]
 
 
-def _step_of(checkpoint_path: Path | None) -> int:
-    import json
-
-    if checkpoint_path is None:
-        return 0
-    return json.loads((checkpoint_path / "trainer_state.json").read_text())["global_step"]
-
-
 def train_sft(
     recipe: Recipe, run_dir: str | Path | None = None, *, resume: str | None = None, mode: Mode = "sft"
 ) -> TrainResult:
@@ -150,10 +151,14 @@ def train_sft(
     metrics_logger = MetricsLogger(run_dir / "metrics.jsonl", run_record(mode, recipe, precision))
     callbacks = exporter = None
     trainer = output = None
-    start_step, stage_start = _step_of(resume_from), 0
+    start_step, stage_start = step_of(resume_from), 0
     try:
-        for seq_length, last_step in phases(recipe.train):
-            if last_step is not None and last_step <= start_step:
+        stages = phases(recipe.train)
+        for index, (seq_length, last_step) in enumerate(stages):
+            done = last_step is not None and last_step <= start_step
+            # The last stage's checkpoint without a final model: the run stopped while saving it. The trainer
+            # loads the checkpoint, stops before a step, and the final model is saved again.
+            if done and (index < len(stages) - 1 or final_dir_of(run_dir).is_dir()):
                 stage_start = last_step
                 continue
             train_ds, eval_ds, train_stats, eval_stats = prepare_data(
@@ -194,7 +199,7 @@ def train_sft(
                 peft_config=lora_config(recipe)
                 if recipe.train.method != "full" and not isinstance(model, PeftModel)
                 else None,
-                callbacks=[*callbacks, *stage_end],
+                callbacks=[*callbacks, *stage_end, *([StopBeforeTraining()] if done else [])],
             )
             # First, so that perplexity and tokens/s are in the logs before TensorBoard's callback sees them.
             trainer.callback_handler.callbacks.insert(0, metrics_logger)
@@ -213,6 +218,9 @@ def train_sft(
                 output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
             except torch.OutOfMemoryError:
                 raise UserError(OOM_ADVICE) from None
+            except NothingLeftToTrain:
+                print0(f"{run_dir}: step {start_step} has no final model yet; saving it")
+                break
             model, step = trainer.model, trainer.state.global_step
             if stopper.received:  # the checkpoint is saved; the run continues with --resume auto
                 return TrainResult(
@@ -232,9 +240,7 @@ def train_sft(
         if exporter is not None:
             exporter.stop()
     if trainer is None:
-        raise UserError(
-            f"{run_dir} is complete: its newest checkpoint is at step {start_step}, the run's last step"
-        )
+        raise complete_error(run_dir, start_step)
     final_dir = save_final(trainer, recipe, run_dir, tokenizer, base_dir)
     return TrainResult(
         run_dir,
@@ -244,5 +250,5 @@ def train_sft(
         guard.skipped,
         train_stats,
         eval_stats,
-        output.metrics,
+        output.metrics if output else {},
     )
