@@ -1,42 +1,15 @@
-"""The GRPO learning proof: cold-start SFT, then GRPO, on 2-4-digit addition, with held-out accuracy before and
-after RL, on a CPU.
+"""The GRPO learning proof on a CPU: cold-start SFT, a mixed phase, then GRPO, on 2-4-digit addition, with
+greedy held-out accuracy after each phase and every `--eval-every` GRPO steps.
 
-The recipe is the demo's (`r1kit.demo.demo_recipe`), run longer, with a mixed phase:
-- data: 4,000 `addition` problems, each with its worked `<think>` solution (one column per line, naming the
-  numbers still to add; `--task addition-labelled`: each line starting with a letter, `a` for the ones
-  column; `--task addition-running`: each line also ending with the answer's digits so far);
-  500 held-out problems, disjoint from training;
-- model: a new `mini-qwen2` (~3.3M parameters) with a 512-token tokenizer (digits are single tokens);
-- cold-start SFT: packed rows of 512 tokens, 2 per step, a learning rate of 1e-3 decaying on a cosine to 0 at
-  `--sft-steps` (1,200; `--sft-schedule constant`: as before the eleventh round), AdamW weight decay
-  `--weight-decay` (0.1, in every stage; 0 before the eleventh round), bf16 autocast where the CPU has it,
-  stopped once greedy accuracy on 64 validation problems reaches `--sft-target` (0.9; `train.stop_at_metric`);
-- then `--mixed-steps` (100) more SFT steps at `--mixed-learning-rate` (3e-4) on a mixed set of the same
-  problems, where `--reasoning-share` (25%) of the solutions keep their worked steps and the others answer after
-  an empty think block, as in the R1 recipe: the greedy answer learns to skip the reasoning, while sampled
-  completions still reason some of the time, and RL has to teach the model that reasoning pays. The gain is
-  counted from this checkpoint; its line also says how often it reasons when sampled and how often it is right
-  when it does (`--mixed-steps 0` leaves the phase out, as before 2026-12-01);
-- GRPO: 8 prompts x 8 completions, temperature 1.0, no KL (beta 0), the DAPO loss, a learning rate of
-  `--grpo-learning-rate` (1.5e-4) decaying linearly to 0 at `--grpo-steps` (50; `--grpo-schedule constant`: as
-  before 2026-12-01), and two rewards: exact-answer accuracy, and `steps` (`--steps-reward`, 1.0), the share of
-  the reference solution's worked lines the completion reproduces.
-
-Printed: greedy exact-answer accuracy on the 500 held-out problems after SFT and every `--eval-every` GRPO steps,
-the gain, and the wall time a run stopping there would have taken (data, the cold start, its evaluation, GRPO so
-far and one evaluation; the evaluations in between are not counted). GRPO is one run, which a callback
-evaluates every `--eval-every` steps (restoring the random generators after), so the curve is that of one run
-under one learning-rate schedule. Everything runs in this process; the run folder is kept with `--keep DIR`.
+The recipe is the demo's (`r1kit.demo.demo_recipe`), run longer: 4,000 `addition` problems with worked `<think>`
+solutions and 500 held-out ones; a new `mini-qwen2`; a cold start stopped at `--sft-target` greedy accuracy on
+64 validation problems; `--mixed-steps` of SFT on a set where `--reasoning-share` of the solutions keep their
+worked steps; GRPO for `--grpo-steps` with the accuracy and `steps` rewards. Each option's help gives its default.
+Printed: accuracies, the gain, and the wall time a run stopping at each evaluation would have taken. What the
+rounds measured, and why the gain counted from the mixed checkpoint overstates what RL adds, is in
+research/grpo-learning.md.
 
     python benchmarks/grpo_learning.py [--seed 0] [--grpo-steps 50] [--eval-every 25] [--keep runs/grpo-proof]
-
-The rounds before the eleventh (docs/grpo-learning.md) ran a constant-rate cold start without weight decay; their
-commands are `OLD = --sft-schedule constant --sft-steps 2000 --weight-decay 0`, then:
-
-        OLD --sft-target 0.4 --grpo-steps 150  # the eighth round's default
-        OLD --sft-target 0.25 --mixed-steps 0 --grpo-steps 100  # the fifth round's
-        OLD --task addition-running --sft-target 0.6 --grpo-steps 100  # the ninth round's
-        OLD --task addition-labelled --sft-target 0.6 --grpo-steps 100  # the tenth round's
 """
 
 from __future__ import annotations

@@ -11,14 +11,10 @@ useful tokens/s at <= half the peak memory.
 
 Both sides train at the precision the device runs natively (`--trl-precision auto`, the default): TRL keeps its
 bf16 default on a GPU or a CPU with bf16 matrix instructions, and trains in fp32 elsewhere, as the issue's own
-baseline measurement did ("padding, fp32, batch 8"). On a CPU without native bf16 (AVX2 only), TRL's bf16 default
-runs PyTorch's reference bf16 GEMM: measured at ~13 useful tokens/s there against r1kit's fp32 ~240, a ratio that
-says more about that CPU than about either setup; `--trl-precision bf16` measures it anyway.
+baseline measurement did ("padding, fp32, batch 8"); `--trl-precision bf16` measures TRL's bf16 default anyway,
+which a CPU without native bf16 emulates.
 
-Measured on our 2-core AVX2 machine (fp32 on both sides, 256 examples, 3 interleaved rounds, medians), two
-runs: TRL 99 and 104 useful tokens/s at 4,059 and 4,158 MiB, r1kit 365 and 342 at 1,902 and 1,891 MiB: 3.69x
-and 3.29x the tokens/s at 0.47x and 0.45x the memory (rounds 3.41-3.69x and 3.22-3.39x). Before r1kit's CPU
-LM head (train/lm_head.py), the same command gave 2.52x at 0.44x (TRL 113, r1kit 285).
+Figures measured with it are in research/benchmark-figures.md.
 
     python benchmarks/sft_throughput.py [--rounds 3] [--examples 256] [--trl-precision auto|bf16|fp32]
 """

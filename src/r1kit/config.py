@@ -469,7 +469,7 @@ class EvalConfig(Section):
     `eval_mixed_groups`: the share of problems whose samples are neither all right nor all wrong, the GRPO
     groups of that size that have a learning signal. `train.stop_at_metric` can stop on either, though on the
     arithmetic task the share of mixed groups did not tell the cold starts GRPO improved most from the others
-    (docs/grpo-learning.md). 0 samples nothing."""
+    (research/grpo-learning.md). 0 samples nothing."""
 
     @model_validator(mode="after")
     def _samples_need_during_training(self) -> EvalConfig:

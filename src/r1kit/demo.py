@@ -110,7 +110,7 @@ def demo_recipe(out_dir: Path, overrides: list[str] = ()) -> Recipe:
             "beta": 0.0,
             "loss_type": "dapo",
             # 20 steps at 1.5e-4 gain most of what 30 at 1e-4 and 50 at 5e-5 do, in 10 and 30 fewer steps
-            # (docs/grpo-learning.md)
+            # (research/grpo-learning.md)
             "learning_rate": 1.5e-4,
             "max_completion_length": 112,
             "rewards": {"accuracy": 1.0},
@@ -389,7 +389,7 @@ def write_demo_report(result: DemoResult, out_dir: Path) -> Path:
         short = (
             f" It stopped at its step limit before reaching {pct(target)}: this cold start learned to add more "
             "slowly, and GRPO has less to work with (how soon a cold start gets there varies from run to run; "
-            "see docs/grpo-learning.md)."
+            "see research/grpo-learning.md)."
             if target is not None and reached < target
             else ""
         )

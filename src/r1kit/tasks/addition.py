@@ -29,7 +29,7 @@ def generate(rng: random.Random, level: Difficulty, *, form: AdditionForm = "add
     our 2-core machines, 38% held-out accuracy after 750 SFT steps against ~20%).
 
     The answer is the last digit of every line read backwards (the last line's whole sum), which is where small
-    models trained on this form go wrong most: a line read twice or skipped (docs/grpo-learning.md, ninth and
+    models trained on this form go wrong most: a line read twice or skipped (research/grpo-learning.md, ninth and
     tenth rounds). Two forms make that step explicit (the same seed gives the same problems in every form):
     - `addition-labelled` starts each line with a letter, `a` for the ones column (`a 1597+806: 7+6=13`,
       `b 159+80: 9+0+1=10`, ...), so that the answer's next digit comes from the line lettered one before the
