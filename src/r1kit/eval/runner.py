@@ -132,8 +132,12 @@ def run_eval(
     api_key: str | None = None,
     curves_from: str | Path | None = None,
 ) -> dict:
-    """Evaluate and write the report; returns the report as a dict."""
+    """Evaluate and write the report; returns the report as a dict. The report plots the training curves of
+    `curves_from`, by default the run a `<run>/final` model folder belongs to."""
     from r1kit.eval.report import write_report
+
+    if curves_from is None and model_dir is not None and (Path(model_dir).parent / "metrics.jsonl").is_file():
+        curves_from = Path(model_dir).parent
 
     cfg = recipe.eval
     if (model_dir is None) == (endpoint is None):

@@ -1,0 +1,45 @@
+"""`r1kit demo`: the R1 recipe end to end on this machine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from r1kit.cli.common import SetOption, app, out, print_answer
+
+
+@app.command()
+def demo(
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for everything the demo writes.")] = Path(
+        "runs/demo"
+    ),
+    overrides: SetOption = None,
+) -> None:
+    """The R1 recipe end to end on this machine: data, tokenizer, SFT, GRPO, eval, export, serve, report."""
+    from r1kit.demo import run_demo
+
+    result = run_demo(out_dir, overrides or [])
+    counts = {s: sum(c.status == s for c in result.checks) for s in ("pass", "warn", "fail")}
+    report = result.data.report
+    out.print(f"doctor: {counts['pass']} pass, {counts['warn']} warn, {counts['fail']} fail")
+    out.print(f"data: {report['input_records']} records in, {report['kept']} kept")
+    out.print(f"SFT: {result.sft.global_step} steps; GRPO: {result.grpo.global_step} steps")
+    for example in result.examples:  # the evaluation's own greedy answers to the first held-out problems
+        print_answer(example["prompt"], example["reasoning"], example["answer"])
+        verdict = "[green]correct[/green]" if example["correct"] else "[yellow]not correct[/yellow]"
+        out.print(f"gold      {escape(example['gold'])}: {verdict}")
+    before, after = result.before["suites"]["heldout"], result.evaluation["suites"]["heldout"]
+    out.print(
+        f"held-out accuracy ({after['problems']} problems, greedy): {100 * before['accuracy']:.1f}% after SFT -> "
+        f"{100 * after['accuracy']:.1f}% after GRPO ({100 * (after['accuracy'] - before['accuracy']):+.1f} points)"
+    )
+    b, a = result.export.before, result.export.after
+    out.print(f"export {result.export.quantize}: {b.size_mib:.1f} -> {a.size_mib:.1f} MiB")
+    served = result.served
+    out.print(f"served at {served['url']}: asked {escape(served['question'])!r}", highlight=False)
+    out.print(f"[dim]reasoning_content[/dim] {escape(str(served['reasoning']))}", highlight=False)
+    out.print(f"[bold]content[/bold]           {escape(str(served['answer']))}", highlight=False)
+    out.print(f"{sum(result.seconds.values()) / 60:.1f} min; report: {escape(str(result.report))}")

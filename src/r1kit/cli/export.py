@@ -1,0 +1,38 @@
+"""`r1kit export`: merge, quantise and write a model folder to serve."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from r1kit.cli.common import app, out
+
+
+@app.command("export")
+def export_cmd(
+    model: Annotated[Path, typer.Option(help="Model folder, checkpoint folder or LoRA adapter folder.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="New folder for the exported model.")],
+    merge_lora: Annotated[bool, typer.Option(help="Merge a LoRA adapter into its base weights.")] = True,
+    quantize: Annotated[
+        str, typer.Option(help="none, int8-dynamic (CPU), int8 or int4 (torchao), nf4 (GPU).")
+    ] = "none",
+    trust_remote_code: Annotated[bool, typer.Option(help="Run code shipped in the model folder.")] = False,
+) -> None:
+    """Merge, quantise and write a model folder to serve, with its size and speed before and after."""
+    from r1kit.export import export
+
+    result = export(
+        model, out_dir, merge_lora=merge_lora, quantize=quantize, trust_remote_code=trust_remote_code
+    )
+    b, a = result.before, result.after
+    out.print(f"size   {b.size_mib:8.1f} MiB -> {a.size_mib:8.1f} MiB ({a.size_mib / b.size_mib:.2f}x)")
+    out.print(
+        f"speed  {b.tokens_per_second:8.1f} tok/s -> {a.tokens_per_second:8.1f} tok/s "
+        f"({a.tokens_per_second / b.tokens_per_second:.2f}x, greedy, one prompt)"
+    )
+    for pattern, why in result.not_quantized.items():
+        out.print(f"[yellow]not quantised[/yellow] {escape(pattern)}: {why}", soft_wrap=True)
+    out.print(f"wrote {escape(str(result.out_dir))} (report: export.json)")
