@@ -139,10 +139,16 @@ def test_generate_rejects_bad_values(cli, tmp_path):
 
 @pytest.mark.slow
 def test_demo_runs_end_to_end(cli, tmp_path):
-    from r1kit.demo import GRPO_STAGE
+    from r1kit.config import load_recipe
+    from r1kit.demo import recipe_path
 
-    # The demo's steps at a few training steps each; `make demo` runs the same code with the recipe's own.
+    # The shipped demo recipe at a few training steps each; `make demo` runs the same code with its own.
+    stages = [s.model_dump() for s in load_recipe(recipe_path(), []).pipeline.stages]
+    grpo = next(s for s in stages if s["stage"] == "grpo")
+    grpo["set"] += ["train.per_device_batch_size=16", "train.max_steps=2"]
     out_dir = tmp_path / "demo"
+    (out_dir / "04-sft").mkdir(parents=True)  # an earlier demo's stage: the demo runs afresh
+    (out_dir / "04-sft" / "stage.json").write_text("{}")
     overrides = [
         "train.max_steps=10",
         "train.eval_steps=5",
@@ -152,14 +158,15 @@ def test_demo_runs_end_to_end(cli, tmp_path):
         "eval.max_new_tokens=8",
         "eval.limit=16",
         "grpo.max_completion_length=8",
-        f"pipeline.stages=[sft, {{stage: grpo, set: [{', '.join(GRPO_STAGE)}, train.per_device_batch_size=16, "
-        "train.max_steps=2]}]",
+        f"pipeline.stages={json.dumps(stages)}",
     ]
     done = cli("demo", "--out", str(out_dir), *[a for o in overrides for a in ("--set", o)], check=True)
     assert "doctor:" in done.stdout and "0 fail" in done.stdout
     assert "data: 4000 records in" in done.stdout
     assert "SFT: 10 steps; GRPO: 2 steps" in done.stdout
-    before, after = (json.loads((out_dir / d / "report.json").read_text()) for d in ("eval-sft", "eval"))
+    before, after = (
+        json.loads((out_dir / d / "eval" / "report.json").read_text()) for d in ("05-eval", "07-eval")
+    )
     # the evaluation's first three held-out answers, each with its verdict
     heldout = after["suites"]["heldout"]["examples"]
     verdicts = re.findall(r"gold +(\d+): (correct|not correct)", done.stdout)
@@ -169,11 +176,20 @@ def test_demo_runs_end_to_end(cli, tmp_path):
         r"held-out accuracy \(16 problems, greedy\): ([\d.]+)% after SFT -> ([\d.]+)% after GRPO", done.stdout
     )
     assert accuracy, done.stdout
-    assert (out_dir / "sft" / "final" / "model.safetensors").is_file()
-    assert (out_dir / "grpo" / "final" / "model.safetensors").is_file()
+    # the pipeline ran every stage, each from what the one before made
+    assert sorted(p.name for p in out_dir.glob("[0-9][0-9]-*")) == [
+        "01-synth", "02-data", "03-tokenizer", "04-sft", "05-eval", "06-grpo", "07-eval", "08-export"
+    ]  # fmt: skip
+    assert (out_dir / "04-sft" / "final" / "model.safetensors").is_file()
+    assert f"path: {out_dir / '04-sft' / 'final'}" in (out_dir / "06-grpo" / "config.yaml").read_text()
+    assert (
+        f"tokenizer: {out_dir / '03-tokenizer' / 'tokenizer'}"
+        in (out_dir / "04-sft" / "config.yaml").read_text()
+    )
+    assert (out_dir / "06-grpo" / "final" / "model.safetensors").is_file()
     assert "preset: mini-qwen2" in (out_dir / "config.yaml").read_text()
     assert re.search(r"export int8-dynamic: [\d.]+ -> [\d.]+ MiB", done.stdout)
-    assert (out_dir / "model-int8" / "export.json").is_file()
+    assert (out_dir / "08-export" / "model" / "export.json").is_file()
     assert "served at http://127.0.0.1:" in done.stdout and "content" in done.stdout
     # the report: the figures of this run, the served answer, and the plots it links to exist
     report = (out_dir / "report.md").read_text()
@@ -187,8 +203,8 @@ def test_demo_runs_end_to_end(cli, tmp_path):
         f"{100 * after['suites']['heldout']['accuracy']:.1f}",
     )
     assert "`reasoning_content`" in report and "mean reward" in report and "| total |" in report
-    precision = json.loads((out_dir / "sft" / "metrics.jsonl").read_text().splitlines()[0])["precision"]
+    precision = json.loads((out_dir / "04-sft" / "metrics.jsonl").read_text().splitlines()[0])["precision"]
     assert f"training in {precision}" in report
     assert "stopped at its step limit before reaching 25.0%" in report  # 10 steps: the cold start is short
-    for image in re.findall(r"!\[[^]]*\]\(([^)]+)\)", report):
-        assert (out_dir / image).is_file(), image
+    for link in re.findall(r"!?\[[^]]*\]\(([^)]+)\)", report):
+        assert (out_dir / link).is_file(), link

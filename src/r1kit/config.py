@@ -400,6 +400,17 @@ class GrpoConfig(Section):
     """Settings passed unchanged to TRL's GRPO config."""
 
 
+class SynthConfig(Section):
+    task: str = "addition"
+    """A synthetic task (`r1kit data synth --help` lists them): arithmetic, addition, countdown, ..."""
+    problems: int = Field(4000, ge=1)
+    """Problems to write."""
+    difficulty: Literal["easy", "medium", "hard"] = "medium"
+    """The task's difficulty level."""
+    reasoning_share: float = Field(1.0, ge=0.0, le=1.0)
+    """Share of solutions that keep their worked reasoning; the others answer after an empty think block."""
+
+
 class SampleConfig(Section):
     num_samples: int = Field(8, ge=1)
     """Completions drawn per problem."""
@@ -495,6 +506,8 @@ class ExportConfig(Section):
     """Fold LoRA adapters into the base weights."""
     quantize: Literal["none", "int8-dynamic", "int8", "int4", "nf4"] = "none"
     """`int8-dynamic` for CPU inference, `int8`/`int4` weight-only (torchao), `nf4` (bitsandbytes, GPU)."""
+    speed_tokens: int = Field(32, ge=1)
+    """Tokens generated for the speed check before and after."""
 
 
 class PlanConfig(Section):
@@ -552,7 +565,7 @@ class ServeConfig(Section):
 
 
 class PipelineStage(Section):
-    stage: Literal["data", "sft", "grpo", "sample", "eval", "export"]
+    stage: Literal["synth", "data", "tokenizer", "sft", "grpo", "sample", "eval", "export"]
     """What the stage does; each takes the model and data the stages before it produced."""
     set: list[str] = []
     """Recipe overrides for this stage only, e.g. [train.max_steps=200, grpo.learning_rate=1e-5]."""
@@ -582,6 +595,8 @@ class Recipe(Section):
     """The model to start from."""
     tokenizer: TokenizerConfig = TokenizerConfig()
     """Tokenizer training (for models built from a preset)."""
+    synth: SynthConfig = SynthConfig()
+    """Synthetic problems (the pipeline's `synth` stage)."""
     data: DataConfig = DataConfig()
     """Data ingestion and cleaning."""
     train: TrainConfig = TrainConfig()

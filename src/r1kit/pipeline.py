@@ -1,7 +1,11 @@
 """`r1kit pipeline`: the recipe's stages in order, each in its own folder of the run, each taking the model and
-data the stages before it produced: the R1 recipe is `[data, sft, grpo, sample, sft, grpo, eval, export]`.
+data the stages before it produced: the R1 recipe is `[data, sft, grpo, sample, sft, grpo, eval, export]`, and
+`r1kit demo` runs `[synth, data, tokenizer, sft, eval, grpo, eval, export]` (recipes/demo.yaml).
 
-- data: `data.inputs` cleaned into `<stage>/data` (the next stages' dataset);
+- synth: `synth.problems` problems of `synth.task` written as JSONL (the next stages' raw input);
+- data: the raw input (`data.inputs`, or what `synth` wrote) cleaned into `<stage>/data` (the next stages'
+  dataset);
+- tokenizer: a tokenizer trained per `tokenizer` on the raw input, for the models built from `model.preset`;
 - sft / grpo: trained from the current model (or `model.preset` for the first) on the current dataset; the
   final model becomes current (LoRA runs save the merged model, so the next stage starts from it);
 - sample: rejection sampling from the current model on the current dataset's problems; its cleaned samples
@@ -9,9 +13,10 @@ data the stages before it produced: the R1 recipe is `[data, sft, grpo, sample, 
 - eval: the recipe's suites on the current model, report in the stage folder;
 - export: the current model merged and quantised per `export`; the exported folder becomes current.
 
-A finished stage leaves `stage.json` with a fingerprint of its resolved recipe and its inputs. Re-running the
-pipeline skips a stage whose fingerprint matches, refuses one whose recipe changed (its folder holds work that
-a silent re-run would overwrite), and resumes an unfinished training stage from its newest checkpoint.
+A finished stage leaves `stage.json` with a fingerprint of its resolved recipe and its inputs, what it made
+current, its wall time and a summary of its result. Re-running the pipeline skips a stage whose fingerprint
+matches, refuses one whose recipe changed (its folder holds work that a silent re-run would overwrite), and
+resumes an unfinished training stage from its newest checkpoint.
 """
 
 from __future__ import annotations
@@ -19,7 +24,8 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from r1kit.config import PipelineStage, Recipe, build_recipe
@@ -29,8 +35,34 @@ from r1kit.errors import UserError
 
 @dataclass
 class Current:
+    """What the stages so far produced: the model, the cleaned dataset, the raw input files, the tokenizer."""
+
     model: str | None
     dataset: str | None
+    inputs: list[str] | None = None
+    tokenizer: str | None = None
+
+
+@dataclass
+class StageRecord:
+    """One stage of a pipeline run, as its `stage.json` holds it."""
+
+    stage: str
+    dir: str
+    fingerprint: str
+    current: Current
+    seconds: float
+    """Wall time of the run that finished the stage (a skipped stage keeps the one it had)."""
+    summary: dict
+    """What the stage measured: counts, steps, accuracies, sizes (see `run_stage`)."""
+    skipped: bool = False
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "skipped": self.skipped}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> StageRecord:
+        return cls(**{**data, "current": Current(**data["current"])})
 
 
 def stage_recipe(recipe: Recipe, stage: PipelineStage, current: Current, stage_dir: Path) -> Recipe:
@@ -38,6 +70,13 @@ def stage_recipe(recipe: Recipe, stage: PipelineStage, current: Current, stage_d
     chained = [f"output_dir={stage_dir}"]
     if current.model is not None:
         chained += [f"model.path={current.model}", "model.preset=null", "model.tokenizer=null"]
+    elif current.tokenizer is not None:
+        chained.append(f"model.tokenizer={current.tokenizer}")
+    if current.inputs is not None:
+        chained += [
+            f"data.inputs={json.dumps(current.inputs)}",
+            f"tokenizer.inputs={json.dumps(current.inputs)}",
+        ]
     if current.dataset is not None:
         chained += [
             f"train.dataset={current.dataset}",
@@ -55,15 +94,37 @@ def fingerprint(recipe: Recipe, stage: PipelineStage) -> str:
     return hashlib.sha256(f"{stage.stage}\n{recipe.to_yaml()}".encode()).hexdigest()[:16]
 
 
-def run_stage(stage: str, recipe: Recipe, stage_dir: Path, current: Current) -> Current:
-    """Run one stage into `stage_dir`; returns what is current after it."""
+def run_stage(stage: str, recipe: Recipe, stage_dir: Path, current: Current) -> tuple[Current, dict]:
+    """Run one stage into `stage_dir`; returns what is current after it, and a summary of what it measured."""
+    if stage == "synth":
+        from r1kit.data.synth import synthesize
+
+        s = recipe.synth
+        path = synthesize(
+            s.task,
+            s.problems,
+            stage_dir / "problems.jsonl",
+            difficulty=s.difficulty,
+            seed=recipe.seed,
+            reasoning_share=s.reasoning_share,
+        )
+        return replace(current, inputs=[str(path)]), {"task": s.task, "problems": s.problems}
     if stage == "data":
         from r1kit.data.clean import clean
 
         if not recipe.data.inputs:
-            raise UserError("pipeline stage data needs data.inputs")
-        clean(recipe.data.inputs, stage_dir / "data", recipe.data, seed=recipe.seed)
-        return Current(current.model, str(stage_dir / "data"))
+            raise UserError("pipeline stage data needs data.inputs (or a synth stage before it)")
+        report = clean(recipe.data.inputs, stage_dir / "data", recipe.data, seed=recipe.seed).report
+        counts = ("input_records", "kept", "splits", "rejected")
+        return replace(current, dataset=str(stage_dir / "data")), {k: report[k] for k in counts}
+    if stage == "tokenizer":
+        from r1kit.models.tokenizer import train_from_config
+
+        if not recipe.tokenizer.inputs:
+            raise UserError("pipeline stage tokenizer needs tokenizer.inputs (or a synth stage before it)")
+        result = train_from_config(recipe.tokenizer, stage_dir / "tokenizer")
+        summary = {"vocab_size": result.vocab_size, "texts": result.num_texts}
+        return replace(current, tokenizer=str(result.out_dir)), summary
     if stage in ("sft", "grpo"):
         from r1kit.train import checkpoint
 
@@ -76,7 +137,8 @@ def run_stage(stage: str, recipe: Recipe, stage_dir: Path, current: Current) -> 
             from r1kit.train.grpo import train_grpo
 
             result = train_grpo(recipe, stage_dir, resume=resume)
-        return Current(str(result.final("run the pipeline again to resume")), current.dataset)
+        model = result.final("run the pipeline again to resume")
+        return replace(current, model=str(model)), {"steps": result.global_step, "run_dir": str(stage_dir)}
     if current.model is None:
         raise UserError(
             f"pipeline stage {stage} needs a model: put a training stage before it, or set model.path"
@@ -88,12 +150,13 @@ def run_stage(stage: str, recipe: Recipe, stage_dir: Path, current: Current) -> 
         report = rejection_sample(recipe, current.model, stage_dir / "samples")
         if not report.kept:
             raise UserError(f"stage {stage_dir.name}: no correct sample to train on ({report.samples} drawn)")
-        return Current(current.model, str(stage_dir / "samples" / "data"))
+        summary = {"samples": report.samples, "correct": report.correct_samples, "kept": report.kept}
+        return replace(current, dataset=str(stage_dir / "samples" / "data")), summary
     if stage == "eval":
+        from r1kit.eval.report import headline
         from r1kit.eval.runner import run_eval
 
-        run_eval(recipe, stage_dir / "eval", model_dir=current.model)
-        return current
+        return current, headline(run_eval(recipe, stage_dir / "eval", model_dir=current.model))
     from r1kit.export import export
 
     shutil.rmtree(stage_dir / "model", ignore_errors=True)
@@ -102,12 +165,22 @@ def run_stage(stage: str, recipe: Recipe, stage_dir: Path, current: Current) -> 
         stage_dir / "model",
         merge_lora=recipe.export.merge_lora,
         quantize=recipe.export.quantize,
+        speed_tokens=recipe.export.speed_tokens,
     )
-    return Current(str(result.out_dir), current.dataset)
+    summary = {"quantize": result.quantize, "before": asdict(result.before), "after": asdict(result.after)}
+    return replace(current, model=str(result.out_dir)), summary
 
 
-def run_pipeline(recipe: Recipe, run_dir: str | Path | None = None) -> list[dict]:
-    """Run the recipe's pipeline; returns one record per stage (name, folder, skipped, model, dataset)."""
+BeforeStage = Callable[[PipelineStage, Path, Current], None]
+"""Called before each stage that runs (not the skipped ones) with the stage, its folder and what is current."""
+
+
+def run_pipeline(
+    recipe: Recipe, run_dir: str | Path | None = None, *, before_stage: BeforeStage | None = None
+) -> list[StageRecord]:
+    """Run the recipe's pipeline; returns one record per stage."""
+    import time
+
     stages = recipe.pipeline.stages
     if not stages:
         raise UserError("pipeline.stages is empty: list the stages to run, e.g. [data, sft, grpo, eval]")
@@ -127,27 +200,26 @@ def run_pipeline(recipe: Recipe, run_dir: str | Path | None = None) -> list[dict
         key = fingerprint(resolved, stage)
         marker = stage_dir / "stage.json"
         if marker.is_file():
-            done = json.loads(marker.read_text())
-            if done["fingerprint"] != key:
+            done = StageRecord.from_dict(json.loads(marker.read_text()))
+            if done.fingerprint != key:
                 raise UserError(
                     f"{stage_dir} finished with a different recipe or inputs; move it away to re-run "
                     "this stage (and the ones after it)"
                 )
             print0(f"[dim]{stage_dir.name}: finished earlier with the same recipe, skipped[/dim]")
-            current = Current(done["model"], done["dataset"])
-            records.append({**done, "skipped": True})
+            current = done.current
+            records.append(replace(done, skipped=True))
             continue
+        if before_stage is not None:
+            before_stage(stage, stage_dir, current)
         print0(f"[bold]{stage_dir.name}[/bold]")
         stage_dir.mkdir(parents=True, exist_ok=True)
         resolved.save(stage_dir)
-        current = run_stage(stage.stage, resolved, stage_dir, current)
-        done = {
-            "stage": stage.stage,
-            "dir": str(stage_dir),
-            "fingerprint": key,
-            "model": current.model,
-            "dataset": current.dataset,
-        }
-        marker.write_text(json.dumps(done, indent=2) + "\n")
-        records.append({**done, "skipped": False})
+        start = time.perf_counter()
+        current, summary = run_stage(stage.stage, resolved, stage_dir, current)
+        record = StageRecord(
+            stage.stage, str(stage_dir), key, current, round(time.perf_counter() - start, 3), summary
+        )
+        marker.write_text(json.dumps(record.to_dict(), indent=2) + "\n")
+        records.append(record)
     return records

@@ -24,16 +24,19 @@ def test_sft_then_grpo_then_a_rerun_skips_both(recipe_for, tmp_path):
         "train.max_steps=4", "train.save_steps=2", "train.eval_steps=2", f"pipeline.stages=[sft, {GRPO}]"
     )
     records = run_pipeline(recipe, tmp_path / "run")
-    assert [r["stage"] for r in records] == ["sft", "grpo"] and not any(r["skipped"] for r in records)
+    assert [r.stage for r in records] == ["sft", "grpo"] and not any(r.skipped for r in records)
+    assert records[0].summary == {"steps": 4, "run_dir": str(tmp_path / "run" / "01-sft")}
+    assert records[0].seconds > 0
     sft_dir, grpo_dir = tmp_path / "run" / "01-sft", tmp_path / "run" / "02-grpo"
-    assert records[0]["model"] == str(sft_dir / "final") and records[1]["model"] == str(grpo_dir / "final")
+    assert records[0].current.model == str(sft_dir / "final")
+    assert records[1].current.model == str(grpo_dir / "final")
     grpo_config = (grpo_dir / "config.yaml").read_text()
     assert f"path: {sft_dir / 'final'}" in grpo_config  # GRPO started from the SFT model
     assert AutoModelForCausalLM.from_pretrained(grpo_dir / "final") is not None
     before = (grpo_dir / "final" / "model.safetensors").stat().st_mtime_ns
 
     again = run_pipeline(recipe, tmp_path / "run")
-    assert all(r["skipped"] for r in again) and again[1]["model"] == records[1]["model"]
+    assert all(r.skipped for r in again) and again[1].current.model == records[1].current.model
     assert (grpo_dir / "final" / "model.safetensors").stat().st_mtime_ns == before
 
     changed = recipe_for(
@@ -73,7 +76,7 @@ def test_an_interrupted_training_stage_resumes(recipe_for, tmp_path):
         if json.loads(line)["split"] == "train" and "loss" in json.loads(line)
     ]
     assert steps == [1, 2, 3, 4]  # steps 1-2 from the first run, 3-4 resumed, none repeated
-    assert records[0]["model"] == str(stage_dir / "final")
+    assert records[0].current.model == str(stage_dir / "final")
 
 
 def test_a_training_stage_stopped_by_a_signal_says_where_its_checkpoint_is(recipe_for, tmp_path):

@@ -23,10 +23,10 @@ def demo(
 
     result = run_demo(out_dir, overrides or [])
     counts = {s: sum(c.status == s for c in result.checks) for s in ("pass", "warn", "fail")}
-    report = result.data.report
+    report = result.data
     out.print(f"doctor: {counts['pass']} pass, {counts['warn']} warn, {counts['fail']} fail")
     out.print(f"data: {report['input_records']} records in, {report['kept']} kept")
-    out.print(f"SFT: {result.sft.global_step} steps; GRPO: {result.grpo.global_step} steps")
+    out.print(f"SFT: {result.steps_of('sft')} steps; GRPO: {result.steps_of('grpo')} steps")
     for example in result.examples:  # the evaluation's own greedy answers to the first held-out problems
         print_answer(example["prompt"], example["reasoning"], example["answer"])
         verdict = "[green]correct[/green]" if example["correct"] else "[yellow]not correct[/yellow]"
@@ -36,8 +36,9 @@ def demo(
         f"held-out accuracy ({after['problems']} problems, greedy): {100 * before['accuracy']:.1f}% after SFT -> "
         f"{100 * after['accuracy']:.1f}% after GRPO ({100 * (after['accuracy'] - before['accuracy']):+.1f} points)"
     )
-    b, a = result.export.before, result.export.after
-    out.print(f"export {result.export.quantize}: {b.size_mib:.1f} -> {a.size_mib:.1f} MiB")
+    exported = result.stages["export"].summary
+    b, a = exported["before"], exported["after"]
+    out.print(f"export {exported['quantize']}: {b['size_mib']:.1f} -> {a['size_mib']:.1f} MiB")
     served = result.served
     out.print(f"served at {served['url']}: asked {escape(served['question'])!r}", highlight=False)
     out.print(f"[dim]reasoning_content[/dim] {escape(str(served['reasoning']))}", highlight=False)

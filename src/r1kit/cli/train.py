@@ -114,8 +114,8 @@ def pipeline_cmd(recipe: RecipeArgument, out_dir: OutOption = None, overrides: S
     from r1kit.pipeline import run_pipeline
 
     for record in run_pipeline(load_recipe_for(recipe, overrides), out_dir):
-        state = "skipped (finished earlier)" if record["skipped"] else "done"
+        state = "skipped (finished earlier)" if record.skipped else f"done in {record.seconds:.0f} s"
         out.print(
-            f"{escape(Path(record['dir']).name):12} {state}; model {escape(str(record['model']))}",
+            f"{escape(Path(record.dir).name):12} {state}; model {escape(str(record.current.model))}",
             soft_wrap=True,
         )
