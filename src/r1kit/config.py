@@ -251,6 +251,10 @@ class TrainConfig(Section):
     """Passes over the training split (ignored when `max_steps` is set)."""
     max_steps: int | None = Field(None, ge=1)
     """Stop after this many optimizer steps."""
+    max_train_seconds: float | None = Field(None, gt=0)
+    """Stop, with a checkpoint and a validation, once the training steps (validations not counted) have taken
+    this many seconds: a wall-clock budget. `train_clock.json` in the run folder records the seconds at each
+    step either way."""
     max_seq_length: int = Field(4096, ge=16)
     """Longest sequence in tokens; longer examples are truncated (and counted)."""
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
@@ -564,8 +568,39 @@ class ServeConfig(Section):
     """Seconds a shutdown (SIGTERM/SIGINT) waits for in-flight requests to finish."""
 
 
+class ExperimentConfig(Section):
+    arms: list[Literal["sft", "sft-more", "grpo", "grpo-random", "grpo-format"]] = [
+        "sft",
+        "sft-more",
+        "grpo",
+        "grpo-random",
+    ]
+    """Arms, each from the same SFT checkpoint: `sft` (unchanged), `sft-more` (SFT continued), `grpo`, and the
+    controls `grpo-random` (a reward of the same mean on random completions) and `grpo-format` (format only)."""
+    budget: Literal["seconds", "steps", "samples"] = "seconds"
+    """What every trained arm gets the same amount of: seconds of training steps (validations not counted),
+    optimizer steps, or training rows (batch x accumulation x processes per step)."""
+    amount: float = Field(600.0, gt=0)
+    """How much of `budget` each arm gets."""
+    seeds: int = Field(1, ge=1)
+    """Times every trained arm is run, with seeds `seed`, `seed+1`, ..."""
+    samples: int = Field(4, ge=1)
+    """Completions per test problem for pass@1 at `temperature` / `top_p` (beside the greedy answer)."""
+    temperature: float = Field(0.6, gt=0.0, le=2.0)
+    """Sampling temperature of the pass@1 figure (R1's evaluation setting)."""
+    top_p: float = Field(0.95, gt=0.0, le=1.0)
+    """Nucleus threshold of the pass@1 figure."""
+    test_dataset: str | None = None
+    """A `data clean` folder whose problems (both splits) are the test set; unset: the validation split less
+    the `eval.during_training_problems` the arms are chosen on."""
+    sft_set: list[str] = []
+    """Recipe overrides for the `sft-more` arm, e.g. [train.per_device_batch_size=2]."""
+    grpo_set: list[str] = []
+    """Recipe overrides for the GRPO arms, e.g. [train.per_device_batch_size=64]."""
+
+
 class PipelineStage(Section):
-    stage: Literal["synth", "data", "tokenizer", "sft", "grpo", "sample", "eval", "export"]
+    stage: Literal["synth", "data", "tokenizer", "sft", "grpo", "sample", "eval", "export", "experiment"]
     """What the stage does; each takes the model and data the stages before it produced."""
     set: list[str] = []
     """Recipe overrides for this stage only, e.g. [train.max_steps=200, grpo.learning_rate=1e-5]."""
@@ -609,6 +644,8 @@ class Recipe(Section):
     """The stages `r1kit pipeline` runs, in order."""
     eval: EvalConfig = EvalConfig()
     """Evaluation."""
+    experiment: ExperimentConfig = ExperimentConfig()
+    """`r1kit experiment`: arms from one SFT checkpoint on one budget, scored alike."""
     export: ExportConfig = ExportConfig()
     """Merging and quantisation."""
     serve: ServeConfig = ServeConfig()

@@ -11,6 +11,7 @@ data the stages before it produced: the R1 recipe is `[data, sft, grpo, sample, 
 - sample: rejection sampling from the current model on the current dataset's problems; its cleaned samples
   become the current dataset;
 - eval: the recipe's suites on the current model, report in the stage folder;
+- experiment: `r1kit experiment` from the current model (GRPO against continued SFT and controls);
 - export: the current model merged and quantised per `export`; the exported folder becomes current.
 
 A finished stage leaves `stage.json` with a fingerprint of its resolved recipe and its inputs, what it made
@@ -152,6 +153,15 @@ def run_stage(stage: str, recipe: Recipe, stage_dir: Path, current: Current) -> 
             raise UserError(f"stage {stage_dir.name}: no correct sample to train on ({report.samples} drawn)")
         summary = {"samples": report.samples, "correct": report.correct_samples, "kept": report.kept}
         return replace(current, dataset=str(stage_dir / "samples" / "data")), summary
+    if stage == "experiment":
+        from r1kit.experiment import run_experiment
+
+        report = run_experiment(recipe, stage_dir)
+        summary = {
+            "verdict": report["verdict"],
+            **{a: f["greedy"]["mean"] for a, f in report["arms"].items()},
+        }
+        return current, summary
     if stage == "eval":
         from r1kit.eval.report import headline
         from r1kit.eval.runner import run_eval

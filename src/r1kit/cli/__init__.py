@@ -20,7 +20,8 @@ from r1kit.quiet import quiet_imports
 __all__ = ["app", "main"]
 
 COMMAND_GROUPS = (
-    "doctor", "recipe", "model", "data", "launch", "plan", "train", "generate", "eval", "export", "serve", "demo"
+    "doctor", "recipe", "model", "data", "launch", "plan", "train", "generate", "eval", "experiment", "export",
+    "serve", "demo",
 )  # fmt: skip
 """The modules that register commands, in the order `r1kit --help` lists them: the order of the workflow."""
 for _group in COMMAND_GROUPS:

@@ -7,6 +7,9 @@ standard error.
   text into lower-cased words and digits (rouge-score's own tokeniser drops non-Latin text, which would score
   Chinese as empty).
 - pass@k is the unbiased estimator of Chen et al. (2021): 1 - C(n-c, k) / C(n, k) for n samples with c correct.
+- `bootstrap_ci` is the percentile bootstrap over seeds and problems together (each resample draws seeds, then
+  problems, with replacement), so a confidence interval covers both the test set's size and the spread across
+  training seeds; a difference of two arms is bootstrapped on the paired per-problem differences.
 """
 
 from __future__ import annotations
@@ -82,6 +85,38 @@ def mean_with_error(values: list[float]) -> MeanWithError:
         return MeanWithError(mean, 0.0, n)
     variance = sum((v - mean) ** 2 for v in values) / (n - 1)
     return MeanWithError(mean, math.sqrt(variance / n), n)
+
+
+@dataclass
+class Interval:
+    mean: float
+    low: float
+    high: float
+    level: float
+
+    def to_dict(self) -> dict:
+        return {"mean": self.mean, "low": self.low, "high": self.high, "level": self.level}
+
+
+def bootstrap_ci(values, *, level: float = 0.95, resamples: int = 4000, seed: int = 0) -> Interval:
+    """Mean and percentile-bootstrap interval of `values`, an array of shape (seeds, problems) (a 1-D array is
+    one seed): each resample draws the seeds with replacement, then the problems with replacement."""
+    import numpy as np
+
+    data = np.asarray(values, dtype=float)
+    if data.ndim == 1:
+        data = data[None, :]
+    if data.ndim != 2 or data.size == 0:
+        raise ValueError(f"bootstrap_ci wants a (seeds, problems) array, got shape {data.shape}")
+    num_seeds, num_problems = data.shape
+    rng = np.random.default_rng(seed)
+    seed_picks = rng.integers(0, num_seeds, size=(resamples, num_seeds))
+    problem_picks = rng.integers(0, num_problems, size=(resamples, num_problems))
+    # the mean over the drawn seeds of each drawn problem's value, per resample
+    means = data[seed_picks].mean(axis=1)[np.arange(resamples)[:, None], problem_picks].mean(axis=1)
+    tail = (1 - level) / 2
+    low, high = np.quantile(means, [tail, 1 - tail])
+    return Interval(float(data.mean()), float(low), float(high), level)
 
 
 def perplexity(model, tokenizer, texts: list[str], *, max_length: int = 1024, batch_size: int = 8) -> float:

@@ -130,6 +130,41 @@ class StopAtStep(TrainerCallback):
             control.should_training_stop = True
 
 
+class TrainClock(TrainerCallback):
+    """Times the training steps alone (a step's start to its end: generation in GRPO included, validations and
+    checkpoint saves, which run after a step ends, not), writes `train_clock.json` ({"train_seconds", "steps",
+    "at_step": {step: seconds so far}}), and with `limit` ends the run, with a checkpoint and a validation, at
+    the first step that brings the total to `limit` seconds: a wall-clock budget that every arm of a
+    comparison spends alike however often it validates."""
+
+    def __init__(self, path: Path, limit: float | None = None):
+        self.path, self.limit = path, limit
+        self.seconds, self.at_step = 0.0, {}
+        self._step_start: float | None = None
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._step_start = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self._step_start is not None:
+            self.seconds += time.perf_counter() - self._step_start
+            self._step_start = None
+        self.at_step[state.global_step] = round(self.seconds, 3)
+        if self.limit is not None and self.seconds >= self.limit:
+            control.should_training_stop = True
+            control.should_save = True
+            control.should_evaluate = args.eval_strategy != "no"
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if is_main_process():
+            record = {
+                "train_seconds": round(self.seconds, 3),
+                "steps": state.global_step,
+                "at_step": self.at_step,
+            }
+            self.path.write_text(json.dumps(record) + "\n")
+
+
 class NothingLeftToTrain(Exception):
     """Raised by `StopBeforeTraining` once `Trainer.train` has loaded the checkpoint."""
 

@@ -19,6 +19,9 @@ function here accepts and ignores what it does not use.
   `reasoning`) that the completion's think block reproduces, line for line and in order, over the longer of
   the two; 0 without a reference. Credit for each right step, for tasks with one canonical worked solution
   (the built-in arithmetic ones): groups whose answers are all wrong still learn which steps went wrong.
+- random: the spurious-reward control. The batch gets as many 1s as `accuracy` would pay it, on completions
+  drawn at random (seeded by the batch's text): the same mean reward, no information about which completion is
+  right. GRPO with it measures what RL moves without a real signal.
 """
 
 from __future__ import annotations
@@ -135,8 +138,24 @@ def steps(
     return rewards
 
 
+def coin_flip(prompts: Sequence[Any], completions: Sequence[Completion], **columns: Any) -> list[float]:
+    """The `random` reward (see the module's docstring)."""
+    import random
+
+    import xxhash
+
+    real = accuracy(prompts, completions, **columns)
+    if columns.get("log_metric") is not None:  # what the policy really achieves, which this reward hides
+        columns["log_metric"]("rewards/random/true_accuracy", sum(real) / max(len(real), 1))
+    paid = round(sum(real))
+    seed = xxhash.xxh64_intdigest("\0".join(completion_text(c) for c in completions))
+    winners = set(random.Random(seed).sample(range(len(completions)), paid))
+    return [float(i in winners) for i in range(len(completions))]
+
+
 BUILT_IN: dict[str, RewardFunction] = {
     "accuracy": accuracy,
+    "random": coin_flip,
     "format": format,
     "tag_count": tag_count,
     "length": length,

@@ -22,7 +22,13 @@ from r1kit.hardware import choose_precision, cuda_available, package_version, re
 from r1kit.models.load import check_attn_implementation, load_tokenizer, resolve_model_dir
 from r1kit.publish import publish_dir, staging_dir
 from r1kit.train import checkpoint
-from r1kit.train.callbacks import CheckpointPublisher, ReleaseFreedMemory, StopAtMetric, StopOnSignal
+from r1kit.train.callbacks import (
+    CheckpointPublisher,
+    ReleaseFreedMemory,
+    StopAtMetric,
+    StopOnSignal,
+    TrainClock,
+)
 from r1kit.train.lm_head import use_for_cpu
 from r1kit.train.strategies import check_strategy, nodes, strategy_settings
 
@@ -229,6 +235,7 @@ def build_callbacks(
     callbacks = [
         CheckpointPublisher(run_dir, t.metric_for_best_model, greater_is_better, t.keep_best),
         stopper,
+        TrainClock(run_dir / "train_clock.json", t.max_train_seconds),
     ]
     if t.tensorboard:
         from torch.utils.tensorboard import SummaryWriter
