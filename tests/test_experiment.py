@@ -171,6 +171,9 @@ def test_a_test_dataset_of_its_own(recipe_for, sft_inputs, tmp_path):
     recipe = recipe_for("eval.during_training_problems=8", f"experiment.test_dataset={data_dir}")
     chosen_on, test = problem_sets(recipe)
     assert len(chosen_on) == 8 and len(test) > 250  # both splits of the folder
+    # the problems the arms are chosen on are those their training validates on, whatever eval.dataset says
+    elsewhere = problem_sets(recipe_for("eval.during_training_problems=8", f"eval.dataset={tmp_path}"))[0]
+    assert [p.messages for p in elsewhere] == [p.messages for p in chosen_on]
     assert not {p.messages[-1]["content"] for p in chosen_on} - {p.messages[-1]["content"] for p in test}
     with pytest.raises(UserError, match="no train/ or validation/ Parquet shards"):
         problem_sets(recipe_for(f"experiment.test_dataset={tmp_path}"))

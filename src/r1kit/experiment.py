@@ -95,7 +95,7 @@ def problem_sets(recipe: Recipe):
     """(validation problems the arms are chosen on, test problems they are scored on)."""
     from r1kit.eval.suites import heldout
 
-    data_dir = recipe.eval.dataset or recipe.train.dataset
+    data_dir = recipe.train.dataset  # what the arms validate on during training (not eval.dataset)
     if data_dir is None:
         raise UserError(
             "experiment needs train.dataset: the `data clean` folder the arms train and validate on"
