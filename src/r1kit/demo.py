@@ -23,12 +23,12 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from r1kit.config import PipelineStage, Recipe, load_recipe
+from r1kit.config import Recipe, load_recipe
 from r1kit.dist import print0
 from r1kit.doctor import FAIL, Check, run_checks
 from r1kit.errors import UserError
 from r1kit.eval.report import pct
-from r1kit.pipeline import Current, StageRecord, run_pipeline, stage_recipe
+from r1kit.pipeline import Current, StageRecord, run_pipeline
 from r1kit.r1format import last_boxed
 
 DISK_NEED_GIB = 1  # a finished demo folder holds about 100 MB; its checkpoints come and go within that margin
@@ -145,13 +145,13 @@ def run_demo(out_dir: str | Path, overrides: list[str] = ()) -> DemoResult:
     with ExitStack() as background:
         servers: list[subprocess.Popen] = []
 
-        def before_stage(stage: PipelineStage, stage_dir: Path, current: Current) -> None:
+        def before_stage(stage_dir: Path, resolved: Recipe, current: Current) -> None:
             key = list(STEPS)[int(stage_dir.name[:2]) - 1]  # the folders are numbered from 01
             if key == "eval":
                 # The server starts now and loads while the evaluation and the export run: most of its start
                 # is Python imports on one core, beside the evaluation's two threads.
                 servers.append(background.enter_context(serve_in_background(Path(current.model))))
-            steps.start(STEPS[key], _detail(key, stage_recipe(recipe, stage, current, stage_dir)))
+            steps.start(STEPS[key], _detail(key, resolved))
 
         records = dict(zip(STEPS, run_pipeline(recipe, out_dir, before_stage=before_stage)))
         evaluation = _read_json(Path(records["eval"].dir) / "eval" / "report.json")

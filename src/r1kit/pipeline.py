@@ -181,8 +181,9 @@ def run_stage(stage: str, recipe: Recipe, stage_dir: Path, current: Current) -> 
     return replace(current, model=str(result.out_dir)), summary
 
 
-BeforeStage = Callable[[PipelineStage, Path, Current], None]
-"""Called before each stage that runs (not the skipped ones) with the stage, its folder and what is current."""
+BeforeStage = Callable[[Path, Recipe, Current], None]
+"""Called before each stage that runs (not the skipped ones) with its folder, the recipe it runs with and what is
+current."""
 
 
 def run_pipeline(
@@ -221,7 +222,7 @@ def run_pipeline(
             records.append(replace(done, skipped=True))
             continue
         if before_stage is not None:
-            before_stage(stage, stage_dir, current)
+            before_stage(stage_dir, resolved, current)
         print0(f"[bold]{stage_dir.name}[/bold]")
         stage_dir.mkdir(parents=True, exist_ok=True)
         resolved.save(stage_dir)

@@ -16,6 +16,7 @@ from pathlib import Path
 def staging_dir(target: Path) -> Path:
     """The folder an output is built in before `publish_dir` renames it to `target`: hidden, beside it, the
     same for every process (ranks that write shards of one output agree on it)."""
+    target = Path(os.path.abspath(target))  # `.` or `out/` name a folder too
     return target.parent / f".{target.name}.partial"
 
 
@@ -30,7 +31,7 @@ def fresh_staging_dir(target: Path) -> Path:
 def publish_dir(staged: Path, target: Path) -> Path:
     """Replace `target` (if any) with the complete folder `staged`. The old output is first renamed aside, so a
     crash between the two renames leaves no `target` (which a re-run redoes), never a half-written one."""
-    target = Path(target)
+    target = Path(os.path.abspath(target))
     old = target.parent / f".{target.name}.old"
     shutil.rmtree(old, ignore_errors=True)
     if target.exists():
