@@ -299,3 +299,13 @@ def test_a_clean_will_not_replace_a_folder_of_other_files(tmp_path, messy):
     with pytest.raises(UserError, match=r"mine holds files that are not a `data clean` output \(notes.txt\)"):
         clean(messy, folder, no_model())
     assert (folder / "notes.txt").read_text() == "keep me"
+
+
+def test_a_clean_will_not_replace_the_folder_it_runs_in(tmp_path, messy, monkeypatch):
+    folder = tmp_path / "here"
+    (folder / "deeper").mkdir(parents=True)
+    monkeypatch.chdir(folder / "deeper")
+    for out in (".", ".."):
+        with pytest.raises(UserError, match="holds the current folder"):
+            clean(messy, out, no_model())
+    assert (folder / "deeper").is_dir()

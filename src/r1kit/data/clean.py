@@ -355,6 +355,11 @@ def _check_replaceable(out_dir: Path) -> None:
     not delete a user's files)."""
     if not out_dir.exists():
         return
+    here = Path.cwd()
+    if here == out_dir.resolve() or out_dir.resolve() in here.parents:
+        raise UserError(
+            f"{out_dir} holds the current folder; a clean replaces its output folder whole, so give another"
+        )
     if not out_dir.is_dir():
         raise UserError(f"{out_dir} is a file; the output of `data clean` is a folder")
     foreign = sorted(p.name for p in out_dir.iterdir() if p.name not in OUTPUTS)
