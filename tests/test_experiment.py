@@ -129,9 +129,10 @@ def test_every_arm_gets_the_same_steps_and_decoding(recipe_for, start, tmp_path)
 def test_a_seconds_budget_stops_each_arm_at_the_first_step_past_it(recipe_for, start, tmp_path):
     from r1kit.experiment import run_experiment
 
+    # a hundredth of a pass over the data takes less than 1.5 s: the arm must train on past it
     recipe = experiment_recipe(
         recipe_for, start, "experiment.budget=seconds", "experiment.amount=1.5", "experiment.arms=[sft-more]",
-        "experiment.seeds=2", "train.max_steps=1000",
+        "experiment.seeds=2", "train.max_steps=1000", "train.num_epochs=0.01",
     )  # fmt: skip
     report = run_experiment(recipe, tmp_path / "x")
     for seed in (42, 43):

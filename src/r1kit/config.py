@@ -579,7 +579,9 @@ class ExperimentConfig(Section):
     controls `grpo-random` (a reward of the same mean on random completions) and `grpo-format` (format only)."""
     budget: Literal["seconds", "steps", "samples"] = "seconds"
     """What every trained arm gets the same amount of: seconds of training steps (validations not counted),
-    optimizer steps, or training rows (batch x accumulation x processes per step)."""
+    optimizer steps, or training rows (batch x accumulation x processes per step). With seconds, an arm trains
+    for as many passes over its data as the time allows, so a decaying learning rate barely decays: give the
+    arms a constant one."""
     amount: float = Field(600.0, gt=0)
     """How much of `budget` each arm gets."""
     seeds: int = Field(1, ge=1)

@@ -82,8 +82,8 @@ def arm_recipe(recipe: Recipe, arm: str, seed: int, arm_dir: Path) -> Recipe:
     resolved = build_recipe(raw, f"experiment arm {arm}", chained)
     t = resolved.train
     budget = [f"train.save_steps={t.eval_steps}"]  # any validated step can be the one kept
-    if x.budget == "seconds":
-        budget += [f"train.max_train_seconds={x.amount}", "train.max_steps=null"]
+    if x.budget == "seconds":  # as many passes over the data as the time allows: the clock stops the arm
+        budget += [f"train.max_train_seconds={x.amount}", "train.max_steps=null", f"train.num_epochs={1e9:g}"]
     else:
         rows_per_step = t.per_device_batch_size * t.gradient_accumulation_steps * world_size()
         steps = int(x.amount) if x.budget == "steps" else math.ceil(x.amount / rows_per_step)
