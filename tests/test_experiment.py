@@ -178,3 +178,22 @@ def test_a_test_dataset_of_its_own(recipe_for, sft_inputs, tmp_path):
     assert not {p.messages[-1]["content"] for p in chosen_on} - {p.messages[-1]["content"] for p in test}
     with pytest.raises(UserError, match="no train/ or validation/ Parquet shards"):
         problem_sets(recipe_for(f"experiment.test_dataset={tmp_path}"))
+
+
+def test_a_pipeline_stage_hands_on_the_chosen_arms_model(recipe_for, start, tmp_path):
+    from r1kit.errors import UserError
+    from r1kit.pipeline import run_pipeline
+
+    recipe = experiment_recipe(
+        recipe_for, start, "experiment.budget=steps", "experiment.amount=1", "experiment.arms=[sft, sft-more]",
+        "experiment.next_model=sft-more", "pipeline.stages=[experiment]",
+    )  # fmt: skip
+    (record,) = run_pipeline(recipe, tmp_path / "run")
+    report = json.loads((tmp_path / "run" / "01-experiment" / "report.json").read_text())
+    assert record.current.model == report["runs"][1]["model_dir"] != str(start)
+    assert record.summary["verdict"] == report["verdict"]
+    # unset, the GRPO arm's model goes on, or with no GRPO arm the start; an arm that is not run is refused
+    unset = experiment_recipe(recipe_for, start, "experiment.arms=[sft]", "pipeline.stages=[experiment]")
+    assert run_pipeline(unset, tmp_path / "other")[0].current.model == str(start)
+    with pytest.raises(UserError, match="next_model 'grpo' is not one of the arms"):
+        experiment_recipe(recipe_for, start, "experiment.arms=[sft, sft-more]", "experiment.next_model=grpo")

@@ -599,6 +599,15 @@ class ExperimentConfig(Section):
     """Recipe overrides for the `sft-more` arm, e.g. [train.per_device_batch_size=2]."""
     grpo_set: list[str] = []
     """Recipe overrides for the GRPO arms, e.g. [train.per_device_batch_size=64]."""
+    next_model: Literal["sft", "sft-more", "grpo", "grpo-random", "grpo-format"] | None = None
+    """In a pipeline, the arm whose model (trained with the first seed) the stages after the experiment take;
+    `sft` hands on the start unchanged; unset: `grpo` if it is an arm, else `sft`."""
+
+    @model_validator(mode="after")
+    def _next_model_is_an_arm(self) -> ExperimentConfig:
+        if self.next_model not in (None, "sft") and self.next_model not in self.arms:
+            raise ValueError(f"next_model {self.next_model!r} is not one of the arms {self.arms}")
+        return self
 
 
 class PipelineStage(Section):

@@ -11,7 +11,8 @@ data the stages before it produced: the R1 recipe is `[data, sft, grpo, sample, 
 - sample: rejection sampling from the current model on the current dataset's problems; its cleaned samples
   become the current dataset;
 - eval: the recipe's suites on the current model, report in the stage folder;
-- experiment: `r1kit experiment` from the current model (GRPO against continued SFT and controls);
+- experiment: `r1kit experiment` from the current model (GRPO against continued SFT and controls); the model
+  of the arm `experiment.next_model` (GRPO's by default) becomes current;
 - export: the current model merged and quantised per `export`; the exported folder becomes current.
 
 A finished stage leaves `stage.json` with a fingerprint of its resolved recipe and its inputs, what it made
@@ -161,6 +162,10 @@ def run_stage(stage: str, recipe: Recipe, stage_dir: Path, current: Current) -> 
             "verdict": report["verdict"],
             **{a: f["greedy"]["mean"] for a, f in report["arms"].items()},
         }
+        x = recipe.experiment
+        arm = x.next_model or ("grpo" if "grpo" in x.arms else "sft")
+        if arm != "sft":  # the first seed's run of that arm
+            current = replace(current, model=next(r["model_dir"] for r in report["runs"] if r["arm"] == arm))
         return current, summary
     if stage == "eval":
         from r1kit.eval.report import headline
