@@ -139,13 +139,7 @@ def test_generate_rejects_bad_values(cli, tmp_path):
 
 @pytest.mark.slow
 def test_demo_runs_end_to_end(cli, tmp_path):
-    from r1kit.config import load_recipe
-    from r1kit.demo import recipe_path
-
     # The shipped demo recipe at a few training steps each; `make demo` runs the same code with its own.
-    stages = [s.model_dump() for s in load_recipe(recipe_path(), []).pipeline.stages]
-    grpo = next(s for s in stages if s["stage"] == "grpo")
-    grpo["set"] += ["train.per_device_batch_size=16", "train.max_steps=2"]
     out_dir = tmp_path / "demo"
     (out_dir / "04-sft").mkdir(parents=True)  # an earlier demo's stage: the demo runs afresh
     (out_dir / "04-sft" / "stage.json").write_text("{}")
@@ -158,50 +152,57 @@ def test_demo_runs_end_to_end(cli, tmp_path):
         "eval.max_new_tokens=8",
         "eval.limit=16",
         "grpo.max_completion_length=8",
-        f"pipeline.stages={json.dumps(stages)}",
+        "experiment.budget=steps",
+        "experiment.amount=2",
+        "experiment.sft_set=[train.eval_steps=1, train.eval_delay=0]",
+        "experiment.grpo_set=[train.per_device_batch_size=16, train.gradient_accumulation_steps=1, "
+        "train.eval_steps=1, train.eval_delay=0]",
     ]
     done = cli("demo", "--out", str(out_dir), *[a for o in overrides for a in ("--set", o)], check=True)
     assert "doctor:" in done.stdout and "0 fail" in done.stdout
     assert "data: 4000 records in" in done.stdout
-    assert "SFT: 10 steps; GRPO: 2 steps" in done.stdout
-    before, after = (
-        json.loads((out_dir / d / "eval" / "report.json").read_text()) for d in ("05-eval", "07-eval")
-    )
+    assert "SFT: 10 steps; then 2 steps each from there: more SFT 2 steps, GRPO 2 steps" in done.stdout
+    compared = json.loads((out_dir / "05-experiment" / "report.json").read_text())
+    after = json.loads((out_dir / "06-eval" / "eval" / "report.json").read_text())
     # the evaluation's first three held-out answers, each with its verdict
     heldout = after["suites"]["heldout"]["examples"]
     verdicts = re.findall(r"gold +(\d+): (correct|not correct)", done.stdout)
     assert verdicts == [(e["gold"], "correct" if e["correct"] else "not correct") for e in heldout]
     assert len(verdicts) == 3
-    accuracy = re.search(
-        r"held-out accuracy \(16 problems, greedy\): ([\d.]+)% after SFT -> ([\d.]+)% after GRPO", done.stdout
-    )
-    assert accuracy, done.stdout
-    # the pipeline ran every stage, each from what the one before made
+    # the comparison printed is the experiment's: the same start, budget and test problems for each arm
+    arms = compared["arms"]
+    assert list(arms) == ["sft", "sft-more", "grpo"]
+    assert (
+        f"test accuracy ({compared['test_problems']} problems, greedy): "
+        f"{100 * arms['sft']['greedy']['mean']:.1f}% after SFT, "
+        f"{100 * arms['sft-more']['greedy']['mean']:.1f}% with more SFT, "
+        f"{100 * arms['grpo']['greedy']['mean']:.1f}% after GRPO"
+    ) in done.stdout
+    assert compared["verdict"] in done.stdout.replace("\n", " ")
+    # the pipeline ran every stage, each from what the one before made; the GRPO arm's model goes on
     assert sorted(p.name for p in out_dir.glob("[0-9][0-9]-*")) == [
-        "01-synth", "02-data", "03-tokenizer", "04-sft", "05-eval", "06-grpo", "07-eval", "08-export"
+        "01-synth", "02-data", "03-tokenizer", "04-sft", "05-experiment", "06-eval", "07-export"
     ]  # fmt: skip
     assert (out_dir / "04-sft" / "final" / "model.safetensors").is_file()
-    assert f"path: {out_dir / '04-sft' / 'final'}" in (out_dir / "06-grpo" / "config.yaml").read_text()
+    grpo_run = next(r for r in compared["runs"] if r["arm"] == "grpo")
+    assert grpo_run["model_dir"].startswith(str(out_dir / "05-experiment" / "grpo"))
+    assert f"path: {grpo_run['model_dir']}" in (out_dir / "06-eval" / "config.yaml").read_text()
+    assert compared["start"] == str(out_dir / "04-sft" / "final")
     assert (
         f"tokenizer: {out_dir / '03-tokenizer' / 'tokenizer'}"
         in (out_dir / "04-sft" / "config.yaml").read_text()
     )
-    assert (out_dir / "06-grpo" / "final" / "model.safetensors").is_file()
     assert "preset: mini-qwen2" in (out_dir / "config.yaml").read_text()
     assert re.search(r"export int8-dynamic: [\d.]+ -> [\d.]+ MiB", done.stdout)
-    assert (out_dir / "08-export" / "model" / "export.json").is_file()
+    assert (out_dir / "07-export" / "model" / "export.json").is_file()
     assert "served at http://127.0.0.1:" in done.stdout and "content" in done.stdout
     # the report: the figures of this run, the served answer, and the plots it links to exist
     report = (out_dir / "report.md").read_text()
     assert f"report: {out_dir / 'report.md'}" in done.stdout.replace("\n", "")
-    assert (
-        f"| after cold-start SFT (10 steps) | {100 * before['suites']['heldout']['accuracy']:.1f}%" in report
-    )
-    assert f"| after GRPO (2 steps) | {100 * after['suites']['heldout']['accuracy']:.1f}%" in report
-    assert accuracy.groups() == (
-        f"{100 * before['suites']['heldout']['accuracy']:.1f}",
-        f"{100 * after['suites']['heldout']['accuracy']:.1f}",
-    )
+    assert f"**{compared['verdict']}**" in report
+    for arm, name in (("sft", "cold-start SFT"), ("sft-more", "more SFT"), ("grpo", "GRPO")):
+        assert f"| {name} | " in report and f"{100 * arms[arm]['greedy']['mean']:.1f}% (" in report
+    assert f"{100 * after['suites']['heldout']['accuracy']:.1f}% greedy on all" in report
     assert "`reasoning_content`" in report and "mean reward" in report and "| total |" in report
     precision = json.loads((out_dir / "04-sft" / "metrics.jsonl").read_text().splitlines()[0])["precision"]
     assert f"training in {precision}" in report

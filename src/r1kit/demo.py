@@ -2,10 +2,12 @@
 
 The doctor, then the shipped recipe `recipes/demo.yaml` run by the pipeline (synthetic addition problems with
 worked solutions → cleaning, with its report → tokenizer → a new mini Qwen2, the R1-Distill architecture →
-cold-start SFT, stopped once a quarter of the validation problems come out right → held-out accuracy → GRPO
-with the accuracy reward → held-out accuracy, speed and plots → int8 export), then the server, asked one
-question through the official OpenAI client, and `report.md`, written from the pipeline's stage records: every
-figure is measured in this run. `benchmarks/grpo_learning.py` runs this recipe longer.
+cold-start SFT, stopped once a quarter of the validation problems come out right → `r1kit experiment`: the
+same seconds of more SFT and of GRPO with the accuracy reward from that checkpoint, all three scored alike on
+the same test problems → held-out accuracy, speed and plots of the GRPO model → int8 export), then the server,
+asked one question through the official OpenAI client, and `report.md`, written from the pipeline's stage
+records: every figure is measured in this run. `benchmarks/grpo_vs_sft.py` is the same comparison where SFT
+has plateaued, on 3 seeds.
 """
 
 from __future__ import annotations
@@ -37,8 +39,7 @@ STEPS = {
     "data": "data",
     "tokenizer": "tokenizer",
     "sft": "SFT",
-    "eval-sft": "eval after SFT",
-    "grpo": "GRPO",
+    "experiment": "more SFT vs GRPO",
     "eval": "eval after GRPO",
     "export": "export",
 }
@@ -53,11 +54,13 @@ def recipe_path() -> Path:
 
 def demo_recipe(out_dir: Path, overrides: list[str] = ()) -> Recipe:
     recipe = load_recipe(recipe_path(), [f"output_dir={out_dir}", *overrides])
-    shipped = [s.split("-")[0] for s in STEPS]
+    shipped = list(STEPS)
     if [s.stage for s in recipe.pipeline.stages] != shipped:
         raise UserError(
             f"the demo runs pipeline.stages [{', '.join(shipped)}] (override their `set` lists instead)"
         )
+    if not {"sft", "sft-more", "grpo"} <= set(recipe.experiment.arms):
+        raise UserError("the demo compares experiment.arms sft, sft-more and grpo; keep those three")
     return recipe
 
 
@@ -69,8 +72,8 @@ class DemoResult:
     """The pipeline's record of each stage, by its key in STEPS."""
     data: dict
     """The cleaning report (report.json)."""
-    before: dict
-    """The held-out evaluation of the SFT model (report.json)."""
+    experiment: dict
+    """The comparison from the cold start: more SFT and GRPO on the same budget (report.json)."""
     evaluation: dict
     """The evaluation of the GRPO model: held-out accuracy and speed (report.json)."""
     examples: list[dict]
@@ -83,7 +86,14 @@ class DemoResult:
     report: Path | None = None
 
     def steps_of(self, stage: str) -> int:
-        return self.stages[stage].summary["steps"]
+        """Optimizer steps of `sft` (the cold start) or of an experiment arm (`sft-more`, `grpo`)."""
+        if stage in self.stages:
+            return self.stages[stage].summary["steps"]
+        return self.arm(stage)["steps"]
+
+    def arm(self, name: str) -> dict:
+        """The experiment's run of arm `name` (its one seed)."""
+        return next(r for r in self.experiment["runs"] if r["arm"] == name)
 
     def dir_of(self, stage: str) -> Path:
         return Path(self.stages[stage].dir)
@@ -118,9 +128,9 @@ def _detail(key: str, recipe: Recipe) -> str:
         "data": "cleaned, with a report",
         "sft": f"a new {recipe.model.preset}, until {t.metric_for_best_model} reaches {t.stop_at_metric} "
         f"(at most {t.max_steps} steps)",
-        "eval-sft": "greedy accuracy on the held-out problems",
-        "grpo": f"{t.max_steps} steps of {t.per_device_batch_size // g.num_generations} prompts x "
-        f"{g.num_generations} completions, rewarded for correct answers",
+        "experiment": f"{recipe.experiment.amount:g} {recipe.experiment.budget} each of more SFT and of GRPO "
+        f"({g.num_generations} completions per prompt, rewarded for correct answers) from the cold start, "
+        "scored on the same test problems",
         "eval": "held-out accuracy and speed, with plots",
         "export": recipe.export.quantize,
     }.get(key, "")
@@ -165,7 +175,7 @@ def run_demo(out_dir: str | Path, overrides: list[str] = ()) -> DemoResult:
         checks,
         records,
         _read_json(Path(records["data"].dir) / "data" / "report.json"),
-        _read_json(Path(records["eval-sft"].dir) / "eval" / "report.json"),
+        _read_json(Path(records["experiment"].dir) / "report.json"),
         evaluation,
         examples,
         served,
@@ -264,18 +274,46 @@ def _precision_note(precision: str) -> str:
     return precision
 
 
+def comparison_table(result: DemoResult) -> list[str]:
+    """The experiment's arms as report rows: steps, greedy and pass@1 accuracy with their intervals."""
+    compared = result.experiment
+
+    def cell(interval: dict) -> str:
+        return f"{pct(interval['mean'])} ({pct(interval['low'])}–{pct(interval['high'])})"
+
+    names = {"sft": "cold-start SFT", "sft-more": "more SFT", "grpo": "GRPO"}
+    temperature = compared["decoding"]["sampled"]["temperature"]
+    rows = [
+        f"| model | training after the cold start | greedy | pass@1 (T={temperature}) |",
+        "|---|---|---|---|",
+    ]
+    for arm, figures in compared["arms"].items():
+        run = result.arm(arm)
+        trained = (
+            f"none ({result.steps_of('sft')} steps before)"
+            if arm == "sft"
+            else f"{run['train_seconds']:.0f} s, {run['steps']} steps"
+        )
+        rows.append(
+            f"| {names.get(arm, arm)} | {trained} | {cell(figures['greedy'])} | {cell(figures['sampled'])} |"
+        )
+    return rows
+
+
 def write_demo_report(result: DemoResult, out_dir: Path) -> Path:
-    """`report.md`: what each step did and measured, the accuracy before and after GRPO, the served answer, and
-    the plots of both training runs; figures from this run only."""
+    """`report.md`: more SFT against GRPO from the cold start, what each step did and measured, the served answer,
+    and the plots; figures from this run only."""
     import platform
 
     import torch
 
-    before, after = result.before["suites"]["heldout"], result.evaluation["suites"]["heldout"]
+    after = result.evaluation["suites"]["heldout"]
+    compared = result.experiment
     speed = result.evaluation["suites"]["speed"]
     sft_events = _events(result.dir_of("sft"))
     sft_train, sft_eval = sft_events.get("train", []), sft_events.get("eval", [])
-    grpo_train = _events(result.dir_of("grpo")).get("train", [])
+    grpo_dir = result.dir_of("experiment") / "grpo" / f"seed-{result.arm('grpo')['seed']}"
+    grpo_train = _events(grpo_dir).get("train", [])
     rewards = [(e["step"], e["reward"]) for e in grpo_train if "reward" in e]
     speeds = sorted(e["tokens_per_second"] for e in sft_train if "tokens_per_second" in e)
     report = result.data
@@ -297,16 +335,16 @@ def write_demo_report(result: DemoResult, out_dir: Path) -> Path:
         f"{platform.machine()} with {torch.get_num_threads()} threads, torch {torch.__version__}, "
         f"training in {_precision_note(sft_events['run'][0]['precision'])}.",
         "",
-        "## Held-out accuracy before and after GRPO",
+        "## More SFT or GRPO, from the same cold start",
         "",
-        f"Greedy exact-answer accuracy on {after['problems']} held-out problems (validation split, never trained on).",
+        f"**{compared['verdict']}**",
         "",
-        "| model | accuracy |",
-        "|---|---|",
-        f"| after cold-start SFT ({result.steps_of('sft')} steps) | {pct(before['accuracy'])} ± "
-        f"{pct(before['accuracy_stderr'])} |",
-        f"| after GRPO ({result.steps_of('grpo')} steps) | {pct(after['accuracy'])} ± {pct(after['accuracy_stderr'])} |",
-        f"| change | {100 * (after['accuracy'] - before['accuracy']):+.1f} points |",
+        *comparison_table(result),
+        "",
+        f"Greedy and sampled exact-answer accuracy on {compared['test_problems']} test problems (validation "
+        "problems that no step trained on or chose a checkpoint on), with 95% bootstrap intervals; one seed, "
+        f"so the intervals cover the test problems' variation, not the runs' ([experiment report]"
+        f"({link('experiment', 'report.md')})). `r1kit experiment` runs it on more seeds and with controls.",
         "",
         "## Steps",
         "",
@@ -343,7 +381,9 @@ def write_demo_report(result: DemoResult, out_dir: Path) -> Path:
             "the one before): " + ", ".join(f"{r:.2f} at {step}" for step, r in shown) + "."
         )
     lines += [
-        f"- **eval**: {speed['tokens_per_second']:.0f} tokens/s, time to first token "
+        f"- **eval** of the GRPO model: {pct(after['accuracy'])} greedy on all {after['problems']} held-out "
+        "problems (with the ones its checkpoint was chosen on); "
+        f"{speed['tokens_per_second']:.0f} tokens/s, time to first token "
         + ("–" if speed["ttft_p50"] is None else f"{1000 * speed['ttft_p50']:.0f} ms")
         + f" (median) ([evaluation report]({link('eval', 'eval/report.md')})).",
         f"- **export** ({exported['quantize']}): {b['size_mib']:.1f} → {a['size_mib']:.1f} MiB, "
@@ -359,9 +399,10 @@ def write_demo_report(result: DemoResult, out_dir: Path) -> Path:
         "",
         "## Plots",
         "",
-        "SFT (loss, and validation accuracy at each evaluation):",
+        "Validation accuracy of more SFT and of GRPO against seconds of training (the cold start's test accuracy "
+        "dashed):",
         "",
-        f"![SFT]({link('eval-sft', 'eval/plots/training_curves.png')})",
+        f"![more SFT and GRPO]({link('experiment', 'accuracy_vs_time.png')})",
         "",
         "GRPO (loss and mean reward per logged step):",
         "",

@@ -1,6 +1,6 @@
 """`r1kit pipeline`: the recipe's stages in order, each in its own folder of the run, each taking the model and
 data the stages before it produced: the R1 recipe is `[data, sft, grpo, sample, sft, grpo, eval, export]`, and
-`r1kit demo` runs `[synth, data, tokenizer, sft, eval, grpo, eval, export]` (recipes/demo.yaml).
+`r1kit demo` runs `[synth, data, tokenizer, sft, experiment, eval, export]` (recipes/demo.yaml).
 
 - synth: `synth.problems` problems of `synth.task` written as JSONL (the next stages' raw input);
 - data: the raw input (`data.inputs`, or what `synth` wrote) cleaned into `<stage>/data` (the next stages'

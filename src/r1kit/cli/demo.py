@@ -26,16 +26,25 @@ def demo(
     report = result.data
     out.print(f"doctor: {counts['pass']} pass, {counts['warn']} warn, {counts['fail']} fail")
     out.print(f"data: {report['input_records']} records in, {report['kept']} kept")
-    out.print(f"SFT: {result.steps_of('sft')} steps; GRPO: {result.steps_of('grpo')} steps")
+    budget = result.experiment["budget"]
+    out.print(
+        f"SFT: {result.steps_of('sft')} steps; then {budget['amount']:g} {budget['kind']} each from there: "
+        f"more SFT {result.steps_of('sft-more')} steps, GRPO {result.steps_of('grpo')} steps"
+    )
     for example in result.examples:  # the evaluation's own greedy answers to the first held-out problems
         print_answer(example["prompt"], example["reasoning"], example["answer"])
         verdict = "[green]correct[/green]" if example["correct"] else "[yellow]not correct[/yellow]"
         out.print(f"gold      {escape(example['gold'])}: {verdict}")
-    before, after = result.before["suites"]["heldout"], result.evaluation["suites"]["heldout"]
+    arms = result.experiment["arms"]
     out.print(
-        f"held-out accuracy ({after['problems']} problems, greedy): {100 * before['accuracy']:.1f}% after SFT -> "
-        f"{100 * after['accuracy']:.1f}% after GRPO ({100 * (after['accuracy'] - before['accuracy']):+.1f} points)"
+        f"test accuracy ({result.experiment['test_problems']} problems, greedy): "
+        + ", ".join(
+            f"{100 * arms[arm]['greedy']['mean']:.1f}% {name}"
+            for arm, name in (("sft", "after SFT"), ("sft-more", "with more SFT"), ("grpo", "after GRPO"))
+            if arm in arms
+        )
     )
+    out.print(escape(result.experiment["verdict"]))
     exported = result.stages["export"].summary
     b, a = exported["before"], exported["after"]
     out.print(f"export {exported['quantize']}: {b['size_mib']:.1f} -> {a['size_mib']:.1f} MiB")
