@@ -178,3 +178,24 @@ def test_labelled_addition_letters_each_line_from_the_ones_column(tmp_path):
             assert [line.split(" ", 1)[0] for line in lines] == list(string.ascii_lowercase[: len(lines)])
             assert [line.split(" ", 1)[1] for line in lines] == p["reasoning"].splitlines()
     assert max(len(r["reasoning"].splitlines()) for r in labelled) == 6
+
+
+def test_addition_of_chosen_lengths_and_answer_only_records():
+    import random
+
+    from r1kit.data.synth import answer_only
+    from r1kit.tasks.addition import generate
+
+    rng = random.Random(0)
+    records = [generate(rng, DIFFICULTIES["medium"], digits=(3, 3)) for _ in range(50)]
+    for r in records:
+        a, b = (int(x) for x in r["question"].removeprefix("What is ").removesuffix("?").split(" + "))
+        assert 100 <= a <= 999 and 100 <= b <= 999 and r["answer"] == str(a + b)
+    with pytest.raises(ValueError, match="digits must be"):
+        generate(rng, DIFFICULTIES["medium"], digits=(3, 2))
+    bare = answer_only(records[0])
+    assert "reasoning" not in bare and "reasoning" in records[0]  # the record given is left as it was
+    assert bare["solution"] == "<think>\n\n</think>\n\n" + records[0]["solution"]
+    assert {k: v for k, v in bare.items() if k != "solution"} == {
+        k: v for k, v in records[0].items() if k not in ("reasoning", "solution")
+    }

@@ -50,7 +50,14 @@ def synthesize(
             record = generator(rng, DIFFICULTIES[difficulty])
             record["difficulty"] = difficulty
             if reasoning_share < 1.0 and share_rng.random() >= reasoning_share:
-                del record["reasoning"]
-                record["solution"] = f"{THINK_OPEN}\n\n{THINK_CLOSE}\n\n" + record["solution"]
+                record = answer_only(record)
             f.write(json.dumps(record, ensure_ascii=False) + "\n")
     return out_path
+
+
+def answer_only(record: dict) -> dict:
+    """The record without its worked reasoning: the solution answers after an empty think block (a problem
+    that has only its final answer, as most of a reasoning pool does)."""
+    kept = {k: v for k, v in record.items() if k != "reasoning"}
+    kept["solution"] = f"{THINK_OPEN}\n\n{THINK_CLOSE}\n\n" + record["solution"]
+    return kept

@@ -19,8 +19,14 @@ ADDITION_DIGITS = {"easy": (2, 2), "medium": (2, 4), "hard": (3, 6)}
 AdditionForm = Literal["addition", "addition-labelled", "addition-running"]
 
 
-def generate(rng: random.Random, level: Difficulty, *, form: AdditionForm = "addition") -> dict:
-    """Addition of two 2-4-digit numbers (by difficulty), worked one column per line: the numbers still to add,
+def generate(
+    rng: random.Random,
+    level: Difficulty,
+    *,
+    form: AdditionForm = "addition",
+    digits: tuple[int, int] | None = None,
+) -> dict:
+    """Addition of two 2-4-digit numbers (by difficulty; `digits` gives another range of lengths), worked one column per line: the numbers still to add,
     then their last digits with the carry (`1597+806: 7+6=13`, `159+80: 9+0+1=10`, ...).
 
     Naming the remaining numbers on each line keeps every lookup local: the digits a line adds are the last ones
@@ -37,7 +43,9 @@ def generate(rng: random.Random, level: Difficulty, *, form: AdditionForm = "add
     - `addition-running` ends each line with the answer's digits so far (`1597+806: 7+6=13 | 3`,
       `159+80: 9+0+1=10 | 03`, ...), so that the answer is a copy of the last line, at the cost of longer
       lines to learn."""
-    low_digits, high_digits = ADDITION_DIGITS[level.name]
+    low_digits, high_digits = digits or ADDITION_DIGITS[level.name]
+    if not 1 <= low_digits <= high_digits:
+        raise ValueError(f"digits must be 1 <= low <= high, got {digits}")
     a, b = (
         rng.randint(10 ** (d - 1), 10**d - 1)
         for d in (rng.randint(low_digits, high_digits), rng.randint(low_digits, high_digits))
