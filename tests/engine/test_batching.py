@@ -173,3 +173,23 @@ def test_a_cancelled_request_leaves_the_batch(model_and_tokenizer):
         engine.shutdown(timeout=5)
     assert all(c.events[-1].num_completion_tokens <= 5 for c in short)
     assert not any(isinstance(e, Finish) for e in long.sink.events)
+
+
+@pytest.mark.parametrize("ending", ["eos", "length"])
+def test_text_held_back_for_a_stop_string_is_sent_when_generation_ends_otherwise(tokenizer_dir, ending):
+    from r1kit.engine.batching import _Row
+    from r1kit.models.load import load_tokenizer
+
+    tokenizer = load_tokenizer(tokenizer_dir)
+    ids = tokenizer.encode('{"a": 1}', add_special_tokens=False)
+    eos = tokenizer.eos_token_id
+    request = GenerationRequest([1], len(ids) if ending == "length" else 100, temperature=0.0, stop=["}\n\n"])
+    request.sink = sink = Collector()
+    row = _Row(request, tokenizer, {eos}, "cpu")
+    for token in ids:
+        row.accept(token)
+    assert sink.text == '{"a": 1' or ending == "length"  # the "}" may start the stop string: held back
+    if ending == "eos":
+        row.accept(eos)
+    assert sink.text == '{"a": 1}'  # the stop string never came: the "}" is the answer's
+    assert sink.events[-1].reason == ("stop" if ending == "eos" else "length")

@@ -98,6 +98,7 @@ class _Row:
         """Take the sampled token: send the new text, finish on end of sequence, a stop string or max_tokens."""
         request = self.request
         if token_id in self.eos_ids:
+            self._send_all()  # what was held back for a stop string that never came is the answer's
             return self._finish("stop")
         self.ids.append(token_id)
         self._decode_new()
@@ -108,11 +109,14 @@ class _Row:
                 return self._finish("stop")
         self._send(self.text[: len(self.text) - _held_back(self.text, request.stop)])
         if len(self.ids) >= request.max_new_tokens:
-            self.text = self.tokenizer.decode(
-                self.ids, skip_special_tokens=True
-            )  # an unfinished character too
-            self._send(self.text)
+            self._send_all()
             self._finish("length")
+
+    def _send_all(self) -> None:
+        """Send the text held back so far (the start of a stop string, an unfinished character): generation
+        ends without the next tokens that would have completed it."""
+        self.text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
+        self._send(self.text)
 
     def _decode_new(self) -> None:
         """Extend `text` by decoding a short window of tokens, not the whole sequence each step: a window that
