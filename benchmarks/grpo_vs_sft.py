@@ -134,19 +134,14 @@ ARMS = ["sft", "sft-more", "sft-more-worked", "grpo", "grpo-random"]
 def table(per_seed: list[list[dict]]) -> str:
     """Each arm's greedy accuracy per seed and over all seeds (95% CI over problems and seeds), its training,
     and the paired differences: GRPO from the better SFT arm, each arm from the start."""
-    import numpy as np
-
     from r1kit.eval.metrics import bootstrap_ci
-    from r1kit.experiment import ArmRun
+    from r1kit.experiment import ArmRun, correctness
 
     runs = [ArmRun(**r) for seed_runs in per_seed for r in seed_runs]
     seeds = sorted({r.seed for r in runs})
 
     def matrix(arm: str, kind: str = "greedy"):
-        rows = sorted((r for r in runs if r.arm == arm), key=lambda r: r.seed)
-        if kind == "greedy":
-            return np.array([r.greedy for r in rows], dtype=float)
-        return np.array([[sum(s) / len(s) for s in r.sampled] for r in rows], dtype=float)
+        return correctness(runs, arm, kind)
 
     def ci(values, sign: str = "") -> str:
         i = bootstrap_ci(values)

@@ -205,16 +205,23 @@ def run_arm(recipe: Recipe, arm: str, seed: int, arm_dir: Path, test) -> ArmRun:
     )
 
 
+def correctness(runs: list[ArmRun], arm: str, kind: str = "greedy"):
+    """An arm's answers as a (seeds, problems) array, seeds in order: 1.0 where the greedy answer is right, or
+    the share of right sampled answers (`kind="sampled"`). Paired differences subtract two of these."""
+    import numpy as np
+
+    rows = sorted((r for r in runs if r.arm == arm), key=lambda r: r.seed)
+    if kind == "greedy":
+        return np.array([r.greedy for r in rows], dtype=float)
+    return np.array([[sum(s) / len(s) for s in r.sampled] for r in rows], dtype=float)
+
+
 def summarize(runs: list[ArmRun], arms: list[str]) -> dict:
     """Per arm: greedy and sampled accuracy with 95% intervals over problems and seeds; the paired differences
     of each arm from `sft` and of `grpo` from `sft-more`; and the verdict."""
-    import numpy as np
 
     def matrix(arm: str, kind: str):
-        rows = sorted((r for r in runs if r.arm == arm), key=lambda r: r.seed)
-        if kind == "greedy":
-            return np.array([r.greedy for r in rows], dtype=float)
-        return np.array([[sum(s) / len(s) for s in r.sampled] for r in rows], dtype=float)
+        return correctness(runs, arm, kind)
 
     figures: dict = {"arms": {}, "differences": {}}
     for arm in arms:
