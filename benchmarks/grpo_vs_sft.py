@@ -78,9 +78,9 @@ def cold_start_data(run_dir: Path) -> Path:
     the SFT arm that continues it on the demonstrations, train on the one and are validated (and stopped, and
     their checkpoint chosen) on the same problems as every arm."""
     folder = run_dir / "cold-start-data"
-    if not (folder / "validation").is_dir():
-        shutil.copytree(run_dir / "02-data" / "data" / "train", folder / "train")
-        shutil.copytree(run_dir / "03-data" / "data" / "validation", folder / "validation")
+    # copied on every run, over what is there: a run stopped mid-copy is completed by the next
+    shutil.copytree(run_dir / "02-data" / "data" / "train", folder / "train", dirs_exist_ok=True)
+    shutil.copytree(run_dir / "03-data" / "data" / "validation", folder / "validation", dirs_exist_ok=True)
     return folder
 
 
