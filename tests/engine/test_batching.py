@@ -8,7 +8,7 @@ import warnings
 import pytest
 import torch
 
-from r1kit.engine.batching import Finish, GenerationRequest, Token, TransformersEngine
+from r1kit.engine.batching import Failure, Finish, GenerationRequest, Token, TransformersEngine
 
 PROMPTS = [
     "What is 2+2?",
@@ -46,7 +46,7 @@ class Collector:
 
     def __call__(self, event):
         self.events.append(event)
-        if isinstance(event, Finish):
+        if isinstance(event, (Finish, Failure)):
             self.done.set()
 
     @property
@@ -193,3 +193,62 @@ def test_text_held_back_for_a_stop_string_is_sent_when_generation_ends_otherwise
         row.accept(eos)
     assert sink.text == '{"a": 1}'  # the stop string never came: the "}" is the answer's
     assert sink.events[-1].reason == ("stop" if ending == "eos" else "length")
+
+
+def test_a_request_that_fails_fails_alone(model_and_tokenizer):
+    """Sampling values that overflow, a seed the generator refuses and a prompt the model cannot embed (a failed
+    prefill) each fail their own request; the request already decoding gets the text it gets alone."""
+    model, tokenizer = model_and_tokenizer
+    engine = TransformersEngine(model, tokenizer, max_batch_size=8)
+    try:
+
+        def good():
+            return GenerationRequest(
+                prompt_ids(tokenizer, PROMPTS[1]), 40, temperature=1.0, seed=3, ignore_eos=True
+            )
+
+        alone = run(engine, [good()])[0]
+        running = good()
+        running.sink = Collector()
+        engine.submit(running)
+        while not running.sink.events:
+            time.sleep(0.005)
+        ids = prompt_ids(tokenizer, PROMPTS[0])
+        bad = run(
+            engine,
+            [
+                GenerationRequest(ids, 20, temperature=1e-39),
+                GenerationRequest(ids, 20, temperature=1.0, seed=2**64),
+                GenerationRequest([model.config.vocab_size + 10], 20, temperature=0.0),
+            ],
+        )
+        assert running.sink.done.wait(120)
+    finally:
+        engine.shutdown()
+    assert [type(c.events[-1]) for c in bad] == [Failure, Failure, Failure]
+    assert "sampling failed" in bad[0].events[-1].message
+    assert "cannot start this request" in bad[1].events[-1].message
+    assert "generation failed" in bad[2].events[-1].message
+    assert running.sink.text == alone.text and isinstance(running.sink.events[-1], Finish)
+    assert running.sink.events[-1].num_completion_tokens == 40
+
+
+def test_a_cancelled_request_frees_its_queue_place_at_once(model_and_tokenizer):
+    model, tokenizer = model_and_tokenizer
+    engine = TransformersEngine(model, tokenizer, max_batch_size=1, max_queue_size=1)
+    try:
+        long = GenerationRequest(prompt_ids(tokenizer, PROMPTS[0]), 100_000, temperature=1.0, ignore_eos=True)
+        long.sink = Collector()
+        engine.submit(long)
+        while not long.sink.events:
+            time.sleep(0.005)
+        waiting = GenerationRequest(prompt_ids(tokenizer, PROMPTS[1]), 5, temperature=0.0)
+        engine.submit(waiting)
+        assert engine.stats()["queue_depth"] == 1
+        engine.cancel(waiting)
+        assert engine.stats()["queue_depth"] == 0
+        engine.submit(GenerationRequest(prompt_ids(tokenizer, PROMPTS[2]), 5, temperature=0.0))  # room again
+        engine.cancel(long)
+    finally:
+        engine.shutdown(timeout=30)
+    assert not engine.alive()

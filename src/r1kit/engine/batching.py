@@ -16,6 +16,11 @@ which the engine says at start-up.
 Both engines take a `GenerationRequest` and report to its `sink`, from the worker thread: `Token` events with
 the new text, then one `Finish` (or `Failure`). The server turns these into HTTP responses.
 
+One request's failure is its own: a row whose sampling or decoding fails (values that cannot be sampled, a
+seed its generator refuses) is failed and dropped while the rest of the batch goes on, and a prefill that fails
+(out of memory, say) fails the requests it was admitting, not the batch they were to join. Only a failed decode
+step, one forward for the whole batch, fails every row in it.
+
 Every tensor the engine makes is made on the model's device (ids, masks, positions, each row's random
 generator), so a model on a GPU decodes there; tests/engine checks it with a default device of `meta`.
 """
@@ -51,6 +56,8 @@ class Finish:
 @dataclass
 class Failure:
     message: str
+    status: int = 500
+    """The HTTP status the server answers with (a 5xx: the request was valid, serving it failed)."""
 
 
 Event = Token | Finish | Failure
@@ -138,6 +145,10 @@ class _Row:
         self.finished = True
         self.request.sink(Finish(reason, len(self.request.prompt_ids), len(self.ids)))
 
+    def fail(self, message: str) -> None:
+        self.finished = True
+        self.request.sink(Failure(message))
+
 
 def _held_back(text: str, stops: list[str]) -> int:
     """How many trailing characters to hold back: the start of a stop string the next tokens may complete."""
@@ -150,23 +161,32 @@ def _held_back(text: str, stops: list[str]) -> int:
     return held
 
 
-def sample(logits, temperatures: list[float], top_ps: list[float], generators) -> list[int]:
+def sample(logits, temperatures: list[float], top_ps: list[float], generators) -> list[int | Exception]:
     """One token per row of `logits` (B, V): greedy where the temperature is 0, else nucleus sampling with the
-    row's own generator (so a request's seed reproduces its output whatever else is in the batch)."""
-    import torch
-
-    chosen = logits.argmax(dim=-1).tolist()
+    row's own generator (so a request's seed reproduces its output whatever else is in the batch). A row that
+    cannot be sampled (its probabilities are not finite) gets the error in place of a token, the others their
+    tokens."""
+    chosen: list[int | Exception] = list(logits.argmax(dim=-1).tolist())
     for i, (temperature, top_p, generator) in enumerate(zip(temperatures, top_ps, generators)):
         if temperature == 0:
             continue
-        probs = torch.softmax(logits[i].float() / temperature, dim=-1)  # (V,)
-        if top_p < 1.0:
-            sorted_probs, order = probs.sort(descending=True)
-            outside = sorted_probs.cumsum(0) - sorted_probs >= top_p  # keeps the token that crosses top_p
-            sorted_probs[outside] = 0.0
-            probs = torch.zeros_like(probs).scatter_(0, order, sorted_probs)
-        chosen[i] = int(torch.multinomial(probs, 1, generator=generator))
+        try:
+            chosen[i] = _nucleus(logits[i], temperature, top_p, generator)
+        except (RuntimeError, ValueError) as error:
+            chosen[i] = error
     return chosen
+
+
+def _nucleus(logits, temperature: float, top_p: float, generator) -> int:
+    import torch
+
+    probs = torch.softmax(logits.float() / temperature, dim=-1)  # (V,)
+    if top_p < 1.0:
+        sorted_probs, order = probs.sort(descending=True)
+        outside = sorted_probs.cumsum(0) - sorted_probs >= top_p  # keeps the token that crosses top_p
+        sorted_probs[outside] = 0.0
+        probs = torch.zeros_like(probs).scatter_(0, order, sorted_probs)
+    return int(torch.multinomial(probs, 1, generator=generator))
 
 
 class TransformersEngine:
@@ -224,6 +244,19 @@ class TransformersEngine:
             self._waiting.append(request)
             self._lock.notify()
 
+    def cancel(self, request: GenerationRequest) -> None:
+        """The client went away: free its place in the queue now, and its row in the batch at the next step."""
+        with self._lock:
+            request.cancelled = True
+            for i, waiting in enumerate(self._waiting):
+                if waiting is request:
+                    del self._waiting[i]
+                    break
+
+    def alive(self) -> bool:
+        """The worker thread runs (False once it has died or been shut down)."""
+        return self._thread.is_alive()
+
     def stats(self) -> dict[str, float]:
         now = time.perf_counter()
         with self._lock:
@@ -263,22 +296,17 @@ class TransformersEngine:
                 if not self._running:
                     return
                 admitted = self._take_waiting()
-            try:
-                with self._torch.inference_mode():
+            with self._torch.inference_mode():
+                try:
                     if admitted:
-                        self._prefill(admitted)
+                        self._admit(admitted)
                     if self._rows:
                         self._decode_step()
-            except (
-                Exception
-            ) as error:  # a failed forward (out of memory, say) fails its requests, not the server
-                log.exception("generation step failed")
-                for row in self._rows:
-                    row.request.sink(Failure(f"generation failed: {error}"))
-                for request in admitted:
-                    if not any(row.request is request for row in self._rows):
-                        request.sink(Failure(f"generation failed: {error}"))
-                self._rows, self._cache, self._mask, self._next_ids = [], None, None, []
+                except Exception as error:  # one forward for the whole batch: its rows fail together
+                    log.exception("generation step failed")
+                    for row in self._rows:
+                        row.fail(f"generation failed: {error}")
+                    self._rows, self._cache, self._mask, self._next_ids = [], None, None, []
 
     def _take_waiting(self) -> list[GenerationRequest]:
         if self._rows and not self.joins_mid_batch:
@@ -290,8 +318,42 @@ class TransformersEngine:
                 taken.append(request)
         return taken
 
-    def _prefill(self, requests: list[GenerationRequest]) -> None:
-        """Run the new prompts together (left-padded), sample their first tokens, join them to the batch."""
+    def _admit(self, requests: list[GenerationRequest]) -> None:
+        """Start each request's row (a seed its generator refuses fails that request alone) and prefill them
+        together; when that fails, prefill them one by one, so only a request that fails alone (a prompt the
+        model cannot take, one too long for memory) is failed, and the running batch stays as it was."""
+        rows = []
+        for request in requests:
+            try:
+                rows.append(_Row(request, self.tokenizer, self.eos_ids, self.device))
+            except Exception as error:  # noqa: BLE001 - reported to the request (a seed out of range, say)
+                request.sink(Failure(f"cannot start this request: {error}"))
+        self._prefill_rows(rows)
+
+    def _prefill_rows(self, rows: list[_Row]) -> None:
+        if not rows:
+            return
+        try:
+            cache, mask, logits = self._prefill([row.request for row in rows])
+        except Exception as error:
+            if len(rows) > 1:
+                for row in rows:
+                    self._prefill_rows([row])
+                return
+            log.exception("prefill failed")
+            rows[0].fail(f"generation failed: {error}")
+            return
+        try:
+            self._join(rows, cache, mask)
+        except Exception as error:  # the batch's cache may be half-extended: the caller fails the batch
+            for row in rows:
+                if not any(row is joined for joined in self._rows):
+                    row.fail(f"generation failed: {error}")
+            raise
+        self._accept(logits, rows)
+
+    def _prefill(self, requests: list[GenerationRequest]):
+        """Run the new prompts together (left-padded): (their cache, their mask, their last logits)."""
         torch = self._torch
         from transformers import DynamicCache
 
@@ -305,10 +367,7 @@ class TransformersEngine:
             device=self.device,
         )
         cache = DynamicCache(config=self.model.config)
-        logits = self._forward(input_ids, mask, cache)  # (n, V)
-        rows = [_Row(r, self.tokenizer, self.eos_ids, self.device) for r in requests]
-        self._join(rows, cache, mask)
-        self._accept(logits, rows)
+        return cache, mask, self._forward(input_ids, mask, cache)  # logits (n, V)
 
     def _decode_step(self) -> None:
         torch = self._torch
@@ -343,8 +402,15 @@ class TransformersEngine:
             [r.generator for r in rows],
         )
         for i, (row, token) in enumerate(zip(rows, tokens)):
-            if not row.request.cancelled:
-                row.accept(token)
+            if isinstance(token, Exception):
+                row.fail(f"sampling failed: {token}")
+                token = 0
+            elif not row.request.cancelled:
+                try:
+                    row.accept(token)
+                except Exception as error:  # this row's decoding, not the batch's
+                    log.exception("decoding a row failed")
+                    row.fail(f"decoding failed: {error}")
             self._next_ids[offset + i] = token
         count = len(rows)
         with self._lock:

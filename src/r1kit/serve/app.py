@@ -192,7 +192,9 @@ class Service:
                 if isinstance(event, (Finish, Failure)):
                     return
         finally:
-            request.cancelled = True  # a client that left frees its place in the batch at the next step
+            self.engine.cancel(
+                request
+            )  # a client that left frees its queue place now, its batch row next step
 
 
 def usage(finish: Finish) -> dict:

@@ -26,7 +26,10 @@ def build_engine(model_dir: Path, config: ServeConfig, *, trust_remote_code: boo
         from r1kit.engine.vllm_engine import VllmEngine
 
         engine = VllmEngine(
-            model_dir, max_batch_size=config.max_batch_size, trust_remote_code=trust_remote_code
+            model_dir,
+            max_batch_size=config.max_batch_size,
+            max_queue_size=config.max_queue_size,
+            trust_remote_code=trust_remote_code,
         )
         return engine, tokenizer, engine.context_length
     from r1kit.engine.batching import TransformersEngine
