@@ -252,3 +252,12 @@ def test_a_cancelled_request_frees_its_queue_place_at_once(model_and_tokenizer):
     finally:
         engine.shutdown(timeout=30)
     assert not engine.alive()
+
+
+def test_a_top_p_below_float32s_range_keeps_the_likeliest_token():
+    """A top_p of 1e-199 is valid (in (0, 1]) but rounds to 0 in float32: it once left no token to sample."""
+    from r1kit.engine.batching import sample
+
+    logits = torch.tensor([[0.0, 3.0, 1.0], [2.0, 0.0, 0.0]])
+    generators = [torch.Generator().manual_seed(i) for i in range(2)]
+    assert sample(logits, [1.5, 1.0], [5.7e-199, 1e-300], generators) == [1, 0]

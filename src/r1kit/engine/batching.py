@@ -184,6 +184,7 @@ def _nucleus(logits, temperature: float, top_p: float, generator) -> int:
     if top_p < 1.0:
         sorted_probs, order = probs.sort(descending=True)
         outside = sorted_probs.cumsum(0) - sorted_probs >= top_p  # keeps the token that crosses top_p
+        outside[0] = False  # and the likeliest, however small top_p (below float32's range it rounds to 0)
         sorted_probs[outside] = 0.0
         probs = torch.zeros_like(probs).scatter_(0, order, sorted_probs)
     return int(torch.multinomial(probs, 1, generator=generator))
