@@ -553,7 +553,23 @@ class ServeConfig(Section):
     port: int = Field(8000, ge=0, le=65535)
     """TCP port; 0 picks a free one (the server prints which)."""
     api_key: str | None = None
-    """Require `Authorization: Bearer <key>` on API routes; unset leaves the API open."""
+    """Require `Authorization: Bearer <key>` on every route but `/`, `/health` and `/ready`. Better given by
+    R1KIT_API_KEY or a file (`--api-key-file`, R1KIT_API_KEY_FILE) than in a recipe; it is never written to a
+    run folder's config.yaml. Unset leaves the API open, which a non-loopback `host` refuses."""
+    insecure_no_key: bool = False
+    """Serve a non-loopback `host` without an API key (refused otherwise): for a network you trust."""
+    public_metrics: bool = False
+    """Answer `/metrics` without the API key (for a scraper inside a private network)."""
+    allowed_origins: list[str] = []
+    """Web origins (`https://app.example.com`) whose pages may open the WebSocket, beside the server's own;
+    `*` allows any. Clients that send no Origin (not browsers) are not affected."""
+    max_request_bytes: int = Field(8 * 2**20, ge=1024)
+    """Largest request body; a larger one is refused (413) before it is read whole."""
+    max_concurrent_requests: int = Field(1024, ge=1)
+    """Requests served at once (probes and metrics not counted); more get 503 with Retry-After."""
+    request_timeout: float = Field(600.0, gt=0)
+    """Seconds from a request's arrival to its last token; a request still running then ends with a 504 (or
+    an error event in a stream) and its batch place is freed."""
     engine: Literal["transformers", "vllm"] = "transformers"
     """Generation backend. `vllm` needs a CUDA GPU and the `gpu` extra."""
     max_batch_size: int = Field(8, ge=1)
@@ -684,7 +700,10 @@ class Recipe(Section):
         return Path(self.output_dir) if self.output_dir else Path("runs") / self.name
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+        """The recipe as YAML, without the server's API key (a secret, not a setting)."""
+        raw = self.model_dump(mode="json")
+        raw["serve"]["api_key"] = None
+        return yaml.safe_dump(raw, sort_keys=False, allow_unicode=True)
 
     def save(self, out_dir: str | Path) -> Path | None:
         """Write the resolved recipe as `config.yaml` into `out_dir` (main process only)."""

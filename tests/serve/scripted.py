@@ -72,8 +72,9 @@ class Server:
         return self.process.wait(timeout=timeout)
 
 
-def start_server(model_dir, *args: str) -> Server:
-    env = dict(os.environ, R1KIT_API_KEY=API_KEY)
+def start_server(model_dir, *args: str, env: dict | None = None) -> Server:
+    """A server on a free loopback port, with the tests' API key unless `env` is given."""
+    env = dict(os.environ, R1KIT_API_KEY=API_KEY) if env is None else env
     log = tempfile.TemporaryFile("w+")  # a file, not a pipe: a chatty server never blocks on a full pipe
     process = subprocess.Popen(
         [

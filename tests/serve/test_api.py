@@ -217,7 +217,8 @@ def test_fifty_concurrent_requests_all_succeed(server):
 
 
 def scrape(url: str) -> dict:
-    with urllib.request.urlopen(url + "/metrics", timeout=10) as response:
+    request = urllib.request.Request(url + "/metrics", headers={"Authorization": f"Bearer {API_KEY}"})
+    with urllib.request.urlopen(request, timeout=10) as response:
         families = text_string_to_metric_families(response.read().decode())
     return {(s.name, tuple(sorted(s.labels.items()))): s.value for f in families for s in f.samples}
 
@@ -237,6 +238,8 @@ def test_metrics_count_requests_and_latency(server, client):
         assert samples[(gauge, ())] >= 0
 
 
-def test_health(server):
+def test_health_and_readiness_need_no_key(server):
     with urllib.request.urlopen(server.url + "/health", timeout=10) as response:
-        assert json.loads(response.read()) == {"status": "ok", "model": "tiny", "engine": "transformers"}
+        assert json.loads(response.read()) == {"status": "ok", "engine": "transformers"}
+    with urllib.request.urlopen(server.url + "/ready", timeout=10) as response:
+        assert json.loads(response.read())["status"] == "ready"

@@ -20,8 +20,19 @@ def serve_cmd(
     port: Annotated[int | None, typer.Option(help="TCP port (default 8000; 0 picks a free one).")] = None,
     api_key: Annotated[
         str | None,
-        typer.Option(envvar="R1KIT_API_KEY", help="Require `Authorization: Bearer KEY` (env R1KIT_API_KEY)."),
+        typer.Option(
+            envvar="R1KIT_API_KEY",
+            help="Require `Authorization: Bearer KEY` (env R1KIT_API_KEY; prefer it or a file: a key on the "
+            "command line shows in the process list).",
+        ),
     ] = None,
+    api_key_file: Annotated[
+        Path | None,
+        typer.Option(envvar="R1KIT_API_KEY_FILE", help="Read the API key from this file (a mounted secret)."),
+    ] = None,
+    insecure_no_key: Annotated[
+        bool, typer.Option(help="Allow a non-loopback --host without an API key (a trusted network only).")
+    ] = False,
     engine: Annotated[str | None, typer.Option(help="transformers (default) or vllm (CUDA GPUs).")] = None,
     max_batch_size: Annotated[int | None, typer.Option(help="Most requests decoded together.")] = None,
     model_name: Annotated[
@@ -37,6 +48,22 @@ def serve_cmd(
     config = load_recipe_for(
         recipe, overrides, [f"serve.{k}={v}" for k, v in flags.items() if v is not None]
     ).serve
+    if api_key_file:
+        api_key = read_key_file(api_key_file)
     if api_key:
         config = config.model_copy(update={"api_key": api_key})
+    if insecure_no_key:
+        config = config.model_copy(update={"insecure_no_key": True})
     serve(model, config, model_name=model_name, trust_remote_code=trust_remote_code)
+
+
+def read_key_file(path: Path) -> str:
+    from r1kit.errors import UserError
+
+    try:
+        key = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as error:
+        raise UserError(f"cannot read the API key file {path}: {error}") from None
+    if not key:
+        raise UserError(f"the API key file {path} is empty")
+    return key

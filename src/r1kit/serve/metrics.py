@@ -10,6 +10,7 @@ LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64, 128)
 ROUTES = {
     "/",
     "/health",
+    "/ready",
     "/metrics",
     "/generate",
     "/v1/models",

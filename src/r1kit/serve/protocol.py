@@ -7,12 +7,43 @@ accepted at their neutral value (`n: 1`, penalties 0, no logprobs) and refused o
 
 from __future__ import annotations
 
-from typing import Literal
+import re
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 DEFAULT_TEMPERATURE, DEFAULT_TOP_P = 0.6, 0.95
 """DeepSeek's recommendation for R1 models (lower temperatures make them repeat themselves)."""
+MIN_TEMPERATURE = 0.01
+"""Below this (and above 0, which is greedy) logits divided by the temperature overflow to infinities."""
+MAX_STOPS, MAX_STOP_CHARS = 4, 256
+SEED_RANGE = (-(2**63), 2**64 - 1)
+"""What a random generator takes (torch's range); vLLM takes the same."""
+
+
+def _encodable(text: str) -> str:
+    """Text that UTF-8 can encode: JSON's `\\ud800` escapes decode to lone surrogates, which cannot be."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise ValueError(
+            f"holds a lone surrogate ({error.object[error.start]!r}), which is not text"
+        ) from None
+    return text
+
+
+Text = Annotated[str, AfterValidator(_encodable)]
+
+
+def _temperature(value: float) -> float:
+    if 0 < value < MIN_TEMPERATURE:
+        raise ValueError(f"temperature is 0 (greedy) or at least {MIN_TEMPERATURE}")
+    return value
+
+
+Temperature = Annotated[float, Field(ge=0.0, le=2.0), AfterValidator(_temperature)]
+TopP = Annotated[float, Field(gt=0.0, le=1.0)]
+Seed = Annotated[int, Field(ge=SEED_RANGE[0], le=SEED_RANGE[1])]
 
 
 class Strict(BaseModel):
@@ -23,19 +54,48 @@ class Lenient(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
-def request_models(strict: bool):
-    """The request classes, rejecting (strict) or ignoring unknown fields."""
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    """Every error the server sends, in OpenAI's shape."""
+
+    error: ErrorDetail
+
+
+ERROR_RESPONSES: dict[int | str, dict] = {
+    "4XX": {"model": ErrorResponse, "description": "The request cannot be served as sent"},
+    "5XX": {
+        "model": ErrorResponse,
+        "description": "Full, shutting down, past the deadline, or generation failed",
+    },
+}
+"""The routes' documented errors (in place of FastAPI's 422: validation errors are 400s here)."""
+
+
+STREAMED = {200: {"content": {"application/json": {}, "text/event-stream": {}}}}
+"""A route that answers with one JSON body, or with server-sent events when the request says `stream`."""
+
+
+def request_models(strict: bool, model_name: str | None = None):
+    """The request classes, rejecting (strict) or ignoring unknown fields. With `model_name`, the published
+    schema names the one model served (another name is still a 404, as OpenAI answers)."""
     base = Strict if strict else Lenient
+    served = {"enum": [model_name]} if model_name else None
 
     class TextPart(base):
         type: Literal["text"]
-        text: str
+        text: Text
 
     class Message(base):
         role: Literal["system", "developer", "user", "assistant"]
-        content: str | list[TextPart] | None = None
-        name: str | None = None
-        reasoning_content: str | None = None
+        content: Text | list[TextPart] | None = None
+        name: Text | None = None
+        reasoning_content: Text | None = None
         """Earlier reasoning of an assistant turn; R1's template drops it from the prompt."""
 
         def text(self) -> str:
@@ -47,15 +107,15 @@ def request_models(strict: bool):
         include_usage: bool = False
 
     class Sampling(base):
-        model: str
+        model: str = Field(json_schema_extra=served)
         max_tokens: int | None = Field(None, ge=1)
-        temperature: float = Field(DEFAULT_TEMPERATURE, ge=0.0, le=2.0)
-        top_p: float = Field(DEFAULT_TOP_P, gt=0.0, le=1.0)
+        temperature: Temperature = DEFAULT_TEMPERATURE
+        top_p: TopP = DEFAULT_TOP_P
         stream: bool = False
         stream_options: StreamOptions | None = None
-        stop: str | list[str] | None = None
-        seed: int | None = None
-        user: str | None = None
+        stop: Text | list[Text] | None = None
+        seed: Seed | None = None
+        user: Text | None = None
         n: Literal[1] = 1
         presence_penalty: Literal[0, 0.0] = 0.0
         frequency_penalty: Literal[0, 0.0] = 0.0
@@ -65,8 +125,10 @@ def request_models(strict: bool):
         @classmethod
         def _stops(cls, value):
             stops = [value] if isinstance(value, str) else value or []
-            if len(stops) > 4 or any(not s for s in stops):
-                raise ValueError("stop takes up to 4 non-empty strings")
+            if len(stops) > MAX_STOPS or any(not s or len(s) > MAX_STOP_CHARS for s in stops):
+                raise ValueError(
+                    f"stop takes up to {MAX_STOPS} non-empty strings of at most {MAX_STOP_CHARS} characters"
+                )
             return stops
 
     class ChatRequest(Sampling):
@@ -77,7 +139,7 @@ def request_models(strict: bool):
             return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
 
     class CompletionRequest(Sampling):
-        prompt: str | list[str]
+        prompt: Text | list[Text]
         echo: Literal[False] = False
 
         @field_validator("prompt")
@@ -93,13 +155,13 @@ def request_models(strict: bool):
             return self.max_tokens
 
     class GenerateRequest(base):
-        prompt: str = Field(min_length=1)
+        prompt: Text = Field(min_length=1)
         """A user message; the model's chat template wraps it."""
         max_new_tokens: int | None = Field(None, ge=1)
-        temperature: float = Field(DEFAULT_TEMPERATURE, ge=0.0, le=2.0)
-        top_p: float = Field(DEFAULT_TOP_P, gt=0.0, le=1.0)
-        seed: int | None = None
-        system: str | None = None
+        temperature: Temperature = DEFAULT_TEMPERATURE
+        top_p: TopP = DEFAULT_TOP_P
+        seed: Seed | None = None
+        system: Text | None = None
 
         def limit(self) -> int | None:
             return self.max_new_tokens
@@ -108,16 +170,32 @@ def request_models(strict: bool):
 
 
 def describe_errors(errors: list[dict]) -> tuple[str, str | None]:
-    """One message for pydantic's validation errors, and the first offending field (OpenAI's `param`)."""
-    parts, param = [], None
+    """One message for pydantic's validation errors, and the first offending field (OpenAI's `param`).
+
+    A field that takes one of several types (`content`: a string or a list of parts) fails once per type; the
+    type-mismatch errors are dropped when another error says what is wrong with the value itself."""
+    described = []
     for error in errors:
         if error.get("type") == "json_invalid":  # its location is a character offset, not a field
-            parts.append(f"invalid JSON: {error.get('ctx', {}).get('error', error.get('msg'))}")
+            described.append(("", "", f"invalid JSON: {error.get('ctx', {}).get('error', error.get('msg'))}"))
             continue
-        field = ".".join(str(p) for p in error.get("loc", ()) if p != "body")
+        field = ".".join(
+            str(p) for p in error.get("loc", ()) if p != "body" and not _UNION_MEMBER.search(str(p))
+        )
+        described.append((field, error.get("type", ""), error.get("msg", "")))
+    specific = [(f, t) for f, t, _ in described if not t.endswith("_type")]
+    parts, param = [], None
+    for field, kind, message in described:
+        if kind.endswith("_type") and any(
+            f.startswith(field) and (f, t) != (field, kind) for f, t in specific
+        ):
+            continue
         param = param or field or None
-        if error.get("type") == "extra_forbidden":
+        if kind == "extra_forbidden":
             parts.append(f"{field}: unknown field")
         else:
-            parts.append(f"{field}: {error.get('msg')}" if field else str(error.get("msg")))
-    return "; ".join(parts), param
+            parts.append(f"{field}: {message}" if field else str(message))
+    return "; ".join(dict.fromkeys(parts)), param
+
+
+_UNION_MEMBER = re.compile(r"\[|^(str|int|float|bool|list|dict|none)$")

@@ -1,11 +1,13 @@
 """`r1kit serve`: load a model folder, start its engine, and serve the API with uvicorn until SIGTERM/SIGINT.
 
 On a signal, uvicorn stops accepting connections and lets in-flight requests (streams included) finish, up to
-`serve.shutdown_timeout`; then the engine's thread stops. The server binds 127.0.0.1 unless told otherwise.
+`serve.shutdown_timeout`; then the engine's thread stops. The server binds 127.0.0.1 unless told otherwise, and
+refuses any other address without an API key unless `serve.insecure_no_key` says the network is trusted.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import signal
 import socket
 import sys
@@ -56,6 +58,25 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it resolves to whatever the network says
+        return False
+
+
+def check_exposure(config: ServeConfig) -> None:
+    """A server reachable from other machines needs a key, or the operator's word that the network is trusted."""
+    if not is_loopback(config.host) and not config.api_key and not config.insecure_no_key:
+        raise UserError(
+            f"serve.host {config.host} is reachable from other machines and no API key is set: set one "
+            "(R1KIT_API_KEY, or a file with --api-key-file / R1KIT_API_KEY_FILE), or pass --insecure-no-key "
+            "to serve anyone who can reach the port"
+        )
+
+
 def serve(
     model_dir: str | Path,
     config: ServeConfig,
@@ -68,6 +89,7 @@ def serve(
 
     from r1kit.serve.app import create_app
 
+    check_exposure(config)
     if (Path(model_dir) / "adapter_config.json").is_file():
         raise UserError(
             f"{model_dir} is a LoRA adapter: merge it into its base first "
@@ -84,6 +106,11 @@ def serve(
         context_length=context_length,
         api_key=config.api_key,
         strict=config.strict,
+        public_metrics=config.public_metrics,
+        allowed_origins=config.allowed_origins,
+        max_request_bytes=config.max_request_bytes,
+        max_concurrent_requests=config.max_concurrent_requests,
+        request_timeout=config.request_timeout,
     )
     sock = bind(config.host, config.port)
     host, port = sock.getsockname()[:2]
@@ -93,9 +120,9 @@ def serve(
         f"{'API key required' if config.api_key else 'no API key'})",
         flush=True,
     )
-    if config.host not in ("127.0.0.1", "localhost", "::1") and not config.api_key:
+    if not is_loopback(config.host) and not config.api_key:
         print(
-            "warning: listening beyond this machine without an API key (--api-key or R1KIT_API_KEY)",
+            "warning: serving anyone who can reach this port, without an API key (--insecure-no-key)",
             file=sys.stderr,
             flush=True,
         )
@@ -105,6 +132,10 @@ def serve(
             log_level="warning",
             timeout_graceful_shutdown=config.shutdown_timeout,
             ws="websockets-sansio",
+            ws_max_size=config.max_request_bytes,
+            # the guard answers 503 past max_concurrent_requests; this bounds connections beyond it (probes
+            # keep their room between the two)
+            limit_concurrency=config.max_concurrent_requests + 128,
         )
     )
     # sse-starlette ends every open stream as soon as uvicorn is told to exit; r1kit's streams end on their own
