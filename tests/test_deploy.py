@@ -106,8 +106,17 @@ def test_serving_deployment_service_and_autoscaler_fit_together():
     [container] = deployment["spec"]["template"]["spec"]["containers"]
     port_names = {p["name"] for p in container["ports"]}
     assert {p["targetPort"] for p in service["spec"]["ports"]} <= port_names
-    assert container["readinessProbe"]["httpGet"]["path"] == "/health"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/ready"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/health"
     assert "--host" in container["command"] and "0.0.0.0" in container["command"]
+    # the key is required, and comes from a mounted secret: not the command line, not optional
+    assert not any("key" in part for part in container["command"])
+    pod = deployment["spec"]["template"]["spec"]
+    [key_file] = [e["value"] for e in container["env"] if e["name"] == "R1KIT_API_KEY_FILE"]
+    [mount] = [m for m in container["volumeMounts"] if key_file.startswith(m["mountPath"] + "/")]
+    [volume] = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    assert volume["secret"]["optional"] is False
+    assert pod["terminationGracePeriodSeconds"] > 120  # serve.shutdown_timeout, to drain
     target = hpa["spec"]["scaleTargetRef"]
     assert (target["kind"], target["name"]) == ("Deployment", "r1kit-serve")
     assert hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
@@ -177,6 +186,15 @@ def test_compose_stack_wires_the_server_prometheus_and_grafana():
     scrape = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
     targets = [t for job in scrape["scrape_configs"] for c in job["static_configs"] for t in c["targets"]]
     assert "r1kit:8000" in targets  # the compose service name and the port the server listens on
+    # the key is required: a secret file for the server and for Prometheus, which scrapes /metrics with it
+    assert "R1KIT_API_KEY" not in server["environment"] and not any("key" in c for c in server["command"])
+    secret = f"/run/secrets/{server['secrets'][0]}"
+    assert server["environment"]["R1KIT_API_KEY_FILE"] == secret
+    assert (
+        server["secrets"][0] in services["prometheus"]["secrets"] and compose["secrets"][server["secrets"][0]]
+    )
+    [job] = [j for j in scrape["scrape_configs"] if "r1kit:8000" in j["static_configs"][0]["targets"]]
+    assert job["authorization"]["credentials_file"] == secret
 
 
 @pytest.mark.parametrize("name", ["Dockerfile", "Dockerfile.cpu"])
