@@ -307,7 +307,18 @@ class TrainConfig(Section):
     early_stopping_min_delta: float = Field(0.0, ge=0.0)
     """An evaluation counts as an improvement only when the metric gets better by more than this."""
     metric_for_best_model: str = "eval_loss"
-    """Metric that picks the best checkpoints and drives early stopping (eval_loss ranks like perplexity)."""
+    """Metric that picks the best checkpoints and drives early stopping (eval_loss ranks like perplexity):
+    `loss` or `perplexity` (lower is better), `accuracy`, `sampled_accuracy` or `mixed_groups` (higher is
+    better), with or without the `eval_` prefix."""
+
+    @field_validator("metric_for_best_model")
+    @classmethod
+    def _known_metric(cls, value: str) -> str:
+        if logged_metric(value) not in LOWER_IS_BETTER + HIGHER_IS_BETTER:
+            known = ", ".join(m.removeprefix("eval_") for m in LOWER_IS_BETTER + HIGHER_IS_BETTER)
+            raise ValueError(f"{value!r} is not a metric r1kit logs; one of {known}")
+        return value
+
     stop_at_metric: float | None = None
     """Stop (with a checkpoint) once `metric_for_best_model` reaches this value: at least it for accuracies, at
     most it for losses. For a run that needs to be good enough rather than its best, such as a cold start that
@@ -438,6 +449,15 @@ def logged_metric(metric: str) -> str:
     """`train.metric_for_best_model` as transformers reads it from the validation logs: `accuracy` is
     `eval_accuracy`."""
     return metric if metric.startswith("eval_") else f"eval_{metric}"
+
+
+LOWER_IS_BETTER = ("eval_loss", "eval_perplexity")
+HIGHER_IS_BETTER = ("eval_accuracy", "eval_sampled_accuracy", "eval_mixed_groups")
+
+
+def greater_is_better(metric: str) -> bool:
+    """The direction of a `train.metric_for_best_model` (the validator has refused names it does not know)."""
+    return logged_metric(metric) in HIGHER_IS_BETTER
 
 
 IN_TRAINING_METRICS = ("eval_accuracy", "eval_sampled_accuracy", "eval_mixed_groups")

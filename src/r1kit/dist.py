@@ -29,3 +29,18 @@ def print0(*args, **kwargs) -> None:
     """Print a status line (to stderr, keeping stdout for results) on the main process only."""
     if is_main_process():
         console.print(*args, **kwargs)
+
+
+def _group_size() -> int:
+    """Processes in the initialized process group (1 without one)."""
+    import torch.distributed as dist
+
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def barrier() -> None:
+    """Wait until every process of the group gets here (nothing without a process group)."""
+    if _group_size() > 1:
+        import torch.distributed as dist
+
+        dist.barrier()

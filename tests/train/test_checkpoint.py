@@ -1,4 +1,5 @@
 import json
+import shutil
 
 import pytest
 
@@ -16,14 +17,142 @@ def test_retention_keeps_latest_and_best_k():
     assert checkpoint.to_delete({}, 1, False) == []
 
 
+def staged_checkpoint(run_dir, step: int, processes: int = 1):
+    """What the trainer leaves in the staging area for `step`: its state, weights and random states."""
+    import torch
+    from safetensors.torch import save_file
+
+    staged = checkpoint.checkpoint_dir(run_dir) / checkpoint.STAGING / f"checkpoint-{step}"
+    staged.mkdir(parents=True)
+    (staged / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+    save_file({"w": torch.ones(2)}, staged / "model.safetensors")
+    names = ["rng_state.pth"] if processes == 1 else [f"rng_state_{k}.pth" for k in range(processes)]
+    for name in names:
+        torch.save({"python": step}, staged / name)
+    return staged
+
+
 def test_only_published_checkpoints_are_visible(tmp_path):
     staging = checkpoint.checkpoint_dir(tmp_path) / checkpoint.STAGING
     (staging / "checkpoint-5").mkdir(parents=True)  # a save that never finished
     assert checkpoint.latest_checkpoint(tmp_path) is None
-    published = checkpoint.publish(staging / "checkpoint-5", tmp_path, 5, 1.25)
+    shutil.rmtree(staging / "checkpoint-5")
+    published = checkpoint.publish(
+        staged_checkpoint(tmp_path, 5), tmp_path, 5, 1.25, metric_name="eval_loss", greater_is_better=False
+    )
     assert published == tmp_path / "checkpoints" / "5" and not (staging / "checkpoint-5").exists()
     assert checkpoint.latest_checkpoint(tmp_path) == published
-    assert json.loads((published / checkpoint.INFO_FILE).read_text()) == {"step": 5, "metric": 1.25}
+    assert json.loads((published / checkpoint.INFO_FILE).read_text()) == {
+        "step": 5,
+        "metric": 1.25,
+        "metric_name": "eval_loss",
+        "greater_is_better": False,
+        "processes": 1,
+    }
+
+
+@pytest.mark.parametrize(
+    "damage, reason",
+    [
+        (
+            lambda path: (path / "rng_state_1.pth").unlink(),
+            "rng_state_1.pth missing (written by 2 processes)",
+        ),
+        (lambda path: (path / "rng_state_0.pth").write_bytes(b""), "rng_state_0.pth is empty"),
+        (
+            lambda path: (path / "model.safetensors").write_bytes(b"\x10" * 16),
+            "model.safetensors does not open",
+        ),
+        (lambda path: (path / "trainer_state.json").write_text("{"), "records do not read"),
+        (lambda path: (path / "trainer_state.json").write_text('{"global_step": 3}'), "another step"),
+    ],
+)
+def test_resume_passes_over_a_checkpoint_that_does_not_check_out(tmp_path, capsys, damage, reason):
+    """What a disk that filled or a machine that lost power can leave: --resume auto takes the newest
+    checkpoint that checks out, and names the ones it passes over."""
+    older = checkpoint.publish(staged_checkpoint(tmp_path, 4, processes=2), tmp_path, 4, None, processes=2)
+    newer = checkpoint.publish(staged_checkpoint(tmp_path, 8, processes=2), tmp_path, 8, None, processes=2)
+    assert checkpoint.latest_checkpoint(tmp_path) == newer
+    damage(newer)
+    assert checkpoint.problem(newer) is not None and reason in checkpoint.problem(newer)
+    assert checkpoint.latest_checkpoint(tmp_path) == older
+    assert f"passing over checkpoint {newer}" in capsys.readouterr().err.replace("\n", "")
+
+
+def test_a_checkpoint_of_an_earlier_release_still_resumes(tmp_path):
+    """Before the number of writing processes was recorded, a two-process checkpoint had rng_state_0/_1 and
+    no count: it must not be passed over (the run would start afresh)."""
+    published = checkpoint.publish(
+        staged_checkpoint(tmp_path, 4, processes=2), tmp_path, 4, None, processes=2
+    )
+    info = published / checkpoint.INFO_FILE
+    info.write_text(json.dumps({"step": 4, "metric": None}))  # what earlier releases wrote
+    assert checkpoint.problem(published) is None and checkpoint.latest_checkpoint(tmp_path) == published
+
+
+def test_a_step_republished_up_to_its_second_rename_is_put_back(tmp_path):
+    """Killed between renaming the old copy of a step aside and renaming the new one in: the old copy is
+    complete, and resume takes it; the half-done new one in staging is never read."""
+    from r1kit.publish import old_dir
+
+    published = checkpoint.publish(staged_checkpoint(tmp_path, 6), tmp_path, 6, None)
+    published.rename(old_dir(published))  # the first rename of a re-publishing, then the kill
+    assert checkpoint.complete_checkpoints(tmp_path) == {}
+    assert checkpoint.latest_checkpoint(tmp_path) == published and checkpoint.problem(published) is None
+
+
+def test_the_best_checkpoint_skips_nan_and_keeps_its_recorded_direction(tmp_path):
+    for step, metric in [(1, 0.5), (2, float("nan")), (3, 0.7), (4, None)]:
+        checkpoint.publish(
+            staged_checkpoint(tmp_path, step),
+            tmp_path,
+            step,
+            metric,
+            metric_name="eval_accuracy",
+            greater_is_better=True,
+        )
+    assert checkpoint.best_checkpoint(tmp_path, greater_is_better=False).name == "3"  # as recorded: higher
+    assert checkpoint.metric_of(checkpoint.complete_checkpoints(tmp_path)[2]) is None
+
+
+def test_stop_at_metric_fires_for_the_unprefixed_name():
+    """`train.metric_for_best_model: accuracy` is logged as eval_accuracy; the stop once never fired on it."""
+    from transformers import TrainerControl
+
+    from r1kit.train.callbacks import StopAtMetric
+
+    control = TrainerControl()
+    StopAtMetric("accuracy", 0.5, greater_is_better=True).on_evaluate(
+        None, FakeState(), control, metrics={"eval_accuracy": 0.6}
+    )
+    assert control.should_training_stop and control.should_save
+
+
+def test_a_resumed_run_records_each_step_once(tmp_path):
+    """metrics.jsonl after a crash at step 7 and a resume from the step-5 checkpoint: steps 6 and 7 are redone,
+    and recorded once, not twice."""
+    from r1kit.train.callbacks import MetricsLogger
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("".join(json.dumps({"step": s, "split": "train", "loss": s}) + "\n" for s in range(8)))
+    state = FakeState()
+    state.global_step, state.num_input_tokens_seen = 5, 0
+    logger = MetricsLogger(path, {"mode": "sft"})
+    logger.on_train_begin(None, state, None)
+    for step in (6, 7):
+        state.global_step = step
+        logger.on_log(None, state, None, logs={"loss": step + 0.5})
+    steps = [json.loads(line)["step"] for line in path.read_text().splitlines() if "loss" in line]
+    assert steps == [0, 1, 2, 3, 4, 5, 6, 7]
+
+
+def test_an_unknown_metric_is_refused_with_the_known_ones():
+    from r1kit.config import greater_is_better, load_recipe
+
+    with pytest.raises(UserError, match="not a metric r1kit logs; one of loss, perplexity, accuracy"):
+        load_recipe(None, ["train.metric_for_best_model=bleu"])
+    assert greater_is_better("accuracy") and greater_is_better("eval_mixed_groups")
+    assert not greater_is_better("perplexity") and not greater_is_better("eval_loss")
 
 
 def test_precision_choice(monkeypatch):

@@ -17,7 +17,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from r1kit.config import logged_metric
-from r1kit.dist import is_main_process, print0
+from r1kit.dist import barrier, is_main_process, print0, world_size
 from r1kit.errors import UserError
 from r1kit.train import checkpoint
 
@@ -44,8 +44,24 @@ class MetricsLogger(TrainerCallback):
                 f.write(json.dumps(record) + "\n")
 
     def on_train_begin(self, args, state, control, **kwargs):
+        if state.global_step and is_main_process():
+            self._forget_after(state.global_step)
         self._write({"step": state.global_step, "split": "run", **self.first_record})
         self._last_time, self._last_tokens = time.perf_counter(), state.num_input_tokens_seen
+
+    def _forget_after(self, step: int) -> None:
+        """A run resumed at `step`: the records of later steps are of work the crash lost and the run is about
+        to redo; dropped, so each step is recorded once. (Rewritten whole and renamed into place.)"""
+        if not self.path.is_file():
+            return
+        kept = [
+            line
+            for line in self.path.read_text(encoding="utf-8").splitlines()
+            if line.strip() and json.loads(line).get("step", 0) <= step
+        ]
+        partial = self.path.with_name(f".{self.path.name}.partial")
+        partial.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+        partial.replace(self.path)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         logs = logs if logs is not None else {}
@@ -81,12 +97,21 @@ class CheckpointPublisher(TrainerCallback):
             self.metrics[state.global_step] = float(metrics[key])
 
     def on_save(self, args, state, control, **kwargs):
-        if not is_main_process():
-            return
-        staged = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        if staged.is_dir():
-            checkpoint.publish(staged, self.run_dir, state.global_step, self.metrics.get(state.global_step))
-            checkpoint.enforce_retention(self.run_dir, self.keep_best, self.greater_is_better)
+        barrier()  # every process has written its part of the checkpoint (its random state, its shards)
+        if is_main_process():
+            staged = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if staged.is_dir():
+                checkpoint.publish(
+                    staged,
+                    self.run_dir,
+                    state.global_step,
+                    self.metrics.get(state.global_step),
+                    metric_name=logged_metric(self.metric),
+                    greater_is_better=self.greater_is_better,
+                    processes=world_size(),
+                )
+                checkpoint.enforce_retention(self.run_dir, self.keep_best, self.greater_is_better)
+        barrier()  # no process goes on (and may stop) before the checkpoint is published
 
 
 class StopOnSignal(TrainerCallback):
@@ -182,7 +207,7 @@ class StopAtMetric(TrainerCallback):
     """Ends the run, with a checkpoint, at the first evaluation whose `metric` reaches `target`."""
 
     def __init__(self, metric: str, target: float, greater_is_better: bool):
-        self.metric, self.target, self.greater_is_better = metric, target, greater_is_better
+        self.metric, self.target, self.greater_is_better = logged_metric(metric), target, greater_is_better
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         value = (metrics or {}).get(self.metric)

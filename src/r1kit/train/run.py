@@ -349,7 +349,7 @@ def save_final(trainer, recipe: Recipe, run_dir: Path, tokenizer, base_dir: Path
     wait_for_everyone()
     model = trainer.model
     if recipe.train.final_model == "best":
-        best = _best_checkpoint(run_dir, trainer.args.greater_is_better)
+        best = checkpoint.best_checkpoint(run_dir, trainer.args.greater_is_better)
         if best is not None:
             print0(f"final model: the best checkpoint, {best}")
             # The trainer's own loader: it knows full, sharded, DeepSpeed and PEFT checkpoint layouts.
@@ -386,14 +386,3 @@ def _write_final(model, tokenizer, out_dir: Path, recipe: Recipe, base_dir, *, l
         tokenizer.save_pretrained(out_dir)
     if model.generation_config is not None and not lora:
         model.generation_config.save_pretrained(out_dir)
-
-
-def _best_checkpoint(run_dir: Path, greater_is_better: bool) -> Path | None:
-    scored = {
-        step: checkpoint.metric_of(path) for step, path in checkpoint.complete_checkpoints(run_dir).items()
-    }
-    scored = {step: m for step, m in scored.items() if m is not None}
-    if not scored:
-        return None
-    pick = max if greater_is_better else min
-    return checkpoint.complete_checkpoints(run_dir)[pick(scored, key=scored.get)]

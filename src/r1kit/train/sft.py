@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Literal
 
 from r1kit.config import Recipe
+from r1kit.config import greater_is_better as metric_direction
 from r1kit.data.tokenize import load_split, tokenize_dataset
 from r1kit.dist import print0
 from r1kit.errors import UserError
@@ -104,7 +105,7 @@ def trainer_config(
     from trl import SFTConfig
 
     t = recipe.train
-    greater_is_better = not t.metric_for_best_model.endswith(("loss", "perplexity"))
+    greater_is_better = metric_direction(t.metric_for_best_model)
     return SFTConfig(
         **shared_trainer_args(recipe, run_dir, precision),
         learning_rate=t.learning_rate,
