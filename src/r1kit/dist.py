@@ -38,9 +38,39 @@ def _group_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
+def max_over_ranks(value: float, device=None) -> float:
+    """The largest of every process's `value` (all processes must call it at the same point; `device`: where
+    the backend reduces, the GPU for NCCL). Without a process group, `value` itself."""
+    if _group_size() == 1:
+        return value
+    import torch
+    import torch.distributed as dist
+
+    tensor = torch.tensor([float(value)], device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return float(tensor.item())
+
+
 def barrier() -> None:
     """Wait until every process of the group gets here (nothing without a process group)."""
     if _group_size() > 1:
         import torch.distributed as dist
 
         dist.barrier()
+
+
+def wait_for(path, timeout: float, what: str) -> None:
+    """On a process other than the main one: wait until `path` exists (the main process publishes it whole),
+    for work done once per run before the processes form a group (cleaning the data, saving the base model)."""
+    import time
+    from pathlib import Path
+
+    from r1kit.errors import UserError
+
+    deadline = time.monotonic() + timeout
+    while not Path(path).exists():
+        if time.monotonic() > deadline:
+            raise UserError(
+                f"process {rank()} waited {timeout:.0f} s for {what} ({path}), which process 0 writes"
+            )
+        time.sleep(0.2)

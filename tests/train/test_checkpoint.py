@@ -193,6 +193,29 @@ class FakeTrainer:
         return torch.tensor(next(self._losses))
 
 
+@pytest.mark.parametrize("engine", ["deepspeed bf16", "deepspeed fp16", "fp16 scaler"])
+def test_nonfinite_steps_where_the_engine_steps_or_skips_itself(engine):
+    """DeepSpeed steps inside backward: in bf16 nothing can skip the step, so the run stops at once; in fp16,
+    DeepSpeed's and AMP's loss scalers skip it themselves (dropped gradients would fail the AMP scaler), so the
+    guard counts it and leaves the gradients alone."""
+    import types
+
+    trainer = FakeTrainer([1.0, float("nan"), 0.5])
+    trainer.is_deepspeed_enabled = engine.startswith("deepspeed")
+    trainer.args = types.SimpleNamespace(fp16="fp16" in engine)
+    trainer.accelerator = types.SimpleNamespace(scaler=object() if engine == "fp16 scaler" else None)
+    guard = NonFiniteGuard(trainer, max_in_a_row=3)
+    model = FakeModel()
+    trainer.training_step(model, {})
+    trainer.state.global_step = 1
+    if engine == "deepspeed bf16":
+        with pytest.raises(UserError, match="the step was already applied"):
+            trainer.training_step(model, {})
+        return
+    assert float(trainer.training_step(model, {})) != float(trainer.training_step(model, {}))  # nan, then 0.5
+    assert guard.skipped == 1 and model.zeroed == 0
+
+
 def test_nonfinite_steps_are_skipped_then_stop():
     nan = float("nan")
     # Two micro-steps per optimizer step.

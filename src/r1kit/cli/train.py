@@ -34,7 +34,8 @@ def _train(recipe: Path, out_dir: Path | None, resume: str | None, overrides, mo
         err.print(f"[yellow]{result.skipped_nonfinite_steps} steps skipped for a non-finite loss[/yellow]")
     if result.stopped_by:
         out.print(
-            f"stopped by {result.stopped_by} at step {result.global_step}; checkpoint saved. "
+            f"stopped by {result.stopped_by} at step {result.global_step}; checkpoint saved in "
+            f"{escape(str(result.run_dir / 'checkpoints' / str(result.global_step)))}. "
             f"Continue with: r1kit train {mode} {escape(str(recipe))} --resume auto"
             + (f" --out {escape(str(out_dir))}" if out_dir else "")
         )

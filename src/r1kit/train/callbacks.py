@@ -17,7 +17,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from r1kit.config import logged_metric
-from r1kit.dist import barrier, is_main_process, print0, world_size
+from r1kit.dist import barrier, is_main_process, max_over_ranks, print0, world_size
 from r1kit.errors import UserError
 from r1kit.train import checkpoint
 
@@ -116,7 +116,11 @@ class CheckpointPublisher(TrainerCallback):
 
 class StopOnSignal(TrainerCallback):
     """On SIGTERM or SIGINT (a pre-empted spot instance, Ctrl-C): finish the current step, save a checkpoint
-    and stop cleanly, instead of dying mid-step with the work since the last checkpoint lost."""
+    and stop cleanly, instead of dying mid-step with the work since the last checkpoint lost.
+
+    With several processes the decision is collective: at the end of every step they exchange what they have
+    received (one all-reduce of one number), so a signal that reaches one process, or reaches them at
+    different steps, stops all of them after the same step, with one checkpoint every process wrote."""
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -134,7 +138,9 @@ class StopOnSignal(TrainerCallback):
         self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
 
     def on_step_end(self, args, state, control, **kwargs):
-        if self.received:
+        signum = int(max_over_ranks(signal.Signals[self.received].value if self.received else 0, args.device))
+        if signum:
+            self.received = signal.Signals(signum).name
             control.should_save = True
             control.should_training_stop = True
 
@@ -175,7 +181,8 @@ class TrainClock(TrainerCallback):
             self.seconds += time.perf_counter() - self._step_start
             self._step_start = None
         self.at_step[state.global_step] = round(self.seconds, 3)
-        if self.limit is not None and self.seconds >= self.limit:
+        # decided together: each process keeps its own clock, and all must stop after the same step
+        if self.limit is not None and max_over_ranks(float(self.seconds >= self.limit), args.device):
             control.should_training_stop = True
             control.should_save = True
             control.should_evaluate = args.eval_strategy != "no"
@@ -259,9 +266,23 @@ class ReleaseFreedMemory(TrainerCallback):
 class NonFiniteGuard:
     """Wraps `trainer.training_step`: a micro-step whose loss is NaN/inf has its gradients dropped (so the
     optimizer step skips the parameters) and is counted; after `max_in_a_row` such optimizer steps in a row
-    the run stops with advice. The trainer's own logging would otherwise replace the NaN by an average."""
+    the run stops with advice. The trainer's own logging would otherwise replace the NaN by an average.
+
+    With several processes the decision is collective (an all-reduce of one flag per micro-step): a NaN on
+    one rank makes every rank skip the same step, so replicas stay identical under DDP.
+
+    Who skips depends on the engine. Plain training: this guard, by dropping the gradients. fp16 with a loss
+    scaler: the scaler, which skips any step whose gradients are not finite (and would fail on dropped ones), so
+    the guard only counts. DeepSpeed: its engine steps inside the backward pass, before the guard sees the loss;
+    in fp16 its loss scaler has skipped the step (counted here), in bf16 or fp32 nothing could, the weights are
+    no longer finite, and the guard stops the run at once, its last checkpoint intact."""
 
     def __init__(self, trainer, max_in_a_row: int):
+        self.deepspeed = bool(getattr(trainer, "is_deepspeed_enabled", False))
+        accelerator = getattr(trainer, "accelerator", None)
+        fp16 = bool(getattr(getattr(trainer, "args", None), "fp16", False))
+        self.engine_skips = fp16 and (self.deepspeed or getattr(accelerator, "scaler", None) is not None)
+        """The engine's loss scaler skips non-finite steps itself: count them, leave the gradients alone."""
         self.max_in_a_row = max_in_a_row
         self.skipped = 0
         self.in_a_row = 0
@@ -277,7 +298,14 @@ class NonFiniteGuard:
         step = self._trainer.state.global_step
         if step >= self._step_of_last_skip + 2:  # the step after the last skipped one completed
             self.in_a_row = 0
-        if not torch.isfinite(loss).all() and step != self._step_of_last_skip:
+        nonfinite = max_over_ranks(float(not torch.isfinite(loss).all()), loss.device) > 0
+        if nonfinite and self.deepspeed and not self.engine_skips:
+            raise UserError(
+                f"non-finite loss at step {step + 1}: under DeepSpeed in bf16/fp32 the step was already applied, "
+                "so the weights are no longer finite; resume from the last checkpoint (--resume auto) with a "
+                "lower train.learning_rate or a longer warmup"
+            )
+        if nonfinite and step != self._step_of_last_skip:
             self.skipped += 1
             self.in_a_row += 1
             self._step_of_last_skip = step
@@ -290,7 +318,7 @@ class NonFiniteGuard:
                     f"{step + 1}). Lower train.learning_rate, raise warmup, keep max_grad_norm on, or use bf16 "
                     "instead of fp16."
                 )
-        if step == self._step_of_last_skip:
+        if step == self._step_of_last_skip and not self.engine_skips:
             # Every micro-step of a skipped optimizer step drops its gradients: parameters whose .grad is None
             # are left untouched by the optimizer.
             model.zero_grad(set_to_none=True)

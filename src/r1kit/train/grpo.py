@@ -29,7 +29,7 @@ from r1kit.config import IN_TRAINING_METRICS, Recipe, logged_metric
 from r1kit.dist import print0, world_size
 from r1kit.errors import UserError
 from r1kit.hardware import require_cuda, require_module
-from r1kit.train.callbacks import MetricsLogger, NothingLeftToTrain, StopBeforeTraining
+from r1kit.train.callbacks import MetricsLogger, NonFiniteGuard, NothingLeftToTrain, StopBeforeTraining
 from r1kit.train.rewards import resolve
 from r1kit.train.rl_health import RLHealth
 from r1kit.train.run import (
@@ -245,6 +245,7 @@ def train_grpo(
             metrics_logger,
         ]  # alerts in the logs before they are written
         health.time_rollouts(trainer)
+        guard = NonFiniteGuard(trainer, recipe.train.max_nonfinite_steps)
         if validation is not None:
             from r1kit.eval.during_training import AccuracyAtValidation
 
@@ -263,6 +264,6 @@ def train_grpo(
     step = trainer.state.global_step
     metrics = output.metrics if output else {}
     if stopper.received:
-        return TrainResult(run_dir, None, step, stopper.received, 0, None, None, metrics)
+        return TrainResult(run_dir, None, step, stopper.received, guard.skipped, None, None, metrics)
     final_dir = save_final(trainer, recipe, run_dir, tokenizer, base_dir)
-    return TrainResult(run_dir, final_dir, step, None, 0, None, None, metrics)
+    return TrainResult(run_dir, final_dir, step, None, guard.skipped, None, None, metrics)

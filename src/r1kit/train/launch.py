@@ -1,7 +1,11 @@
 """`r1kit launch`: run an r1kit command as several processes through torchrun, on one node or many, or print a
 SLURM batch script that does; and the all-reduce probe that `r1kit doctor --distributed` runs across them.
 
-torchrun is the launcher (r1kit adds none of its own): r1kit builds its command line and environment. NCCL
+torchrun is the launcher (r1kit adds none of its own): r1kit builds its command line and environment, and
+passes on the signals it receives. A SIGTERM or SIGINT to `r1kit launch` (a pre-empted node, Ctrl-C, or the
+launcher as a container's first process) goes to the training processes themselves, which decide together to
+stop after the same step and save one checkpoint (train/callbacks.py): torchrun, told first, would allow them
+only 30 s before killing them. A second signal goes to torchrun, which stops them at once. NCCL
 defaults: asynchronous error handling on (a rank that dies fails the collective instead of hanging it until the
 timeout), `NCCL_DEBUG` only when asked, and `NCCL_SOCKET_IFNAME` / `NCCL_IB_DISABLE` passed through. The
 collective timeout is the recipe's `train.collective_timeout_minutes`, applied by the trainer.
@@ -88,8 +92,39 @@ def torchrun_command(spec: LaunchSpec, module: str = "r1kit") -> list[str]:
 
 
 def run(spec: LaunchSpec) -> int:
-    """Run torchrun in the foreground; its exit status (a failed worker fails the launch)."""
-    return subprocess.run(torchrun_command(spec), env=launch_env(spec), check=False).returncode
+    """Run torchrun in the foreground, passing signals on (see the module docstring); its exit status (a failed
+    worker fails the launch), or 128 + the signal when a signal stopped the run (its checkpoint is saved)."""
+    import signal
+
+    process = subprocess.Popen(torchrun_command(spec), env=launch_env(spec))
+    received: list[int] = []
+
+    def forward(signum, frame):
+        received.append(signum)
+        targets = _children(process.pid) if len(received) == 1 else []
+        for pid in targets or [process.pid]:
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:
+                pass
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        code = process.wait()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    return 128 + received[0] if received and code != 0 else code
+
+
+def _children(pid: int) -> list[int]:
+    """The processes torchrun started (the training processes)."""
+    import psutil
+
+    try:
+        return [child.pid for child in psutil.Process(pid).children()]
+    except psutil.NoSuchProcess:
+        return []
 
 
 def default_processes() -> int:

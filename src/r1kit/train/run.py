@@ -16,11 +16,11 @@ from pathlib import Path
 
 from r1kit.config import Recipe
 from r1kit.data.tokenize import TokenizeStats
-from r1kit.dist import is_main_process, print0
+from r1kit.dist import is_main_process, print0, wait_for
 from r1kit.errors import UserError
 from r1kit.hardware import choose_precision, cuda_available, package_version, require_module
 from r1kit.models.load import check_attn_implementation, load_tokenizer, resolve_model_dir
-from r1kit.publish import publish_dir, staging_dir
+from r1kit.publish import fresh_staging_dir, publish_dir, staging_dir
 from r1kit.train import checkpoint
 from r1kit.train.callbacks import (
     CheckpointPublisher,
@@ -116,9 +116,13 @@ def load_model(recipe: Recipe, tokenizer, precision: str, run_dir: Path):
         if method == "full":
             return model, None
         base_dir = run_dir / "base"
-        if is_main_process() and not base_dir.exists():
-            model.save_pretrained(base_dir)
-            tokenizer.save_pretrained(base_dir)
+        if is_main_process() and not base_dir.exists():  # published whole: the other processes read it
+            staged = fresh_staging_dir(base_dir)
+            model.save_pretrained(staged)
+            tokenizer.save_pretrained(staged)
+            publish_dir(staged, base_dir)
+        elif not is_main_process():
+            wait_for(base_dir, 60 * recipe.train.collective_timeout_minutes, "the base model")
         if method == "lora":
             return model, base_dir
         config = AutoConfig.from_pretrained(base_dir)

@@ -25,7 +25,7 @@ from typing import Literal
 from r1kit.config import Recipe
 from r1kit.config import greater_is_better as metric_direction
 from r1kit.data.tokenize import load_split, tokenize_dataset
-from r1kit.dist import print0
+from r1kit.dist import is_main_process, print0, wait_for
 from r1kit.errors import UserError
 from r1kit.train import checkpoint
 from r1kit.train.callbacks import (
@@ -66,8 +66,11 @@ def prepare_data(recipe: Recipe, run_dir: Path, tokenizer, mode: Mode, max_seq_l
             )
         from r1kit.data.clean import clean
 
-        print0(f"cleaning {', '.join(recipe.data.inputs)} into {data_dir}")
-        clean(recipe.data.inputs, data_dir, recipe.data, seed=recipe.seed)
+        if is_main_process():  # once, published whole; the other processes wait for it
+            print0(f"cleaning {', '.join(recipe.data.inputs)} into {data_dir}")
+            clean(recipe.data.inputs, data_dir, recipe.data, seed=recipe.seed)
+        else:
+            wait_for(data_dir / "report.json", 60 * train.collective_timeout_minutes, "the cleaned data")
     assistant_only = train.assistant_only_loss and mode == "sft"
     kwargs = dict(
         max_seq_length=max_seq_length,
