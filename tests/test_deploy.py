@@ -73,6 +73,12 @@ def test_indexed_job_ranks_nodes_by_index_behind_a_headless_service():
     )
     assert service["spec"]["selector"] == {"job-name": job["metadata"]["name"]}
     script = spec["template"]["spec"]["containers"][0]["args"][0]
+    # r1kit launch is the container's main process (exec), so the SIGTERM of a pre-emption reaches it and it
+    # passes it to the ranks; the grace period leaves them time to save
+    assert (
+        script.startswith("exec r1kit launch ")
+        and spec["template"]["spec"]["terminationGracePeriodSeconds"] >= 300
+    )
     assert f"--nnodes {spec['completions']}" in script and '--node-rank "$JOB_COMPLETION_INDEX"' in script
     assert f"--master-addr {job['metadata']['name']}-0.{service['metadata']['name']}" in script
 
