@@ -1,4 +1,5 @@
 import json
+import math
 import shutil
 
 import pytest
@@ -193,26 +194,46 @@ class FakeTrainer:
         return torch.tensor(next(self._losses))
 
 
-@pytest.mark.parametrize("engine", ["deepspeed bf16", "deepspeed fp16", "fp16 scaler"])
+class FakeDeepSpeedEngine:
+    """Steps inside the training step, as DeepSpeed does in backward; skips the step or not."""
+
+    def __init__(self, skips: bool):
+        self.global_steps, self.skips = 0, skips
+
+    def was_step_applied(self) -> bool:
+        return not self.skips
+
+
+@pytest.mark.parametrize("engine", ["deepspeed skips", "deepspeed applies", "fp16 scaler"])
 def test_nonfinite_steps_where_the_engine_steps_or_skips_itself(engine):
-    """DeepSpeed steps inside backward: in bf16 nothing can skip the step, so the run stops at once; in fp16,
-    DeepSpeed's and AMP's loss scalers skip it themselves (dropped gradients would fail the AMP scaler), so the
-    guard counts it and leaves the gradients alone."""
+    """DeepSpeed steps inside backward and skips overflowing steps itself; AMP's fp16 scaler skips them at the
+    optimizer step (and would fail on dropped gradients): the guard counts and leaves the gradients alone,
+    and stops the run at once if DeepSpeed applied a non-finite step after all."""
     import types
 
     trainer = FakeTrainer([1.0, float("nan"), 0.5])
     trainer.is_deepspeed_enabled = engine.startswith("deepspeed")
-    trainer.args = types.SimpleNamespace(fp16="fp16" in engine)
+    trainer.args = types.SimpleNamespace(fp16=engine == "fp16 scaler")
     trainer.accelerator = types.SimpleNamespace(scaler=object() if engine == "fp16 scaler" else None)
+    trainer.model_wrapped = FakeDeepSpeedEngine(skips=engine == "deepspeed skips")
+    step = trainer.training_step
+
+    def stepping(model, inputs):  # the engine's optimizer step runs inside each (one micro-step per step)
+        trainer.model_wrapped.global_steps += 1
+        return step(model, inputs)
+
+    trainer.training_step = stepping
     guard = NonFiniteGuard(trainer, max_in_a_row=3)
     model = FakeModel()
-    trainer.training_step(model, {})
+    assert float(trainer.training_step(model, {})) == 1.0
     trainer.state.global_step = 1
-    if engine == "deepspeed bf16":
-        with pytest.raises(UserError, match="the step was already applied"):
+    if engine == "deepspeed applies":
+        with pytest.raises(UserError, match="DeepSpeed applied the step"):
             trainer.training_step(model, {})
         return
-    assert float(trainer.training_step(model, {})) != float(trainer.training_step(model, {}))  # nan, then 0.5
+    assert math.isnan(float(trainer.training_step(model, {})))  # counted, left to the engine
+    trainer.state.global_step = 2
+    assert float(trainer.training_step(model, {})) == 0.5
     assert guard.skipped == 1 and model.zeroed == 0
 
 

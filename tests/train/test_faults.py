@@ -41,13 +41,17 @@ if os.environ.get("RANK") is not None and os.environ.get("R1KIT_TEST_NAN_AT"):
     import trl
 
     at, rank = int(os.environ["R1KIT_TEST_NAN_AT"]), os.environ["RANK"]
-    compute_loss, train = trl.SFTTrainer.compute_loss, transformers.Trainer.train
+    train = transformers.Trainer.train
 
-    def nan_on_rank_1(self, model, inputs, *args, **kwargs):
-        loss = compute_loss(self, model, inputs, *args, **kwargs)
-        if rank == "1" and self.state.global_step + 1 == at:
-            loss = loss * float("nan") if not isinstance(loss, tuple) else (loss[0] * float("nan"), *loss[1:])
-        return loss
+    def nan_on_rank_1(compute_loss):
+        def compute_nan_loss(self, model, inputs, *args, **kwargs):
+            loss = compute_loss(self, model, inputs, *args, **kwargs)
+            if rank == "1" and self.state.global_step + 1 == at:
+                nan = float("nan")
+                loss = loss * nan if not isinstance(loss, tuple) else (loss[0] * nan, *loss[1:])
+            return loss
+
+        return compute_nan_loss
 
     def train_then_hash(self, *args, **kwargs):
         output = train(self, *args, **kwargs)
@@ -58,7 +62,9 @@ if os.environ.get("RANK") is not None and os.environ.get("R1KIT_TEST_NAN_AT"):
             out.write(digest.hexdigest())
         return output
 
-    trl.SFTTrainer.compute_loss, transformers.Trainer.train = nan_on_rank_1, train_then_hash
+    trl.SFTTrainer.compute_loss = nan_on_rank_1(trl.SFTTrainer.compute_loss)
+    trl.GRPOTrainer.compute_loss = nan_on_rank_1(trl.GRPOTrainer.compute_loss)
+    transformers.Trainer.train = train_then_hash
 """
 
 
@@ -173,16 +179,46 @@ def injected(tmp_path, **settings) -> dict[str, str]:
 
 
 @pytest.mark.slow
-def test_a_nan_on_one_rank_is_skipped_by_both(recipe_path, tmp_path):
+@pytest.mark.parametrize("strategy", ["ddp", "zero2"])
+def test_a_nan_on_one_rank_is_skipped_by_both(recipe_path, tmp_path, strategy):
+    """DDP: r1kit's guard drops the step's gradients on every rank. ZeRO-2: DeepSpeed skips the step itself
+    (its gradient-norm check), and the guard counts it."""
     hashes = tmp_path / "hashes"
     hashes.mkdir()
     env = injected(tmp_path, R1KIT_TEST_NAN_AT="3", R1KIT_TEST_HASH_DIR=str(hashes))
-    done = run_launched(command(recipe_path, tmp_path / "run"), timeout=RUN_TIMEOUT, env=env)
+    run = command(recipe_path, tmp_path / "run", f"train.strategy={strategy}")
+    done = run_launched(run, timeout=RUN_TIMEOUT, env=env)
     rank0, rank1 = (hashes / "rank0.txt").read_text(), (hashes / "rank1.txt").read_text()
     assert rank0 == rank1, "the replicas diverged"
     assert "non-finite loss at step 3: step skipped" in done.stderr
     assert "1 steps skipped for a non-finite loss" in done.stderr
     assert sorted(losses(tmp_path / "run")) == list(range(1, STEPS + 1))
+
+
+@pytest.mark.slow
+def test_a_nan_on_one_rank_is_skipped_by_both_in_grpo(recipe_for, tmp_path):
+    recipe = recipe_for(
+        "train.per_device_batch_size=4",
+        "grpo.num_generations=4",
+        "grpo.max_completion_length=16",
+        "train.max_steps=4",
+        "train.save_steps=1000",
+        "train.eval_steps=1000",
+        "train.precision=fp32",
+        "train.tensorboard=false",
+        "grpo.rewards={accuracy: 1.0, tag_count: 0.5}",
+    )
+    path = tmp_path / "recipe.yaml"
+    path.write_text(recipe.to_yaml())
+    hashes = tmp_path / "hashes"
+    hashes.mkdir()
+    env = injected(tmp_path, R1KIT_TEST_NAN_AT="2", R1KIT_TEST_HASH_DIR=str(hashes))
+    run = command(path, tmp_path / "run")
+    run[run.index("sft")] = "grpo"
+    done = run_launched(run, timeout=RUN_TIMEOUT, env=env)
+    assert (hashes / "rank0.txt").read_text() == (hashes / "rank1.txt").read_text(), "the replicas diverged"
+    assert "non-finite loss at step 2: step skipped" in done.stderr
+    assert "1 steps skipped for a non-finite loss" in done.stderr
 
 
 @pytest.mark.slow

@@ -273,20 +273,22 @@ class NonFiniteGuard:
 
     Who skips depends on the engine. Plain training: this guard, by dropping the gradients. fp16 with a loss
     scaler: the scaler, which skips any step whose gradients are not finite (and would fail on dropped ones), so
-    the guard only counts. DeepSpeed: its engine steps inside the backward pass, before the guard sees the loss;
-    in fp16 its loss scaler has skipped the step (counted here), in bf16 or fp32 nothing could, the weights are
-    no longer finite, and the guard stops the run at once, its last checkpoint intact."""
+    the guard only counts. DeepSpeed: its engine steps inside the backward pass and skips a step whose gradients
+    overflow (bf16's `check_grad_overflow`, on by default; fp16's loss scaler; a non-finite gradient norm when
+    clipping), agreed across ranks; the guard counts what it skipped, and stops the run at once if a non-finite
+    step was applied after all (the weights are then no longer finite; the last checkpoint is intact)."""
 
     def __init__(self, trainer, max_in_a_row: int):
         self.deepspeed = bool(getattr(trainer, "is_deepspeed_enabled", False))
         accelerator = getattr(trainer, "accelerator", None)
         fp16 = bool(getattr(getattr(trainer, "args", None), "fp16", False))
-        self.engine_skips = fp16 and (self.deepspeed or getattr(accelerator, "scaler", None) is not None)
-        """The engine's loss scaler skips non-finite steps itself: count them, leave the gradients alone."""
+        self.engine_skips = self.deepspeed or (fp16 and getattr(accelerator, "scaler", None) is not None)
+        """The engine skips non-finite steps itself: count them, leave the gradients alone."""
         self.max_in_a_row = max_in_a_row
         self.skipped = 0
         self.in_a_row = 0
         self._step_of_last_skip = -1
+        self._watching = False  # DeepSpeed: a non-finite micro-step whose optimizer step has not run yet
         self._trainer = trainer
         self._training_step = trainer.training_step
         trainer.training_step = self
@@ -294,17 +296,25 @@ class NonFiniteGuard:
     def __call__(self, model, inputs, *args, **kwargs):
         import torch
 
+        engine = getattr(self._trainer, "model_wrapped", None) if self.deepspeed else None
+        engine_steps = getattr(engine, "global_steps", 0)
         loss = self._training_step(model, inputs, *args, **kwargs)
         step = self._trainer.state.global_step
         if step >= self._step_of_last_skip + 2:  # the step after the last skipped one completed
             self.in_a_row = 0
         nonfinite = max_over_ranks(float(not torch.isfinite(loss).all()), loss.device) > 0
-        if nonfinite and self.deepspeed and not self.engine_skips:
-            raise UserError(
-                f"non-finite loss at step {step + 1}: under DeepSpeed in bf16/fp32 the step was already applied, "
-                "so the weights are no longer finite; resume from the last checkpoint (--resume auto) with a "
-                "lower train.learning_rate or a longer warmup"
-            )
+        if engine is not None:
+            self._watching = self._watching or nonfinite
+            if (
+                self._watching and getattr(engine, "global_steps", 0) > engine_steps
+            ):  # its step ran in this call
+                self._watching = False
+                if engine.was_step_applied():
+                    raise UserError(
+                        f"non-finite loss at step {step + 1}, and DeepSpeed applied the step: the weights are no "
+                        "longer finite. Resume from the last checkpoint (--resume auto) with a lower "
+                        "train.learning_rate or a longer warmup"
+                    )
         if nonfinite and step != self._step_of_last_skip:
             self.skipped += 1
             self.in_a_row += 1
