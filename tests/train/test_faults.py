@@ -5,6 +5,7 @@ find no prepared data clean it once."""
 
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -21,7 +22,8 @@ pytestmark = [pytest.mark.multiprocess, pytest.mark.timeout(6 * RUN_TIMEOUT)]
 
 # Loaded by every Python process whose path holds this folder: in the training processes (RANK is set) it
 # makes rank 1's loss NaN at one step (before backward, so its gradients are NaN too, as in a real blow-up),
-# and writes each rank's parameter hash when training ends; or it notes which ranks clean the data.
+# and writes each rank's parameter hash when training ends; or it notes which ranks clean the data; or it kills
+# every process of the run in the middle of a checkpoint save.
 INJECTION = """
 import os
 if os.environ.get("RANK") is not None and os.environ.get("R1KIT_TEST_CLEAN_LOG"):
@@ -35,6 +37,18 @@ if os.environ.get("RANK") is not None and os.environ.get("R1KIT_TEST_CLEAN_LOG")
         return clean(*args, **kwargs)
 
     r1kit.data.clean.clean = noted_clean
+if os.environ.get("RANK") == "0" and os.environ.get("R1KIT_TEST_KILL_SAVE_AT"):
+    import signal
+    import transformers
+
+    save_rng_state = transformers.Trainer._save_rng_state
+
+    def killed_mid_save(self, *args, **kwargs):  # the weights are written, the random states not yet
+        if self.state.global_step == int(os.environ["R1KIT_TEST_KILL_SAVE_AT"]):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return save_rng_state(self, *args, **kwargs)
+
+    transformers.Trainer._save_rng_state = killed_mid_save
 if os.environ.get("RANK") is not None and os.environ.get("R1KIT_TEST_NAN_AT"):
     import hashlib
     import transformers
@@ -247,3 +261,65 @@ def test_two_ranks_clean_the_inputs_once(recipe_for, sft_inputs, tmp_path):
         )
         assert log.read_text().split() == ["0"], attempt
         assert json.loads((run / "data" / "report.json").read_text())["kept"] == expected, attempt
+
+
+def test_a_save_that_runs_out_of_space_fails_clearly_and_keeps_the_last_checkpoint(recipe_path, tmp_path):
+    """A disk that fills during a save, made by a file-size limit on the training processes: the run ends with
+    a message naming what failed and the checkpoint that is intact, and resume takes that checkpoint."""
+    from r1kit.train import checkpoint
+
+    out = tmp_path / "run"
+    every_4 = ["train.save_steps=4", "train.eval_steps=4"]
+    run_launched(
+        command(recipe_path, out, "train.max_steps=4", *every_4), timeout=RUN_TIMEOUT, env=environment()
+    )
+    previous = out / "checkpoints" / "4"
+    limit = (previous / "model.safetensors").stat().st_size // 2
+
+    def limited():  # in the launcher, inherited by torchrun and the ranks: writes past the limit fail
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    process = subprocess.Popen(
+        command(recipe_path, out, "train.max_steps=8", *every_4, resume=True),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment(), start_new_session=True,
+        preexec_fn=limited,
+    )  # fmt: skip
+    try:
+        _, stderr = process.communicate(timeout=RUN_TIMEOUT)
+    finally:
+        kill_group(process.pid)
+    said = " ".join(stderr.split())
+    assert process.returncode != 0 and "saving the checkpoint of step 8 failed" in said, output_excerpt(
+        stderr
+    )
+    assert f"the newest complete checkpoint, {previous}, is intact" in said, output_excerpt(stderr)
+    assert [p.name for p in (out / "checkpoints").iterdir() if p.name.isdigit()] == ["4"]
+    assert checkpoint.problem(previous) is None and checkpoint.latest_checkpoint(out) == previous
+
+
+@pytest.mark.slow
+def test_a_run_killed_mid_save_resumes_from_the_last_complete_checkpoint(
+    recipe_path, uninterrupted, tmp_path
+):
+    out = tmp_path / "run"
+    every_4 = ["train.save_steps=4", "train.eval_steps=4"]
+    process = subprocess.Popen(
+        command(recipe_path, out, *every_4), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=injected(tmp_path, R1KIT_TEST_KILL_SAVE_AT="8"), start_new_session=True,
+    )  # fmt: skip
+    try:
+        process.communicate(timeout=RUN_TIMEOUT)
+    finally:
+        kill_group(process.pid)
+    assert process.returncode != 0  # rank 0 killed; torchrun ends the others
+    assert [p.name for p in (out / "checkpoints").iterdir() if p.name.isdigit()] == ["4"]
+    assert (out / "checkpoints" / ".staging" / "checkpoint-8").is_dir()  # what the kill left, never published
+    done = run_launched(
+        command(recipe_path, out, *every_4, resume=True), timeout=RUN_TIMEOUT, env=environment()
+    )
+    assert "resuming from" in done.stderr and str(out / "checkpoints" / "4") in " ".join(done.stderr.split())
+    resumed = losses(out)
+    assert sorted(resumed) == list(range(1, STEPS + 1))
+    for later in range(5, STEPS + 1):
+        assert resumed[later] == pytest.approx(uninterrupted[later], abs=1e-5), later

@@ -42,6 +42,7 @@ from r1kit.train.run import (
     final_dir_of,
     load_model,
     lora_config,
+    report_failed_saves,
     run_record,
     save_final,
     shared_trainer_args,
@@ -246,6 +247,7 @@ def train_grpo(
         ]  # alerts in the logs before they are written
         health.time_rollouts(trainer)
         guard = NonFiniteGuard(trainer, recipe.train.max_nonfinite_steps)
+        report_failed_saves(trainer, run_dir)
         if validation is not None:
             from r1kit.eval.during_training import AccuracyAtValidation
 

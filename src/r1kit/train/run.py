@@ -276,6 +276,29 @@ def build_callbacks(
     return callbacks, stopper, exporter
 
 
+def report_failed_saves(trainer, run_dir: Path) -> None:
+    """A checkpoint save that fails (a full disk, a quota, a lost mount) ends the run with what happened and
+    what is safe: the half-written checkpoint stays in the staging area, never published, and the newest
+    complete one is named. (Wraps the trainer's own save, which every engine goes through.)"""
+    save = trainer._save_checkpoint
+
+    def saving(*args, **kwargs):
+        try:
+            return save(*args, **kwargs)
+        except Exception as error:
+            latest = checkpoint.latest_checkpoint(run_dir)
+            safe = (
+                f"the newest complete checkpoint, {latest}, is intact" if latest else "no earlier checkpoint"
+            )
+            raise UserError(
+                f"saving the checkpoint of step {trainer.state.global_step} failed ({type(error).__name__}: "
+                f"{error}); nothing was published and {safe}. Free some space (or fix the cause), then "
+                "continue with --resume auto"
+            ) from error
+
+    trainer._save_checkpoint = saving
+
+
 def start_run(recipe: Recipe, run_dir: Path, resume: str | None):
     """What every training stage does first: (checkpoint to resume from, precision, tokenizer), with r1kit's
     LM head in TRL's on CPUs, the resolved recipe saved into the run folder and the seeds set."""

@@ -45,6 +45,7 @@ from r1kit.train.run import (
     final_dir_of,
     load_model,
     lora_config,
+    report_failed_saves,
     run_record,
     save_final,
     shared_trainer_args,
@@ -208,6 +209,7 @@ def train_sft(
             # First, so that perplexity and tokens/s are in the logs before TensorBoard's callback sees them.
             trainer.callback_handler.callbacks.insert(0, metrics_logger)
             guard = NonFiniteGuard(trainer, recipe.train.max_nonfinite_steps)
+            report_failed_saves(trainer, run_dir)
             if recipe.eval.during_training and eval_ds is not None:
                 from r1kit.eval.during_training import AccuracyAtValidation
                 from r1kit.eval.suites import heldout
