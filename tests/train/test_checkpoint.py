@@ -253,3 +253,30 @@ def test_nonfinite_steps_are_skipped_then_stop():
     trainer.state.global_step = 3
     with pytest.raises(UserError, match="2 optimizer steps in a row had a NaN/inf loss"):
         trainer.training_step(model, {})  # step 3 also non-finite, right after step 2
+
+
+class Payload:
+    """What a tampered checkpoint could carry: unpickling it would run code."""
+
+    def __reduce__(self):
+        return (print, ("unpickled",))
+
+
+def test_zero_checkpoints_load_tensors_only(tmp_path):
+    """DeepSpeed asks torch.load to unpickle anything; inside weights_only_loads it reads tensors, plain
+    containers and DeepSpeed's loss scaler only."""
+    import pickle
+
+    import torch
+    from deepspeed.runtime.fp16.loss_scaler import LossScaler
+
+    from r1kit.models.load import weights_only_loads
+
+    torch.save({"w": torch.ones(2), "scaler": LossScaler(1.0)}, tmp_path / "optim_states.pt")
+    torch.save({"w": torch.ones(2), "payload": Payload()}, tmp_path / "tampered.pt")
+    with weights_only_loads():
+        loaded = torch.load(tmp_path / "optim_states.pt", weights_only=False)
+        with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+            torch.load(tmp_path / "tampered.pt", weights_only=False)
+    assert torch.equal(loaded["w"], torch.ones(2)) and isinstance(loaded["scaler"], LossScaler)
+    assert "payload" in torch.load(tmp_path / "tampered.pt", weights_only=False)  # outside: as asked

@@ -1,13 +1,15 @@
 """Loading local Hugging Face model folders: r1kit's presets and real checkpoints go through the same code.
 
 Nothing is downloaded: a path that is not a model folder is an error, not a hub id. Weights load from
-safetensors (transformers reads legacy .bin files with `torch.load(weights_only=True)`), and
-`trust_remote_code` stays off unless the recipe turns it on.
+safetensors (transformers reads legacy .bin files with `torch.load(weights_only=True)`), DeepSpeed's ZeRO
+checkpoints too (`weights_only_loads`), and `trust_remote_code` stays off unless the recipe turns it on.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from r1kit.errors import UserError
@@ -79,6 +81,36 @@ def sharded_checkpoint_kind(model_dir: Path) -> str | None:
     return None
 
 
+@contextmanager
+def weights_only_loads() -> Iterator[None]:
+    """Inside, every `torch.load` reads tensors and plain containers only (`weights_only=True`), whatever its
+    caller asks. DeepSpeed asks for full unpickling of its ZeRO checkpoints (on resume and when consolidating
+    them), which would run any code a tampered checkpoint carries; the loss-scaler objects its optimizer states
+    hold, and ZeRO's stage enum, are allowed by name. (transformers already loads everything else of a checkpoint this way.)"""
+    import torch
+
+    allowed = []
+    try:
+        from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
+        from deepspeed.runtime.zero.config import ZeroStageEnum
+
+        allowed = [LossScaler, DynamicLossScaler, ZeroStageEnum]
+    except ImportError:
+        pass
+    original = torch.load
+
+    def load(*args, **kwargs):
+        kwargs["weights_only"] = True
+        with torch.serialization.safe_globals(allowed):
+            return original(*args, **kwargs)
+
+    torch.load = load
+    try:
+        yield
+    finally:
+        torch.load = original
+
+
 def consolidated_model(model_dir: Path, kind: str, trust_remote_code: bool):
     """The model of a sharded training checkpoint, with its full weights gathered from the shards: the fp32
     master weights of a ZeRO checkpoint, or the distributed checkpoint of FSDP."""
@@ -92,7 +124,8 @@ def consolidated_model(model_dir: Path, kind: str, trust_remote_code: bool):
         require_module("deepspeed", "deepspeed", "consolidating a DeepSpeed ZeRO checkpoint")
         from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
-        state = get_fp32_state_dict_from_zero_checkpoint(str(model_dir))
+        with weights_only_loads():
+            state = get_fp32_state_dict_from_zero_checkpoint(str(model_dir))
     else:
         from accelerate.utils import merge_fsdp_weights
 

@@ -23,12 +23,14 @@ What r1kit adds to TRL and why:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 
 from r1kit.config import IN_TRAINING_METRICS, Recipe, logged_metric
 from r1kit.dist import print0, world_size
 from r1kit.errors import UserError
 from r1kit.hardware import require_cuda, require_module
+from r1kit.models.load import weights_only_loads
 from r1kit.train.callbacks import MetricsLogger, NonFiniteGuard, NothingLeftToTrain, StopBeforeTraining
 from r1kit.train.rewards import resolve
 from r1kit.train.rl_health import RLHealth
@@ -255,7 +257,8 @@ def train_grpo(
         metrics_logger.first_record["metrics_port"] = exporter.port if exporter else None
         output = None
         try:
-            output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+            with weights_only_loads() if trainer.is_deepspeed_enabled else nullcontext():  # ZeRO states
+                output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
         except torch.OutOfMemoryError:
             raise UserError(OOM_ADVICE) from None
         except NothingLeftToTrain:

@@ -19,7 +19,7 @@ from r1kit.data.tokenize import TokenizeStats
 from r1kit.dist import is_main_process, print0, wait_for
 from r1kit.errors import UserError
 from r1kit.hardware import choose_precision, cuda_available, package_version, require_module
-from r1kit.models.load import check_attn_implementation, load_tokenizer, resolve_model_dir
+from r1kit.models.load import check_attn_implementation, load_tokenizer, resolve_model_dir, weights_only_loads
 from r1kit.publish import fresh_staging_dir, publish_dir, staging_dir
 from r1kit.train import checkpoint
 from r1kit.train.callbacks import (
@@ -380,7 +380,8 @@ def save_final(trainer, recipe: Recipe, run_dir: Path, tokenizer, base_dir: Path
         if best is not None:
             print0(f"final model: the best checkpoint, {best}")
             # The trainer's own loader: it knows full, sharded, DeepSpeed and PEFT checkpoint layouts.
-            trainer._load_from_checkpoint(str(best))
+            with weights_only_loads():
+                trainer._load_from_checkpoint(str(best))
     lora = recipe.train.method in ("lora", "qlora")
     sharded = trainer.is_fsdp_enabled or (trainer.is_deepspeed_enabled and recipe.train.strategy == "zero3")
     if sharded and not lora:

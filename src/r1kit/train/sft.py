@@ -19,6 +19,7 @@ Departures from TRL's defaults, and why:
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Literal
 
@@ -27,6 +28,7 @@ from r1kit.config import greater_is_better as metric_direction
 from r1kit.data.tokenize import load_split, tokenize_dataset
 from r1kit.dist import is_main_process, print0, wait_for
 from r1kit.errors import UserError
+from r1kit.models.load import weights_only_loads
 from r1kit.train import checkpoint
 from r1kit.train.callbacks import (
     MetricsLogger,
@@ -221,7 +223,8 @@ def train_sft(
                     heldout(data_dir_of(recipe, run_dir), recipe.eval.during_training_problems),
                 )
             try:
-                output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+                with weights_only_loads() if trainer.is_deepspeed_enabled else nullcontext():  # ZeRO states
+                    output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
             except torch.OutOfMemoryError:
                 raise UserError(OOM_ADVICE) from None
             except NothingLeftToTrain:
