@@ -193,8 +193,13 @@ def test_demo_runs_end_to_end(cli, tmp_path):
         in (out_dir / "04-sft" / "config.yaml").read_text()
     )
     assert "preset: mini-qwen2" in (out_dir / "config.yaml").read_text()
-    assert re.search(r"export int8-dynamic: [\d.]+ -> [\d.]+ MiB", done.stdout)
-    assert (out_dir / "07-export" / "model" / "export.json").is_file()
+    # the export keeps whichever of the original and the quantised models measured fastest here, and says so
+    exported = json.loads((out_dir / "07-export" / "model" / "export.json").read_text())
+    speeds = {method: m["tokens_per_second"] for method, m in exported["measured"].items()}
+    assert set(speeds) == {"none", "int8-dynamic", "int8"} and exported["quantize"] == max(
+        speeds, key=speeds.get
+    )
+    assert re.search(rf"export {exported['quantize']}: [\d.]+ -> [\d.]+ MiB", done.stdout)
     assert "served at http://127.0.0.1:" in done.stdout and "content" in done.stdout
     # the report: the figures of this run, the served answer, and the plots it links to exist
     report = (out_dir / "report.md").read_text()
@@ -204,6 +209,7 @@ def test_demo_runs_end_to_end(cli, tmp_path):
         assert f"| {name} | " in report and f"{100 * arms[arm]['greedy']['mean']:.1f}% (" in report
     assert f"{100 * after['suites']['heldout']['accuracy']:.1f}% greedy on all" in report
     assert "`reasoning_content`" in report and "mean reward" in report and "| total |" in report
+    assert f"int8-dynamic {exported['measured']['int8-dynamic']['size_mib']:.1f} MiB at" in report
     precision = json.loads((out_dir / "04-sft" / "metrics.jsonl").read_text().splitlines()[0])["precision"]
     assert f"training in {precision}" in report
     assert "stopped at its step limit before reaching 25.0%" in report  # 10 steps: the cold start is short

@@ -96,3 +96,36 @@ def test_cli_prints_before_and_after(base_dir, tmp_path, cli):
         check=True,
     )
     assert "MiB ->" in done.stdout and "tok/s ->" in done.stdout and "not quantised" in done.stdout
+
+
+def test_auto_keeps_whichever_measures_fastest_here(base_dir, tmp_path):
+    """A quantised model is smaller, not always faster: auto measures the original and each method that runs
+    on this machine and keeps the fastest, with every figure in the report."""
+    result = export(base_dir, tmp_path / "auto", quantize="auto", speed_tokens=8)
+    speeds = {method: m.tokens_per_second for method, m in result.measured.items()}
+    assert set(speeds) == {"none", "int8-dynamic", "int8"}  # torchao on a CPU
+    assert result.quantize == max(speeds, key=speeds.get)
+    assert result.after.tokens_per_second == speeds[result.quantize]
+    assert result.measured["int8-dynamic"].size_mib < 0.8 * result.measured["none"].size_mib
+    report = json.loads((tmp_path / "auto" / "export.json").read_text())
+    assert report["quantize"] == result.quantize and set(report["measured"]) == set(speeds)
+    assert report["slower"] is (result.after.tokens_per_second < result.before.tokens_per_second)
+
+
+def test_a_slower_export_is_said_plainly(base_dir, tmp_path, cli):
+    """int8 on a CPU without int8 kernels makes generation slower: export says so, and export.json records it
+    (the message appears exactly when the measurement says slower)."""
+    from r1kit.export import ExportResult, Measurement
+
+    slow = ExportResult(tmp_path, "int8", False, Measurement(10.0, 200.0), Measurement(3.0, 70.0))
+    assert (
+        slow.slower
+        and not ExportResult(tmp_path, "int8", False, Measurement(10, 70), Measurement(3, 200)).slower
+    )
+    done = cli(
+        "export", "--model", str(base_dir), "--out", str(tmp_path / "q"), "--quantize", "int8", check=True
+    )
+    slower = json.loads((tmp_path / "q" / "export.json").read_text())["slower"]
+    assert (
+        "generates more slowly than the original on this machine" in " ".join(done.stdout.split())
+    ) is slower

@@ -528,8 +528,9 @@ class EvalConfig(Section):
 class ExportConfig(Section):
     merge_lora: bool = True
     """Fold LoRA adapters into the base weights."""
-    quantize: Literal["none", "int8-dynamic", "int8", "int4", "nf4"] = "none"
-    """`int8-dynamic` for CPU inference, `int8`/`int4` weight-only (torchao), `nf4` (bitsandbytes, GPU)."""
+    quantize: Literal["none", "auto", "int8-dynamic", "int8", "int4", "nf4"] = "none"
+    """`int8-dynamic` for CPU inference, `int8`/`int4` weight-only (torchao), `nf4` (bitsandbytes, GPU); `auto`
+    measures the original and each method that runs on this machine, and keeps the fastest."""
     speed_tokens: int = Field(32, ge=1)
     """Tokens generated for the speed check before and after."""
 

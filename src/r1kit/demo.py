@@ -4,7 +4,7 @@ The doctor, then the shipped recipe `recipes/demo.yaml` run by the pipeline (syn
 worked solutions → cleaning, with its report → tokenizer → a new mini Qwen2, the R1-Distill architecture →
 cold-start SFT, stopped once a quarter of the validation problems come out right → `r1kit experiment`: the
 same seconds of more SFT and of GRPO with the accuracy reward from that checkpoint, all three scored alike on
-the same test problems → held-out accuracy, speed and plots of the GRPO model → int8 export), then the server,
+the same test problems → held-out accuracy, speed and plots of the GRPO model → export), then the server,
 asked one question through the official OpenAI client, and `report.md`, written from the pipeline's stage
 records: every figure is measured in this run. `benchmarks/grpo_vs_sft.py` is the same comparison where SFT
 has plateaued, on 3 seeds.
@@ -387,7 +387,9 @@ def write_demo_report(result: DemoResult, out_dir: Path) -> Path:
         + ("–" if speed["ttft_p50"] is None else f"{1000 * speed['ttft_p50']:.0f} ms")
         + f" (median) ([evaluation report]({link('eval', 'eval/report.md')})).",
         f"- **export** ({exported['quantize']}): {b['size_mib']:.1f} → {a['size_mib']:.1f} MiB, "
-        f"{b['tokens_per_second']:.0f} → {a['tokens_per_second']:.0f} tokens/s.",
+        f"{b['tokens_per_second']:.0f} → {a['tokens_per_second']:.0f} tokens/s"
+        + export_choice(exported.get("measured") or {})
+        + ".",
         f"- **serve**: `r1kit serve` at {served['url']} (started after GRPO, loading during the evaluation and "
         "the export), asked through the OpenAI client:",
         "",
@@ -414,3 +416,14 @@ def write_demo_report(result: DemoResult, out_dir: Path) -> Path:
     path = out_dir / "report.md"
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
+
+
+def export_choice(measured: dict[str, dict]) -> str:
+    """What `quantize: auto` measured, for the report: each method's size and speed on this machine."""
+    if not measured:
+        return ""
+    tried = ", ".join(
+        f"{method} {m['size_mib']:.1f} MiB at {m['tokens_per_second']:.0f} tokens/s"
+        for method, m in measured.items()
+    )
+    return f" (the fastest measured here of: {tried})"

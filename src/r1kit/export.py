@@ -6,6 +6,9 @@ folder that plain transformers loads, safetensors only, plus `export.json` (size
 and after, and which weight tensors were left unquantised, with why).
 
 Quantisation methods (`--quantize`), each from the library that owns it:
+- `auto`: measure, on this machine, the original and every method below that runs here, and keep the fastest
+  (a quantised model is smaller but not always faster: on a CPU without int8 matrix kernels, dequantising each
+  weight costs more than it saves); the report keeps every figure;
 - `int8-dynamic`: torchao int8 weights with int8 dynamic activations, for CPU inference;
 - `int8`, `int4`: torchao weight-only (int4 on CUDA GPUs: its CPU kernels need a layout this export does not
   choose);
@@ -25,7 +28,9 @@ from r1kit.errors import UserError
 from r1kit.hardware import require_cuda, require_module
 from r1kit.models.load import load_full_model, load_tokenizer
 
-METHODS = ("none", "int8-dynamic", "int8", "int4", "nf4")
+METHODS = ("none", "auto", "int8-dynamic", "int8", "int4", "nf4")
+SPEED_REPEATS = 3
+"""Speed checks per model; the median is reported (one greedy run is at the mercy of a busy machine)."""
 SPEED_PROMPT = "Janet's ducks lay 16 eggs per day. How many does she sell?"
 
 
@@ -44,6 +49,13 @@ class ExportResult:
     after: Measurement
     not_quantized: dict[str, str] = field(default_factory=dict)
     """Weight name (or group) -> why it kept its precision."""
+    measured: dict[str, Measurement] = field(default_factory=dict)
+    """With `auto`: every method tried (`none` included) and its size and speed here."""
+
+    @property
+    def slower(self) -> bool:
+        """The export generates more slowly than the model it came from (on this machine)."""
+        return self.after.tokens_per_second < self.before.tokens_per_second
 
 
 def export(
@@ -58,7 +70,8 @@ def export(
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     if quantize not in METHODS:
         raise UserError(f"--quantize {quantize!r}: choose one of {', '.join(METHODS)}")
-    check_quantizer(quantize)
+    if quantize != "auto":
+        check_quantizer(quantize)
     if out_dir.exists() and any(out_dir.iterdir()):
         raise UserError(f"{out_dir} exists and is not empty: choose a new output folder")
     is_adapter = (model_dir / "adapter_config.json").is_file()
@@ -73,28 +86,73 @@ def export(
 
     staging = out_dir.with_name(out_dir.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
-    if quantize == "none":
-        model.save_pretrained(staging)
-        not_quantized: dict[str, str] = {}
-    else:
-        model.save_pretrained(
-            staging
-        )  # the merged full-precision weights, quantised on reload by transformers
+    model.save_pretrained(staging)  # the merged full-precision weights, quantised on reload by transformers
+    measured: dict[str, Measurement] = {}
+    if quantize == "auto":
+        measured["none"] = Measurement(weights_mib(staging), before.tokens_per_second)
+        for method in auto_candidates()[1:]:
+            candidate = load_quantized(staging, method, trust_remote_code)
+            measured[method] = Measurement(
+                quantized_mib(candidate), generation_speed(candidate, tokenizer, speed_tokens)
+            )
+            del candidate
+        quantize = max(measured, key=lambda method: measured[method].tokens_per_second)
+    not_quantized: dict[str, str] = {}
+    if quantize != "none":
         del model
         model = load_quantized(staging, quantize, trust_remote_code)
         not_quantized = unquantized_weights(model)
         shutil.rmtree(staging)
         model.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
-    after = Measurement(weights_mib(staging), generation_speed(model, tokenizer, speed_tokens))
-    result = ExportResult(out_dir, quantize, is_adapter, before, after, not_quantized)
+    speed = (
+        measured[quantize].tokens_per_second
+        if quantize in measured
+        else generation_speed(model, tokenizer, speed_tokens)
+    )
+    after = Measurement(weights_mib(staging), speed)
+    if measured:
+        measured[quantize] = after  # its size as written
+    result = ExportResult(out_dir, quantize, is_adapter, before, after, not_quantized, measured)
     (staging / "export.json").write_text(
-        json.dumps({**asdict(result), "out_dir": str(out_dir), "source": str(model_dir)}, indent=2) + "\n"
+        json.dumps(
+            {**asdict(result), "slower": result.slower, "out_dir": str(out_dir), "source": str(model_dir)},
+            indent=2,
+        )
+        + "\n"
     )
     if out_dir.exists():
         out_dir.rmdir()
     staging.rename(out_dir)  # all or nothing: a half-written export is never found under out_dir
     return result
+
+
+def auto_candidates() -> list[str]:
+    """What `--quantize auto` measures on this machine: the original first, then each method that runs here."""
+    from r1kit.hardware import cuda_available, package_version
+
+    found = ["none"]
+    if package_version("torchao"):
+        found += ["int8-dynamic", "int8"] + (["int4"] if cuda_available() else [])
+    if cuda_available() and package_version("bitsandbytes"):
+        found.append("nf4")
+    return found
+
+
+def quantized_mib(model) -> float:
+    """The size a model's weights take in memory (what its safetensors will hold, near enough)."""
+    return sum(t.numel() * t.element_size() for t in _leaf_tensors(model)) / 2**20
+
+
+def _leaf_tensors(model):
+    for tensor in [*model.parameters(), *model.buffers()]:
+        inner = getattr(tensor, "__tensor_flatten__", None)
+        if inner is None:
+            yield tensor
+        else:  # a torchao tensor subclass: its storage is its inner tensors
+            names, _ = inner()
+            for name in names:
+                yield getattr(tensor, name)
 
 
 def check_quantizer(method: str) -> None:
@@ -176,17 +234,23 @@ def weights_mib(model_dir: Path) -> float:
 
 
 def generation_speed(model, tokenizer, num_tokens: int) -> float:
-    """Greedy tokens/s for one fixed chat prompt, decoded by r1kit's engine (after a short warm-up)."""
+    """Greedy tokens/s for one fixed chat prompt, decoded by r1kit's engine after a short warm-up: the median
+    of SPEED_REPEATS runs."""
+    import statistics
+
     from r1kit.engine.batching import TransformersEngine
     from r1kit.engine.chats import Settings, complete_chats
 
     chat = [[{"role": "user", "content": SPEED_PROMPT}]]
     engine = TransformersEngine(model, tokenizer, max_batch_size=1)
+    speeds = []
     try:
         complete_chats(engine, tokenizer, chat, Settings(0.0, 1.0, 2, 0), [0], ignore_eos=True)
-        (sample,) = complete_chats(
-            engine, tokenizer, chat, Settings(0.0, 1.0, num_tokens, 0), [0], ignore_eos=True
-        )
+        for _ in range(SPEED_REPEATS):
+            (sample,) = complete_chats(
+                engine, tokenizer, chat, Settings(0.0, 1.0, num_tokens, 0), [0], ignore_eos=True
+            )
+            speeds.append(sample.num_tokens / sample.seconds)
     finally:
         engine.shutdown()
-    return sample.num_tokens / sample.seconds
+    return statistics.median(speeds)

@@ -182,7 +182,12 @@ def run_stage(stage: str, recipe: Recipe, stage_dir: Path, current: Current) -> 
         quantize=recipe.export.quantize,
         speed_tokens=recipe.export.speed_tokens,
     )
-    summary = {"quantize": result.quantize, "before": asdict(result.before), "after": asdict(result.after)}
+    summary = {
+        "quantize": result.quantize,
+        "before": asdict(result.before),
+        "after": asdict(result.after),
+        "measured": {method: asdict(m) for method, m in result.measured.items()},
+    }
     return replace(current, model=str(result.out_dir)), summary
 
 

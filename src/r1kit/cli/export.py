@@ -17,7 +17,10 @@ def export_cmd(
     out_dir: Annotated[Path, typer.Option("--out", help="New folder for the exported model.")],
     merge_lora: Annotated[bool, typer.Option(help="Merge a LoRA adapter into its base weights.")] = True,
     quantize: Annotated[
-        str, typer.Option(help="none, int8-dynamic (CPU), int8 or int4 (torchao), nf4 (GPU).")
+        str,
+        typer.Option(
+            help="none, auto (the fastest measured here), int8-dynamic (CPU), int8 or int4 (torchao), nf4 (GPU)."
+        ),
     ] = "none",
     trust_remote_code: Annotated[bool, typer.Option(help="Run code shipped in the model folder.")] = False,
 ) -> None:
@@ -33,6 +36,14 @@ def export_cmd(
         f"speed  {b.tokens_per_second:8.1f} tok/s -> {a.tokens_per_second:8.1f} tok/s "
         f"({a.tokens_per_second / b.tokens_per_second:.2f}x, greedy, one prompt)"
     )
+    for method, measured in result.measured.items():
+        out.print(f"  tried {method:13} {measured.size_mib:8.1f} MiB {measured.tokens_per_second:8.1f} tok/s")
+    if result.slower:
+        out.print(
+            f"[yellow]{result.quantize} generates more slowly than the original on this machine "
+            f"({a.tokens_per_second:.0f} against {b.tokens_per_second:.0f} tok/s): it saves memory, not time. "
+            "--quantize auto keeps whichever measures fastest here.[/yellow]"
+        )
     for pattern, why in result.not_quantized.items():
         out.print(f"[yellow]not quantised[/yellow] {escape(pattern)}: {why}", soft_wrap=True)
-    out.print(f"wrote {escape(str(result.out_dir))} (report: export.json)")
+    out.print(f"wrote {escape(str(result.out_dir))} ({result.quantize}; report: export.json)")
