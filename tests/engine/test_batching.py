@@ -261,3 +261,47 @@ def test_a_top_p_below_float32s_range_keeps_the_likeliest_token():
     logits = torch.tensor([[0.0, 3.0, 1.0], [2.0, 0.0, 0.0]])
     generators = [torch.Generator().manual_seed(i) for i in range(2)]
     assert sample(logits, [1.5, 1.0], [5.7e-199, 1e-300], generators) == [1, 0]
+
+
+def test_rows_sharing_a_generator_are_drawn_together_and_fail_alone():
+    """GRPO's rollouts share one generator per batch: its rows are drawn in one call, reproducibly, and a row
+    whose probabilities are not finite still fails alone."""
+    from r1kit.engine.batching import sample
+
+    torch.manual_seed(0)
+    logits = torch.randn(4, 50)
+    shared = torch.Generator().manual_seed(3)
+    first = sample(logits, [1.0] * 4, [1.0] * 4, [shared] * 4)
+    shared.manual_seed(3)
+    assert sample(logits, [1.0] * 4, [1.0] * 4, [shared] * 4) == first
+    logits[2] = float("nan")
+    tokens = sample(logits, [1.0, 1.0, 1.0, 0.0], [0.9] * 4, [shared] * 4)
+    assert isinstance(tokens[2], RuntimeError)
+    assert all(isinstance(t, int) for i, t in enumerate(tokens) if i != 2)
+    assert tokens[3] == int(logits[3].argmax())
+
+
+def test_the_cache_grows_into_room_up_to_what_its_rows_can_need(model_and_tokenizer):
+    """Each step's keys are written into room kept after the cache, not copied with it into a new tensor (a
+    cost that grows with the square of the length), and the room stops at what the rows can need."""
+    model, tokenizer = model_and_tokenizer
+    engine = TransformersEngine(model, tokenizer, max_batch_size=2, start=False)
+    if not engine.joins_mid_batch:
+        pytest.skip("this model's cache layers are transformers' own")
+    seen = []
+    forward = engine._forward
+
+    def recording(input_ids, mask, cache):
+        logits = forward(input_ids, mask, cache)
+        tensor, length = cache.layers[0]._room["keys"]
+        seen.append((tensor.data_ptr(), tensor.shape[2], length))
+        return logits
+
+    engine._forward = recording
+    ids = [prompt_ids(tokenizer, text) for text in PROMPTS[:2]]
+    requests = [GenerationRequest(i, 40, temperature=0.0, ignore_eos=True, detokenize=False) for i in ids]
+    engine.run(requests)
+    longest = max(map(len, ids))
+    assert [length for _, _, length in seen] == list(range(longest, longest + 40))
+    assert len({pointer for pointer, _, _ in seen}) <= 3  # 40 steps, at most 3 allocations
+    assert max(room for _, room, _ in seen) <= longest + 40

@@ -6,7 +6,7 @@ be made on the model's device too."""
 import pytest
 import torch
 
-from r1kit.engine.batching import TransformersEngine
+from r1kit.engine.batching import Finish, GenerationRequest, TransformersEngine
 from r1kit.engine.chats import Settings, complete_chats
 
 
@@ -70,3 +70,35 @@ def test_the_check_catches_a_tensor_made_on_the_default_device(tiny):
             )
     finally:
         engine.shutdown()
+
+
+def test_decoding_in_the_callers_thread_makes_no_tensor_off_the_models_device(tiny):
+    """`run` (GRPO's rollouts) decodes in the calling thread, here with a default device of `meta`: sampled and
+    greedy rows, with log-probabilities, leaving the batch at different steps."""
+    model, tokenizer = tiny
+    engine = TransformersEngine(model, tokenizer, max_batch_size=3, start=False)
+    events = []
+    requests = [
+        GenerationRequest(
+            tokenizer(text)["input_ids"],
+            budget,
+            temperature=temperature,
+            top_p=0.9,
+            seed=i,
+            sink=events.append,
+            detokenize=False,
+            logprobs=True,
+            ignore_eos=True,
+        )
+        for i, (text, budget, temperature) in enumerate(
+            [("What is 2+2?", 5, 1.0), ("hi", 9, 0.0), ("A robe", 7, 0.7), ("Count", 3, 1.0)]
+        )
+    ]
+    torch.set_default_device("meta")
+    try:
+        engine.run(requests)
+    finally:
+        torch.set_default_device(None)
+    assert [type(e) for e in events] == [Finish] * 4
+    assert sorted(len(e.token_ids) for e in events) == [3, 5, 7, 9]
+    assert all(len(e.logprobs) == len(e.token_ids) and max(e.logprobs) <= 0 for e in events)
