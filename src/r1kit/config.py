@@ -407,8 +407,9 @@ class GrpoConfig(Section):
     """Peak learning rate of the policy."""
     rewards: dict[str, float] = {"accuracy": 1.0, "format": 0.2}
     """Reward functions by name (or import path) with their weights."""
-    rollout_engine: Literal["transformers", "vllm_colocate", "vllm_server"] = "transformers"
-    """Who samples rollouts: transformers generation (CPU or GPU) or vLLM (needs the `gpu` extra)."""
+    rollout_engine: Literal["r1kit", "transformers", "vllm_colocate", "vllm_server"] = "r1kit"
+    """Who samples rollouts: r1kit's batching engine (CPU or GPU), transformers' `generate`, or vLLM (CUDA GPUs,
+    the `gpu` extra)."""
     alerts: RLAlertConfig = RLAlertConfig()
     """Thresholds of the RL health alerts."""
     extra: dict[str, Any] = {}

@@ -231,7 +231,7 @@ def memory_breakdown(
         if recipe_grpo.rollout_engine == "vllm_colocate":
             share = float(recipe_grpo.extra.get("vllm_gpu_memory_utilization", 0.3))
             parts["rollout engine (vLLM)"] = share * capacity_gb * GB
-        elif recipe_grpo.rollout_engine == "transformers":
+        elif recipe_grpo.rollout_engine in ("r1kit", "transformers"):
             batch = train.per_device_batch_size * train.gradient_accumulation_steps
             parts["rollout KV cache"] = batch * s.seq_length * arch.layers * 2 * arch.kv_width * 2
         else:

@@ -9,8 +9,9 @@ What r1kit adds to TRL and why:
   normalisation is the default, with clip-higher available through `grpo.epsilon_high`;
 - prompts longer than `grpo.max_prompt_length` tokens are dropped and counted (TRL no longer truncates
   prompts, and a question cut in half has no right answer);
-- `grpo.beta: 0` loads no reference model; rollouts use transformers generation unless the recipe asks for
-  vLLM, which is refused where it cannot run;
+- `grpo.beta: 0` loads no reference model; rollouts are decoded by r1kit's batching engine (train/rollouts.py:
+  faster than transformers' padded `generate`, which `grpo.rollout_engine: transformers` keeps) unless the
+  recipe asks for vLLM, which is refused where it cannot run;
 - the run folder, checkpoints, resume, signals, metrics.jsonl, TensorBoard and the Prometheus endpoint are every
   training stage's (train/run.py); RL health adds its figures and alerts to the same logs;
 - validation answers problems instead of scoring a loss: with `eval.during_training`, every `train.eval_steps`
@@ -22,6 +23,7 @@ What r1kit adds to TRL and why:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from contextlib import nullcontext
 from pathlib import Path
@@ -34,6 +36,7 @@ from r1kit.models.load import weights_only_loads
 from r1kit.train.callbacks import MetricsLogger, NonFiniteGuard, NothingLeftToTrain, StopBeforeTraining
 from r1kit.train.rewards import resolve
 from r1kit.train.rl_health import RLHealth
+from r1kit.train.rollouts import EngineRollouts, check_supported
 from r1kit.train.run import (
     OOM_ADVICE,
     TrainResult,
@@ -102,7 +105,7 @@ def problem_dataset(recipe: Recipe, run_dir: Path, tokenizer):
 
 
 def check_rollout_engine(engine: str) -> None:
-    if engine != "transformers":
+    if engine.startswith("vllm"):
         require_cuda(f"grpo.rollout_engine: {engine}")
         require_module("vllm", "gpu", f"grpo.rollout_engine: {engine}")
 
@@ -217,7 +220,11 @@ def train_grpo(
     if recipe.train.wandb_project:
         configure_wandb(recipe, run_dir)
     args = grpo_config(recipe, run_dir, precision, has_eval=validation is not None)
-
+    rollouts = None
+    if recipe.grpo.rollout_engine == "r1kit":
+        check_supported(args)
+        rollouts = EngineRollouts(recipe.seed)
+        os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # `rollout_func` is experimental: TRL pinned
     metrics_logger = MetricsLogger(
         run_dir / "metrics.jsonl",
         run_record(
@@ -242,6 +249,7 @@ def train_grpo(
             reward_funcs=rewards,
             callbacks=[*own, *callbacks, *([StopBeforeTraining()] if finishing else [])],
             peft_config=lora_config(recipe) if recipe.train.method != "full" else None,
+            rollout_func=rollouts,
         )
         trainer.callback_handler.callbacks[0:0] = [
             health,
