@@ -8,10 +8,11 @@ round r with seed r for both, so that a noisy, shared machine hurts both alike.
 
 Printed side by side, as medians over rounds with their ratio: rollout tokens per second (completion tokens
 over the seconds spent generating), GRPO steps per minute (steps over rollout plus training seconds; start-up
-not counted), and the mean reward of the last `--steps`/2 steps with its 95% interval over rounds, with the
-paired difference: same seeds should give statistically indistinguishable rewards (the two sample with
-different random streams, so not the same completions). Targets (issue 35): >= 2x rollout tokens/s and
->= 1.5x steps per minute.
+not counted), MFU as r1kit's training metrics log it (train/utilisation.py: each token's training and rollout
+FLOPs over the matmul peak of the training precision, measured when the run starts), and the mean reward of
+the last `--steps`/2 steps with its 95% interval over rounds, with the paired difference: same seeds should
+give statistically indistinguishable rewards (the two sample with different random streams, so not the same
+completions). Targets (issue 35): >= 2x rollout tokens/s and >= 1.5x steps per minute.
 
 Figures measured with it are in research/benchmark-figures.md.
 
@@ -107,6 +108,7 @@ def grpo_run(out: Path, model: Path, data: Path, engine: str, seed: int, steps: 
         "rollout_share": rollout / busy,
         "late_reward": statistics.fmean(r["reward"] for r in late),
         "mean_length": statistics.fmean(r["completions/mean_length"] for r in steps_logged),
+        "mfu": statistics.median(r["mfu"] for r in steps_logged if "mfu" in r),
     }
 
 
@@ -145,9 +147,11 @@ def main() -> None:
         ("steps_per_min", "GRPO steps/min"),
         ("rollout_share", "rollout share of a step"),
         ("mean_length", "mean completion tokens"),
+        ("mfu", "MFU (train/utilisation.py)"),
     ]:
         a, b = median(base, key), median(ours, key)
-        print(f"{label:28}{a:14.2f}{b:14.2f}{b / a:8.2f}x")
+        shown = "14.1%" if key == "mfu" else "14.2f"
+        print(f"{label:28}{a:{shown}}{b:{shown}}{b / a:8.2f}x")
     rewards = {engine: [r["late_reward"] for r in results[engine]] for engine in ENGINES}
     print(f"{'reward, last half (mean ± 95%)':32}{interval(rewards[base]):>20}{interval(rewards[ours]):>20}")
     differences = [b - a for a, b in zip(rewards[base], rewards[ours])]

@@ -9,6 +9,10 @@ their ratios. Baseline and target from the training issue: TRL's defaults (paddi
 defaults to bf16 autocast, even with use_cpu, and to gradient checkpointing); r1kit should reach >= 3x the
 useful tokens/s at <= half the peak memory.
 
+Beside them, each side's MFU (train/utilisation.py: 6N + 12LWT FLOPs per useful token, T the examples' mean
+length) against the matrix-multiply peak of its precision, measured in this process after every round
+(median); target from issue 35: >= 35% of the bf16 peak for r1kit's SFT.
+
 Both sides train at the precision the device runs natively (`--trl-precision auto`, the default): TRL keeps its
 bf16 default on a GPU or a CPU with bf16 matrix instructions, and trains in fp32 elsewhere, as the issue's own
 baseline measurement did ("padding, fp32, batch 8"); `--trl-precision bf16` measures TRL's bf16 default anyway,
@@ -117,7 +121,11 @@ def run_r1kit(workdir: Path, num_examples: int) -> dict:
         ],
     )
     result = train_sft(recipe, workdir / f"run-r1kit-{time.time_ns()}")
-    return {"tokens": result.train_tokens.num_tokens, "seconds": result.metrics["train_runtime"]}
+    return {
+        "tokens": result.train_tokens.num_tokens,
+        "seconds": result.metrics["train_runtime"],
+        "mean_length": result.train_tokens.num_tokens / result.train_tokens.num_kept,
+    }
 
 
 def run_trl(workdir: Path, num_examples: int, precision: str = "bf16") -> dict:
@@ -148,6 +156,16 @@ def run_trl(workdir: Path, num_examples: int, precision: str = "bf16") -> dict:
     return {"tokens": output.metrics["num_input_tokens_seen"], "seconds": output.metrics["train_runtime"]}
 
 
+def model_flops_per_token(workdir: Path, mean_length: float) -> float:
+    """Training FLOPs per token of the benchmark's model (full fine-tuning) at the examples' mean length."""
+    from transformers import AutoModelForCausalLM
+
+    from r1kit.train.utilisation import Utilisation, passes_per_token
+
+    model = AutoModelForCausalLM.from_pretrained(workdir / "model")
+    return Utilisation.of(model, passes_per_token("full"), mean_length).flops_per_token()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -174,6 +192,9 @@ def main() -> None:
         result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(json.dumps(result))
         return
+    from r1kit.train.utilisation import matmul_peak_flops
+
+    peaks: dict[str, list[float]] = {ours: [], precision: []}
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         prepare(workdir, args.examples)
@@ -206,25 +227,40 @@ def main() -> None:
                     f"peak {result['peak_rss_mib']:.0f} MiB",
                     file=sys.stderr,
                 )
+            for dtype in peaks:
+                peaks[dtype].append(matmul_peak_flops(dtype))
+        flops_per_token = model_flops_per_token(
+            workdir, statistics.median(r["mean_length"] for r in results["r1kit"])
+        )
     medians = {
         name: {key: statistics.median(r[key] for r in runs) for key in ("tokens_per_second", "peak_rss_mib")}
         for name, runs in results.items()
     }
-    print(f"\n{'':32} {'useful tokens/s':>16} {'peak RSS MiB':>13}")
+    peak = {dtype: statistics.median(values) for dtype, values in peaks.items()}
+    mfu = {
+        "trl": flops_per_token * medians["trl"]["tokens_per_second"] / peak[precision],
+        "r1kit": flops_per_token * medians["r1kit"]["tokens_per_second"] / peak[ours],
+    }
+    print(f"\n{'':32} {'useful tokens/s':>16} {'peak RSS MiB':>13} {'MFU':>7}")
     print(
         f"{f'TRL SFTTrainer defaults, {precision}':32} {medians['trl']['tokens_per_second']:>16.0f} "
-        f"{medians['trl']['peak_rss_mib']:>13.0f}"
+        f"{medians['trl']['peak_rss_mib']:>13.0f} {mfu['trl']:>7.1%}"
     )
     print(
         f"{f'r1kit default SFT, {ours}':32} {medians['r1kit']['tokens_per_second']:>16.0f} "
-        f"{medians['r1kit']['peak_rss_mib']:>13.0f}"
+        f"{medians['r1kit']['peak_rss_mib']:>13.0f} {mfu['r1kit']:>7.1%}"
     )
     speed = medians["r1kit"]["tokens_per_second"] / medians["trl"]["tokens_per_second"]
     memory = medians["r1kit"]["peak_rss_mib"] / medians["trl"]["peak_rss_mib"]
-    print(f"{'ratio (r1kit / TRL)':32} {speed:>15.2f}x {memory:>12.2f}x")
+    print(f"{'ratio (r1kit / TRL)':32} {speed:>15.2f}x {memory:>12.2f}x {mfu['r1kit'] / mfu['trl']:>6.2f}x")
     print(
         f"medians of {args.rounds} interleaved rounds, {args.examples} examples each; "
         "target: >= 3x the tokens/s at <= 0.5x the memory"
+    )
+    measured = ", ".join(f"{dtype} {value / 1e9:.0f} GFLOP/s" for dtype, value in peak.items())
+    print(
+        f"MFU: {flops_per_token / 1e6:.0f} MFLOP per useful token over the matmul peak measured here "
+        f"({measured}); target: r1kit >= 35% in bf16"
     )
 
 

@@ -143,7 +143,7 @@ def exported_metric_names() -> set[str]:
             return {"queue_depth": 0, "batch_size": 0, "tokens_per_second": 0.0}
 
     names = set()
-    exporter = PrometheusExporter("127.0.0.1", 0, 1, None, 1)
+    exporter = PrometheusExporter("127.0.0.1", 0, 1)
     RLHealth(RLAlertConfig(), exporter.registry)
     serving = ServeMetrics(Engine())
     serving.requests.labels(

@@ -343,7 +343,8 @@ class TrainConfig(Section):
     wandb_mode: Literal["online", "offline"] = "offline"
     """`offline` writes the W&B run locally (sync it later with `wandb sync`); `online` streams it."""
     peak_tflops: float | None = Field(None, gt=0)
-    """Peak dense TFLOP/s of the devices, for the MFU estimate (known GPUs are looked up by name)."""
+    """Peak dense TFLOP/s of one device for MFU; unset measures it when training starts (a fraction of a
+    second of matrix products in the training precision)."""
     save_merged: bool = False
     """LoRA: also write the base model with the adapter merged into `final/` (the adapter goes to final/adapter)."""
     extra: dict[str, Any] = {}

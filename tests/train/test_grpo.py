@@ -60,6 +60,7 @@ def test_grpo_runs_with_and_without_a_reference_model(recipe_for, tmp_path, beta
         "entropy",
         "rollout_seconds",
         "train_seconds",
+        "mfu",
     ):
         assert key in logged[-1], key
     assert ("kl" in logged[-1]) == (beta > 0)
@@ -168,7 +169,7 @@ def test_problems_carry_their_worked_steps_for_the_steps_reward(recipe_for, tmp_
     from r1kit.train.rewards import steps
 
     recipe = grpo_recipe(recipe_for)
-    dataset, dropped = problem_dataset(
+    dataset, dropped, _ = problem_dataset(
         recipe, tmp_path, AutoTokenizer.from_pretrained(recipe.model.tokenizer)
     )
     assert dropped == 0 and all(dataset["reasoning"])  # the arithmetic problems all have worked solutions

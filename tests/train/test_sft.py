@@ -43,6 +43,9 @@ def test_loss_decreases_and_the_run_folder_is_complete(recipe_for, tmp_path):
     (run_record,) = records(run_dir, "run")
     assert run_record["versions"]["torch"] and run_record["seed"] == 42
     assert run_record["train_tokens"]["num_kept"] > 200
+    # MFU: the FLOPs of the tokens trained per second over the peak measured when training began
+    assert run_record["peak_tflops"] > 0
+    assert all(0 < r["mfu"] < 1 for r in train[1:])
     assert (run_dir / "config.yaml").read_text().count("tiny-qwen2") == 1
 
     events = EventAccumulator(str(run_dir / "tb"))
@@ -50,6 +53,7 @@ def test_loss_decreases_and_the_run_folder_is_complete(recipe_for, tmp_path):
     assert len(events.Scalars("train/loss")) == 30
     assert [e.step for e in events.Scalars("eval/perplexity")] == [10, 20, 30]
     assert events.Scalars("train/tokens_per_second")[-1].value > 0
+    assert events.Scalars("train/mfu")[-1].value > 0
 
     # final/ is a Hugging Face folder plain transformers loads, and it is the trained model.
     model = AutoModelForCausalLM.from_pretrained(result.final_dir)

@@ -6,6 +6,7 @@ KV cache. The model comes from a preset, a model folder, a config.json, or a wel
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -117,6 +118,22 @@ def _count(config: PretrainedConfig, lora_rank: int, lora_targets: list[str] | s
 
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)
+    counts = parameter_counts(model, config)
+    head = model.get_output_embeddings()
+    lora = modules = inputs = 0
+    for name, module in model.named_modules():
+        if not isinstance(module, torch.nn.Linear) or module is head:
+            continue
+        if lora_targets == "all-linear" or name.rsplit(".", 1)[-1] in lora_targets:
+            lora += lora_rank * (module.in_features + module.out_features)
+            modules, inputs = modules + 1, inputs + module.in_features
+    layers = config.get_text_config().num_hidden_layers
+    return {**counts, "lora": lora, "lora_modules": modules // layers, "lora_inputs": inputs // layers}
+
+
+def parameter_counts(model: Any, config: PretrainedConfig) -> dict[str, int]:
+    """{total, active (routed experts at top-k over their number), embeddings (input plus an untied head),
+    experts, top_k} of a model (on any device, `meta` included)."""
     experts = next(
         (
             getattr(config, k)
@@ -128,32 +145,17 @@ def _count(config: PretrainedConfig, lora_rank: int, lora_targets: list[str] | s
     top_k = getattr(config, "num_experts_per_tok", 0) or 0
     total = routed = 0
     for name, param in model.named_parameters():
-        total += param.numel()
+        quantised = getattr(param, "quant_state", None)  # 4-bit weights (QLoRA) are stored two to a byte
+        count = math.prod(quantised.shape) if quantised is not None else param.numel()
+        total += count
         if experts and ".experts." in f"{name}." and "shared" not in name:
-            routed += param.numel()
+            routed += count
     embeddings = model.get_input_embeddings().weight.numel()
     head = model.get_output_embeddings()
     if head is not None and head.weight is not model.get_input_embeddings().weight:
         embeddings += head.weight.numel()
-    lora = modules = inputs = 0
-    for name, module in model.named_modules():
-        if not isinstance(module, torch.nn.Linear) or module is head:
-            continue
-        if lora_targets == "all-linear" or name.rsplit(".", 1)[-1] in lora_targets:
-            lora += lora_rank * (module.in_features + module.out_features)
-            modules, inputs = modules + 1, inputs + module.in_features
     active = total - routed + (routed * top_k // experts if experts else 0)
-    layers = config.get_text_config().num_hidden_layers
-    return {
-        "total": total,
-        "active": active,
-        "embeddings": embeddings,
-        "lora": lora,
-        "experts": experts,
-        "top_k": top_k,
-        "lora_modules": modules // layers,
-        "lora_inputs": inputs // layers,
-    }
+    return {"total": total, "active": active, "embeddings": embeddings, "experts": experts, "top_k": top_k}
 
 
 def describe_model(recipe: Recipe) -> Architecture:

@@ -29,12 +29,14 @@ def _split_of(logs: dict) -> str:
 
 
 class MetricsLogger(TrainerCallback):
-    """Adds perplexity and tokens/s to the logs (so TensorBoard gets them too) and appends each log event to
-    `metrics.jsonl`: {"step", "split", metric names...}. Put it first in the callback list."""
+    """Adds perplexity, tokens/s and, given a `utilisation`, MFU (train/utilisation.py) to the logs (so TensorBoard
+    and Prometheus get them too) and appends each log event to `metrics.jsonl`: {"step", "split", metric
+    names...}. Put it first in the callback list."""
 
     def __init__(self, path: Path, first_record: dict):
         self.path = path
         self.first_record = first_record
+        self.utilisation = None
         self._last_time: float | None = None
         self._last_tokens = 0
 
@@ -46,6 +48,10 @@ class MetricsLogger(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         if state.global_step and is_main_process():
             self._forget_after(state.global_step)
+        if self.utilisation is not None and self.utilisation.peak is None:
+            barrier()  # the processes measure their devices' peak at once (processes on one CPU share it)
+            self.utilisation.measure(str(args.device), world_size())
+            self.first_record["peak_tflops"] = self.utilisation.peak / 1e12
         self._write({"step": state.global_step, "split": "run", **self.first_record})
         self._last_time, self._last_tokens = time.perf_counter(), state.num_input_tokens_seen
 
@@ -73,6 +79,9 @@ class MetricsLogger(TrainerCallback):
             tokens = state.num_input_tokens_seen
             if self._last_time is not None and now > self._last_time:
                 logs["tokens_per_second"] = (tokens - self._last_tokens) / (now - self._last_time)
+                mfu = self.utilisation.mfu(logs["tokens_per_second"], logs) if self.utilisation else None
+                if mfu is not None:
+                    logs["mfu"] = mfu
             self._last_time, self._last_tokens = now, tokens
         names = {k.removeprefix("eval_") if split == "eval" else k: v for k, v in logs.items()}
         self._write({"step": state.global_step, "split": split, **names})

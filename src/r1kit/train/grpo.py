@@ -54,11 +54,13 @@ from r1kit.train.run import (
     start_run,
     step_of,
 )
+from r1kit.train.utilisation import Utilisation, passes_per_token
 
 
 def problem_dataset(recipe: Recipe, run_dir: Path, tokenizer):
     """(dataset of {prompt: chat messages, answer, reasoning: the reference reply's worked steps or "", task, meta:
-    the record's other fields as JSON}, number of problems dropped for a prompt over the limit)."""
+    the record's other fields as JSON}, number of problems dropped for a prompt over the limit, mean prompt
+    length in tokens)."""
     from datasets import Dataset
 
     from r1kit.data.tokenize import chat_messages, load_split
@@ -68,7 +70,7 @@ def problem_dataset(recipe: Recipe, run_dir: Path, tokenizer):
     data_dir = data_dir_of(recipe, run_dir)
     if tokenizer.chat_template is None:
         raise UserError("GRPO asks its problems as chats: the tokenizer has no chat template")
-    rows, too_long = [], 0
+    rows, too_long, prompt_tokens = [], 0, 0
     for record in load_split(data_dir, "train"):
         if not record["answer"] or not record["messages"]:
             continue
@@ -77,9 +79,11 @@ def problem_dataset(recipe: Recipe, run_dir: Path, tokenizer):
         if last_user is None:
             continue
         prompt = messages[: last_user + 1]
-        if len(render_chat(tokenizer, prompt)[0]) > recipe.grpo.max_prompt_length:
+        length = len(render_chat(tokenizer, prompt)[0])
+        if length > recipe.grpo.max_prompt_length:
             too_long += 1
             continue
+        prompt_tokens += length
         reply = messages[last_user + 1] if last_user + 1 < len(messages) else {}
         task = meta_of(record["meta"]).get("task")
         rows.append(
@@ -101,7 +105,7 @@ def problem_dataset(recipe: Recipe, run_dir: Path, tokenizer):
             f"[yellow]{too_long} problems dropped: prompt over grpo.max_prompt_length "
             f"({recipe.grpo.max_prompt_length} tokens)[/yellow]"
         )
-    return Dataset.from_list(rows), too_long
+    return Dataset.from_list(rows), too_long, prompt_tokens / len(rows)
 
 
 def check_rollout_engine(engine: str) -> None:
@@ -212,7 +216,7 @@ def train_grpo(
     rewards = [
         resolve(name, max_completion_length=recipe.grpo.max_completion_length) for name in recipe.grpo.rewards
     ]
-    dataset, dropped = problem_dataset(recipe, run_dir, tokenizer)
+    dataset, dropped, mean_prompt_length = problem_dataset(recipe, run_dir, tokenizer)
     validation = validation_problems(recipe, run_dir)
     model, base_dir = load_model(recipe, tokenizer, precision, run_dir)
     if recipe.grpo.beta > 0 and recipe.train.method == "full" and recipe.model.preset is not None:
@@ -235,6 +239,14 @@ def train_grpo(
             dropped_long_prompts=dropped,
             rewards=recipe.grpo.rewards,
         ),
+    )
+    metrics_logger.utilisation = Utilisation.of(
+        model,
+        passes_per_token(recipe.train.method, recipe.grpo),
+        mean_prompt_length,
+        precision=precision,
+        peak_tflops=recipe.train.peak_tflops,
+        completion_key="completions/mean_length",
     )
     own, stopper, exporter = build_callbacks(recipe, run_dir, True, validation is not None, model, precision)
     health = RLHealth(recipe.grpo.alerts, exporter.registry if exporter else None)

@@ -1,8 +1,8 @@
 """A Prometheus endpoint while training: the latest step's metrics at http://<host>:<port>/metrics.
 
 Gauges (all prefixed `r1kit_train_`): step, loss, learning_rate, grad_norm, tokens_per_second,
-samples_per_second, eval_loss, eval_perplexity, mfu (estimated model FLOPs utilisation: 6 x parameters x tokens/s
-over the device's peak, where the peak is known), and on CUDA gpu_memory_bytes and gpu_utilization. The server
+samples_per_second, eval_loss, eval_perplexity, mfu (model FLOPs utilisation against the peak measured when
+training starts: train/utilisation.py), and on CUDA gpu_memory_bytes and gpu_utilization. The server
 binds localhost unless told otherwise, runs in a daemon thread of the main process, and stops with the run.
 """
 
@@ -14,20 +14,6 @@ from typing import ClassVar
 from transformers import TrainerCallback
 
 from r1kit.dist import is_main_process, print0
-from r1kit.hardware import ACCELERATORS
-
-
-def device_peak_flops(configured_tflops: float | None) -> float | None:
-    if configured_tflops:
-        return configured_tflops * 1e12
-    import torch
-
-    if torch.cuda.is_available():
-        name = torch.cuda.get_device_name(0)
-        for key, (_, flops) in ACCELERATORS.items():
-            if key in name:
-                return flops * torch.cuda.device_count()
-    return None
 
 
 class PrometheusExporter(TrainerCallback):
@@ -45,13 +31,11 @@ class PrometheusExporter(TrainerCallback):
         "gpu_utilization": "GPU utilisation percent",
     }
 
-    def __init__(
-        self, host: str, port: int, num_parameters: int, peak_flops: float | None, rows_per_step: int
-    ):
+    def __init__(self, host: str, port: int, rows_per_step: int):
         from prometheus_client import CollectorRegistry, Gauge
 
         self.host, self.requested_port = host, port
-        self.num_parameters, self.peak_flops, self.rows_per_step = num_parameters, peak_flops, rows_per_step
+        self.rows_per_step = rows_per_step
         self.registry = CollectorRegistry()
         self.gauges = {
             name: Gauge(f"r1kit_train_{name}", doc, registry=self.registry)
@@ -82,6 +66,7 @@ class PrometheusExporter(TrainerCallback):
             "learning_rate",
             "grad_norm",
             "tokens_per_second",
+            "mfu",
             "eval_loss",
             "eval_perplexity",
         ):
@@ -95,8 +80,6 @@ class PrometheusExporter(TrainerCallback):
                     (step - last_step) * self.rows_per_step / (now - last_time)
                 )
             self._last = (now, step)
-            if self.peak_flops and "tokens_per_second" in logs:
-                self.gauges["mfu"].set(6 * self.num_parameters * logs["tokens_per_second"] / self.peak_flops)
         self._gpu()
 
     def _gpu(self) -> None:

@@ -262,13 +262,11 @@ def build_callbacks(
     exporter = None
     if t.metrics_port is not None:
         from r1kit.dist import world_size
-        from r1kit.train.monitor import PrometheusExporter, device_peak_flops
+        from r1kit.train.monitor import PrometheusExporter
 
         exporter = PrometheusExporter(
             t.metrics_host,
             t.metrics_port,
-            sum(p.numel() for p in model.parameters()),
-            device_peak_flops(t.peak_tflops),
             t.per_device_batch_size * t.gradient_accumulation_steps * world_size(),
         )
         exporter.start()

@@ -54,6 +54,7 @@ from r1kit.train.run import (
     start_run,
     step_of,
 )
+from r1kit.train.utilisation import Utilisation, passes_per_token
 
 Mode = Literal["sft", "pretrain"]
 
@@ -187,6 +188,14 @@ def train_sft(
                 callbacks, stopper, exporter = build_callbacks(
                     recipe, run_dir, args.greater_is_better, eval_ds is not None, model, precision
                 )
+            metrics_logger.utilisation = Utilisation.of(
+                model,
+                passes_per_token(recipe.train.method),
+                train_stats.num_tokens / max(train_stats.num_kept, 1),
+                precision=precision,
+                peak_tflops=recipe.train.peak_tflops,
+                peak=metrics_logger.utilisation.peak if metrics_logger.utilisation else None,  # measured once
+            )
             metrics_logger.first_record.update(
                 max_seq_length=seq_length,
                 train_tokens=train_stats.to_dict(),
