@@ -54,8 +54,9 @@ class ExportResult:
 
     @property
     def slower(self) -> bool:
-        """The export generates more slowly than the model it came from (on this machine)."""
-        return self.after.tokens_per_second < self.before.tokens_per_second
+        """The quantised export generates more slowly than the model it came from (on this machine). An
+        unquantised export is the same model: two measurements of it differ by the machine's noise alone."""
+        return self.quantize != "none" and self.after.tokens_per_second < self.before.tokens_per_second
 
 
 def export(
