@@ -96,6 +96,7 @@ def test_cli_prints_before_and_after(base_dir, tmp_path, cli):
         check=True,
     )
     assert "MiB ->" in done.stdout and "tok/s ->" in done.stdout and "not quantised" in done.stdout
+    assert "serve on GPUs with vLLM: vllm serve" in " ".join(done.stdout.split())
 
 
 def test_auto_keeps_whichever_measures_fastest_here(base_dir, tmp_path):
@@ -131,3 +132,41 @@ def test_a_slower_export_is_said_plainly(base_dir, tmp_path, cli):
     assert (
         "generates more slowly than the original on this machine" in " ".join(done.stdout.split())
     ) is slower
+
+
+def test_the_folder_declares_what_vllm_needs_for_the_r1_reasoning_parser(base_dir, tmp_path):
+    """vLLM cannot run on a CPU: what its deepseek_r1 parser reads (the think tags by text in the vocabulary, the
+    first token of each tag's encoding) and its chat endpoint needs (a chat template) is checked on the files."""
+    from transformers import AutoTokenizer
+
+    from r1kit.export import vllm_declaration
+
+    export(base_dir, tmp_path / "out", speed_tokens=4)
+    declared = json.loads((tmp_path / "out" / "export.json").read_text())["vllm"]
+    assert declared["reasoning_parser"] == "deepseek_r1" and declared["problems"] == []
+    added = {
+        t["content"]: t["id"]
+        for t in json.loads((tmp_path / "out" / "tokenizer.json").read_text())["added_tokens"]
+    }
+    assert declared["think_token_ids"] == {"<think>": added["<think>"], "</think>": added["</think>"]}
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "out")
+    assert tokenizer.encode("<think>\n2+2</think>4", add_special_tokens=False)[0] == added["<think>"]
+    assert tokenizer.chat_template and "--reasoning-parser deepseek_r1" in declared["command"]
+    assert f"vllm serve {tmp_path / 'out'} " in declared["command"]
+
+    # A tokenizer without the tags (a user's own): the parser cannot start, and the declaration says why.
+    plain = tmp_path / "plain"
+    (tmp_path / "out").rename(plain)
+    tokenizer_file = json.loads((plain / "tokenizer.json").read_text())
+    tokenizer_file["added_tokens"] = [
+        t for t in tokenizer_file["added_tokens"] if "think" not in t["content"]
+    ]
+    (plain / "tokenizer.json").write_text(json.dumps(tokenizer_file))
+    config = json.loads((plain / "tokenizer_config.json").read_text())
+    config["added_tokens_decoder"] = {
+        k: v for k, v in config.get("added_tokens_decoder", {}).items() if "think" not in v["content"]
+    }
+    (plain / "tokenizer_config.json").write_text(json.dumps(config))
+    declared = vllm_declaration(plain, plain)
+    assert declared["reasoning_parser"] is None and "--reasoning-parser" not in declared["command"]
+    assert any("<think> is not in the tokenizer's vocabulary" in p for p in declared["problems"])

@@ -3,7 +3,12 @@
 Input: a Hugging Face model folder (a run's `final/`, a `checkpoint-N/`, sharded safetensors included) or a
 LoRA adapter folder (`adapter_config.json`, whose base folder is named inside it). Output: a Hugging Face
 folder that plain transformers loads, safetensors only, plus `export.json` (sizes, generation speed before
-and after, and which weight tensors were left unquantised, with why).
+and after, which weight tensors were left unquantised, with why, and how to serve the folder with vLLM).
+
+vLLM cannot run on a CPU, so what it needs is checked on the written files (`vllm_declaration`): its DeepSeek-R1
+reasoning parser (`--reasoning-parser deepseek_r1`) finds `<think>` and `</think>` by text in the tokenizer's
+vocabulary and refuses to start without them, its structured-output reasoner takes the first token of each,
+and the chat template and generation defaults come from the folder.
 
 Quantisation methods (`--quantize`), each from the library that owns it:
 - `auto`: measure, on this machine, the original and every method below that runs here, and keep the fastest
@@ -51,6 +56,8 @@ class ExportResult:
     """Weight name (or group) -> why it kept its precision."""
     measured: dict[str, Measurement] = field(default_factory=dict)
     """With `auto`: every method tried (`none` included) and its size and speed here."""
+    vllm: dict = field(default_factory=dict)
+    """`vllm_declaration` of the written folder."""
 
     @property
     def slower(self) -> bool:
@@ -106,6 +113,7 @@ def export(
         shutil.rmtree(staging)
         model.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
+    vllm = vllm_declaration(staging, out_dir, trust_remote_code)
     speed = (
         measured[quantize].tokens_per_second
         if quantize in measured
@@ -114,7 +122,7 @@ def export(
     after = Measurement(weights_mib(staging), speed)
     if measured:
         measured[quantize] = after  # its size as written
-    result = ExportResult(out_dir, quantize, is_adapter, before, after, not_quantized, measured)
+    result = ExportResult(out_dir, quantize, is_adapter, before, after, not_quantized, measured, vllm)
     (staging / "export.json").write_text(
         json.dumps(
             {**asdict(result), "slower": result.slower, "out_dir": str(out_dir), "source": str(model_dir)},
@@ -126,6 +134,43 @@ def export(
         out_dir.rmdir()
     staging.rename(out_dir)  # all or nothing: a half-written export is never found under out_dir
     return result
+
+
+def vllm_declaration(folder: Path, served_from: Path, trust_remote_code: bool = False) -> dict:
+    """How to serve `folder` (to be moved to `served_from`) with vLLM and DeepSeek-R1's reasoning parser, read
+    back from its files: {"command", "reasoning_parser" (None when it cannot run), "think_token_ids",
+    "problems": what stops the parser or the chat endpoint, said plainly}."""
+    from transformers import AutoConfig
+
+    from r1kit.r1format import THINK_CLOSE, THINK_OPEN
+
+    tokenizer = load_tokenizer(folder, trust_remote_code=trust_remote_code)
+    config = AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code)
+    vocabulary = tokenizer.get_vocab()
+    problems = []
+    ids = {}
+    for tag in (THINK_OPEN, THINK_CLOSE):
+        encoded = tokenizer.encode(tag, add_special_tokens=False)
+        if tag not in vocabulary:
+            problems.append(
+                f"{tag} is not in the tokenizer's vocabulary: vLLM's deepseek_r1 parser will not start"
+            )
+        elif encoded != [vocabulary[tag]]:
+            problems.append(f"{tag} encodes as {encoded}, not as its own token {vocabulary[tag]}")
+        else:
+            ids[tag] = vocabulary[tag]
+    if tokenizer.chat_template is None:
+        problems.append("the tokenizer has no chat template: vLLM's chat endpoint needs one")
+    if not getattr(config, "architectures", None):
+        problems.append("config.json names no architecture for vLLM to load")
+    parser = "deepseek_r1" if len(ids) == 2 else None
+    command = f"vllm serve {served_from} --served-model-name {served_from.name}"
+    if parser:
+        command += f" --reasoning-parser {parser}"
+    context = getattr(config.get_text_config(), "max_position_embeddings", None)
+    if context:
+        command += f" --max-model-len {context}"
+    return {"command": command, "reasoning_parser": parser, "think_token_ids": ids, "problems": problems}
 
 
 def auto_candidates() -> list[str]:

@@ -46,4 +46,7 @@ def export_cmd(
         )
     for pattern, why in result.not_quantized.items():
         out.print(f"[yellow]not quantised[/yellow] {escape(pattern)}: {why}", soft_wrap=True)
+    for problem in result.vllm["problems"]:
+        out.print(f"[yellow]for vLLM:[/yellow] {escape(problem)}", soft_wrap=True)
+    out.print(f"serve on GPUs with vLLM: {escape(result.vllm['command'])}", soft_wrap=True)
     out.print(f"wrote {escape(str(result.out_dir))} ({result.quantize}; report: export.json)")
