@@ -3,6 +3,7 @@ with known answers, and a verdict computed from the figures."""
 
 import json
 import random
+import re
 
 import numpy as np
 import pytest
@@ -126,7 +127,7 @@ def test_every_arm_gets_the_same_steps_and_decoding(recipe_for, start, tmp_path)
     assert (tmp_path / "x" / "accuracy_vs_time.png").stat().st_size > 0
 
 
-def test_a_seconds_budget_stops_each_arm_at_the_first_step_past_it(recipe_for, start, tmp_path):
+def test_a_seconds_budget_stops_each_arm_at_the_first_step_past_it(recipe_for, start, tmp_path, capfd):
     from r1kit.experiment import run_experiment
 
     # a hundredth of a pass over the data takes less than 1.5 s: the arm must train on past it
@@ -141,6 +142,10 @@ def test_a_seconds_budget_stops_each_arm_at_the_first_step_past_it(recipe_for, s
         assert seconds[-1] >= 1.5 and (len(seconds) == 1 or seconds[-2] < 1.5)
         assert 1 < clock["steps"] < 1000
     assert report["seeds"] == [42, 43] and len(report["arms"]["sft-more"]["train_seconds"]) == 2
+    # the progress bar counts seconds against the budget, not steps against the endless epochs' ~1e9 x data
+    progress = capfd.readouterr().err
+    assert "training seconds:" in progress and "/2 s [" in progress
+    assert not re.search(r"/\d{6,}", progress), progress[-500:]
 
 
 def test_an_experiment_needs_a_start_and_test_problems(recipe_for, tmp_path):

@@ -31,6 +31,7 @@ from r1kit.errors import UserError
 from r1kit.models.load import weights_only_loads
 from r1kit.train import checkpoint
 from r1kit.train.callbacks import (
+    BudgetProgress,
     MetricsLogger,
     NonFiniteGuard,
     NothingLeftToTrain,
@@ -221,6 +222,7 @@ def train_sft(
             trainer.callback_handler.callbacks.insert(0, metrics_logger)
             guard = NonFiniteGuard(trainer, recipe.train.max_nonfinite_steps)
             report_failed_saves(trainer, run_dir)
+            BudgetProgress.replace_in(trainer)
             if recipe.eval.during_training and eval_ds is not None:
                 from r1kit.eval.during_training import AccuracyAtValidation
                 from r1kit.eval.suites import heldout
