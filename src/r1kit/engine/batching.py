@@ -30,6 +30,7 @@ generator), so a model on a GPU decodes there; tests/engine checks it with a def
 from __future__ import annotations
 
 import collections
+import functools
 import inspect
 import logging
 import math
@@ -213,6 +214,8 @@ def sample(
 
     chosen: list[int | Exception] = list(logits.argmax(dim=-1).tolist())
     sampled = [i for i, temperature in enumerate(temperatures) if temperature != 0]
+    if not sampled and not logprobs:  # a greedy batch: the argmax is all
+        return chosen
     scaled = logits.to(torch.float32, copy=True)
     if sampled:
         scale = torch.tensor([temperatures[i] for i in sampled], device=logits.device)[:, None]
@@ -589,59 +592,50 @@ def _growing_layer(limit: int):
     copies the whole cache into a new tensor at every step: a cost that grows with the square of the
     completion's length. Reads and assignments of `keys` and `values` (the engine's joins and selections) see
     and set exactly the cached part."""
-    from transformers.cache_utils import DynamicLayer
-
-    global _GrowingLayer
-    if _GrowingLayer is None:
-
-        class GrowingLayer(DynamicLayer):
-            _room: dict  # "keys"/"values" -> (tensor with room, cached length)
-            limit = 0
-
-            @property
-            def keys(self):
-                return self._cached("keys")
-
-            @keys.setter
-            def keys(self, tensor):
-                self._set("keys", tensor)
-
-            @property
-            def values(self):
-                return self._cached("values")
-
-            @values.setter
-            def values(self, tensor):
-                self._set("values", tensor)
-
-            def _cached(self, name):
-                tensor, length = self.__dict__.get("_room", {}).get(name, (None, 0))
-                return tensor if tensor is None or tensor.dim() != 4 else tensor[:, :, :length]
-
-            def _set(self, name, tensor):
-                length = tensor.shape[2] if tensor is not None and tensor.dim() == 4 else 0
-                self.__dict__.setdefault("_room", {})[name] = (tensor, length)
-
-            def update(self, key_states, value_states, *args, **kwargs):
-                if not self.is_initialized:
-                    self.lazy_initialization(key_states, value_states)
-                for name, new in (("keys", key_states), ("values", value_states)):
-                    tensor, length = self._room[name]
-                    needed = length + new.shape[2]
-                    if tensor is None or tensor.dim() != 4 or needed > tensor.shape[2]:
-                        room = max(needed, min(2 * needed, self.limit))
-                        tensor = _with_room(self._cached(name), new, room)
-                    tensor[:, :, length : length + new.shape[2]] = new
-                    self._room[name] = (tensor, length + new.shape[2])
-                return self.keys, self.values
-
-        _GrowingLayer = GrowingLayer
-    layer = _GrowingLayer()
+    layer = _growing_layer_class()()
     layer.limit = limit
     return layer
 
 
-_GrowingLayer = None
+def _cached_part(name: str) -> property:
+    """`keys` or `values` of a growing layer: reads see the cached columns, assignments set them (no room)."""
+
+    def read(layer):
+        tensor, length = layer.__dict__.get("_room", {}).get(name, (None, 0))
+        return tensor if tensor is None or tensor.dim() != 4 else tensor[:, :, :length]
+
+    def write(layer, tensor):
+        length = tensor.shape[2] if tensor is not None and tensor.dim() == 4 else 0
+        layer.__dict__.setdefault("_room", {})[name] = (tensor, length)
+
+    return property(read, write)
+
+
+@functools.cache
+def _growing_layer_class():
+    """The class of `_growing_layer`, made on first use (transformers is imported only when a model is)."""
+    from transformers.cache_utils import DynamicLayer
+
+    class GrowingLayer(DynamicLayer):
+        _room: dict  # "keys"/"values" -> (tensor with room, cached length)
+        limit = 0
+        keys = _cached_part("keys")
+        values = _cached_part("values")
+
+        def update(self, key_states, value_states, *args, **kwargs):
+            if not self.is_initialized:
+                self.lazy_initialization(key_states, value_states)
+            for name, new in (("keys", key_states), ("values", value_states)):
+                tensor, length = self._room[name]
+                needed = length + new.shape[2]
+                if tensor is None or tensor.dim() != 4 or needed > tensor.shape[2]:
+                    room = max(needed, min(2 * needed, self.limit))
+                    tensor = _with_room(getattr(self, name), new, room)
+                tensor[:, :, length:needed] = new
+                self._room[name] = (tensor, needed)
+            return self.keys, self.values
+
+    return GrowingLayer
 
 
 def _with_room(cached, new, capacity: int):
