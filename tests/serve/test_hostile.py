@@ -456,10 +456,16 @@ def test_two_hundred_clients_that_leave_free_their_places(hostile_server):
     assert stats["r1kit_serve_batch_size"] + stats["r1kit_serve_queue_depth"] <= 1, stats
     assert freed < 2, f"the departed clients' places were freed {freed:.1f} s after they left"
     assert watch.answers and all(a == (200, REASONING, ANSWER) for a in watch.answers), watch.answers
-    after = responses_by_status(hostile_server, "/v1/completions")
     # the 100 streamed ones answered 200; of the others, those whose client left before the end got nothing
-    # (499, nginx's "client closed request"), the rest their answer: never a 500
-    new = {status: count - before.get(status, 0) for status, count in after.items()}
+    # (499, nginx's "client closed request"), the rest their answer: never a 500. A handler still finishing
+    # on a loaded machine is counted when it ends: wait for all 200 (10 s at most), then check.
+    deadline = time.perf_counter() + 10
+    while True:
+        after = responses_by_status(hostile_server, "/v1/completions")
+        new = {status: count - before.get(status, 0) for status, count in after.items()}
+        if new.get("499", 0) + new.get("200", 0) + new.get("500", 0) >= 200 or time.perf_counter() > deadline:
+            break
+        time.sleep(0.1)
     assert new.get("499", 0) > 50 and new.get("499", 0) + new.get("200", 0) == 200 and "500" not in new, new
     print(
         f"flood {left - flooded:.1f} s, freed after {freed:.2f} s, /health median "
