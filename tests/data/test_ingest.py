@@ -1,3 +1,4 @@
+import codecs
 import csv
 import json
 
@@ -5,7 +6,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from r1kit.data.ingest import check_inputs, ingest
+from r1kit.data.ingest import check_inputs, ingest, ingest_file, spans
 from r1kit.errors import UserError
 from r1kit.r1format import last_boxed, split_gsm8k
 
@@ -224,3 +225,61 @@ def test_csv_with_a_bad_row_keeps_the_others(tmp_path):
         ("4", None),
     ]
     assert "field 'question' is not UTF-8" in rows[1]["reject_detail"]
+
+
+def blocks_file(tmp_path, fmt: str):
+    """30-odd records; in JSONL and text with a byte-order mark, blank and malformed lines, no final newline."""
+    texts = [f"record {i} " + "word " * (i % 7) for i in range(30)]
+    if fmt == "parquet":
+        path = tmp_path / "blocks.parquet"
+        pq.write_table(pa.table({"text": texts}), path, row_group_size=4)
+        return path
+    if fmt == "jsonl":
+        lines = [json.dumps({"text": t}) for t in texts]
+        lines[3], lines[11] = "", '{"broken": '
+    else:  # paragraphs of one to three lines, a line that is not UTF-8
+        lines = [t if i % 3 else "" for i, t in enumerate(texts)]
+    path = tmp_path / f"blocks.{'jsonl' if fmt == 'jsonl' else 'txt'}"
+    body = (
+        "\n".join(lines).encode()
+        + b"\n"
+        + (b"caf\xe9\n" if fmt != "jsonl" else b"")
+        + b"the last, no newline"
+    )
+    path.write_bytes(codecs.BOM_UTF8 + body)
+    return path
+
+
+@pytest.mark.parametrize(
+    "fmt,split", [("jsonl", None), ("text", "line"), ("text", "paragraph"), ("parquet", None)]
+)
+@pytest.mark.parametrize("block_bytes", [1, 40, 97])
+def test_a_file_read_in_blocks_gives_what_one_read_gives(tmp_path, fmt, split, block_bytes):
+    path = blocks_file(tmp_path, fmt)
+    split = split or "paragraph"
+    parts = spans(path, block_bytes, split)
+    assert len(parts) > 3
+    assert parts[0].start == 0 and all(
+        a.end == b.start for a, b in zip(parts, parts[1:])
+    )  # they tile the file
+    whole = run(path, text_split=split)
+    blockwise = [rows for part in parts for rows in ingest_file(path, text_split=split, span=part)]
+    assert blockwise == whole and len(whole) > 10
+    records_per_block = [len(list(ingest_file(path, text_split=split, span=p))) for p in parts]
+    assert all(
+        n <= b.first - a.first for n, a, b in zip(records_per_block, parts, parts[1:])
+    )  # ids stay ordered
+
+
+def test_files_read_whole(tmp_path):
+    small = write_jsonl(tmp_path / "small.jsonl", [{"text": "one"}])
+    assert spans(small, 1000) is None
+    csv_file = tmp_path / "big.csv"
+    csv_file.write_text("text\n" + "a line of text\n" * 100)
+    assert spans(csv_file, 10) is None  # a quoted CSV field may hold newlines
+    whole_text = tmp_path / "whole.txt"
+    whole_text.write_text("a line\n" * 50)
+    assert spans(whole_text, 10, "file") is None and spans(whole_text, 10, "line") is not None
+    broken = tmp_path / "broken.parquet"
+    broken.write_bytes(b"PAR1 not parquet" * 10)
+    assert spans(broken, 10) is None  # read whole: the read's rejection says why

@@ -24,11 +24,24 @@ import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from r1kit.data.records import message, new_record, rejected_record
 from r1kit.errors import UserError
 from r1kit.r1format import THINK_CLOSE, THINK_OPEN, last_boxed, split_gsm8k, split_reasoning
+
+
+class Span(NamedTuple):
+    """A block of a file, read on its own (see `spans`)."""
+
+    start: int
+    """First byte (line formats) or row group (Parquet)."""
+    end: int
+    """End byte or row group, exclusive."""
+    first: int
+    """Number of the block's first line, or index of its first row. A block holds no more records than the next
+    block's `first` is past its own, so `first` + a record's position in its block orders the file's records."""
+
 
 FORMATS = {
     ".jsonl": "jsonl",
@@ -234,21 +247,77 @@ def _parse_json(text: str) -> Any:
         raise Malformed("malformed_json", "not usable JSON: nested too deeply") from None
 
 
-def _jsonl(path: Path) -> Iterator[tuple[str, Any, str | None]]:
-    """(source, parsed object or Malformed, raw line) per non-blank line."""
+def _lines(path: Path, span: Span | None) -> Iterator[tuple[int, bytes]]:
+    """(line number, raw line) of the file, or of the lines of `span`; line 1 without its byte-order mark."""
+    start, end, first = span or (0, None, 1)
     with path.open("rb") as f:
-        for line_no, raw in enumerate(f, start=1):
-            source = f"{path}:{line_no}"
-            if line_no == 1:
-                raw = raw.removeprefix(codecs.BOM_UTF8)
-            if not raw.strip():
-                continue
-            try:
-                parsed = _parse_json(_decode(raw, source))
-            except Malformed as exc:
-                yield source, exc, raw.decode("utf-8", errors="replace").rstrip("\n")
-                continue
-            yield source, parsed, None
+        f.seek(start)
+        for line_no, raw in enumerate(f, start=first):
+            if end is not None and start >= end:
+                return
+            start += len(raw)
+            yield line_no, raw.removeprefix(codecs.BOM_UTF8) if line_no == 1 else raw
+
+
+def _jsonl(path: Path, span: Span | None = None) -> Iterator[tuple[str, Any, str | None]]:
+    """(source, parsed object or Malformed, raw line) per non-blank line."""
+    for line_no, raw in _lines(path, span):
+        source = f"{path}:{line_no}"
+        if not raw.strip():
+            continue
+        try:
+            parsed = _parse_json(_decode(raw, source))
+        except Malformed as exc:
+            yield source, exc, raw.decode("utf-8", errors="replace").rstrip("\n")
+            continue
+        yield source, parsed, None
+
+
+def spans(path: Path, block_bytes: int, text_split: str = "paragraph") -> list[Span] | None:
+    """The blocks of about `block_bytes` a file can be read in, in parallel, with the sources a whole read
+    gives; None for a file read whole (small, CSV or JSON, whose records may span lines, or unreadable).
+
+    JSONL and text split by line are cut at line ends, text split by paragraph after a blank line, Parquet
+    between row groups."""
+    fmt = FORMATS.get(path.suffix.lower(), "text")
+    size = path.stat().st_size
+    if size <= block_bytes or fmt in ("json", "csv") or (fmt == "text" and text_split == "file"):
+        return None
+    if fmt == "parquet":
+        return _row_group_spans(path, block_bytes)
+    blocks: list[Span] = []
+    start, line = 0, 1
+    with path.open("rb") as f:
+        while start < size:
+            f.seek(min(start + block_bytes, size) - 1)
+            f.readline()  # the block ends at the end of the line it cuts ...
+            if fmt == "text" and text_split == "paragraph":
+                while f.readline().strip():  # ... or, for paragraphs, after the next blank line
+                    pass
+            end = f.tell()
+            f.seek(start)
+            blocks.append(Span(start, end, line))
+            line += f.read(end - start).count(b"\n")
+            start = end
+    return blocks
+
+
+def _row_group_spans(path: Path, block_bytes: int) -> list[Span] | None:
+    import pyarrow.parquet as pq
+
+    try:
+        metadata = pq.ParquetFile(path).metadata
+    except Exception:  # noqa: BLE001 - unreadable: read whole, where the rejection says why
+        return None
+    blocks: list[Span] = []
+    start = size = row = first = 0
+    for group in range(metadata.num_row_groups):
+        size += metadata.row_group(group).total_byte_size
+        row += metadata.row_group(group).num_rows
+        if size >= block_bytes or group == metadata.num_row_groups - 1:
+            blocks.append(Span(start, group + 1, first))
+            start, size, first = group + 1, 0, row
+    return blocks or None
 
 
 def _json(path: Path) -> Iterator[tuple[str, Any, str | None]]:
@@ -319,7 +388,7 @@ def _csv(path: Path) -> Iterator[tuple[str, Any, str | None]]:
         csv.field_size_limit(limit)
 
 
-def _parquet(path: Path) -> Iterator[tuple[str, Any, str | None]]:
+def _parquet(path: Path, span: Span | None = None) -> Iterator[tuple[str, Any, str | None]]:
     import pyarrow.parquet as pq
 
     try:
@@ -327,7 +396,8 @@ def _parquet(path: Path) -> Iterator[tuple[str, Any, str | None]]:
     except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a corrupt file
         yield str(path), Malformed("malformed_parquet", f"not a readable Parquet file ({exc})"), None
         return
-    index, batches = 0, parquet.iter_batches(batch_size=1000)
+    groups = range(span.start, span.end) if span else None
+    index, batches = span.first if span else 0, parquet.iter_batches(batch_size=1000, row_groups=groups)
     while True:
         try:
             batch = next(batches, None)
@@ -342,46 +412,44 @@ def _parquet(path: Path) -> Iterator[tuple[str, Any, str | None]]:
             index += 1
 
 
-def _plain_text(path: Path, split: str) -> Iterator[tuple[str, Any, str | None]]:
+def _plain_text(path: Path, split: str, span: Span | None = None) -> Iterator[tuple[str, Any, str | None]]:
     def chunk(start: int, lines: list[str]):
         return f"{path}:{start}", {"text": "".join(lines).strip("\n")}, None
 
-    with path.open("rb") as f:
-        start, lines = 1, []
-        for line_no, raw in enumerate(f, start=1):
-            if line_no == 1:
-                raw = raw.removeprefix(codecs.BOM_UTF8)
-            try:
-                line = _decode(raw, f"{path}:{line_no}")
-            except Malformed as exc:
-                yield f"{path}:{line_no}", exc, raw.decode("utf-8", errors="replace").rstrip("\n")
-                continue
-            if split == "line":
-                if line.strip():
-                    yield chunk(line_no, [line])
-            elif split == "paragraph" and not line.strip():
-                if lines:
-                    yield chunk(start, lines)
-                start, lines = line_no + 1, []
-            else:
-                if not lines:
-                    start = line_no
-                lines.append(line)
-        if lines and "".join(lines).strip():
-            yield chunk(start, lines)
+    start, lines = span.first if span else 1, []
+    for line_no, raw in _lines(path, span):
+        try:
+            line = _decode(raw, f"{path}:{line_no}")
+        except Malformed as exc:
+            yield f"{path}:{line_no}", exc, raw.decode("utf-8", errors="replace").rstrip("\n")
+            continue
+        if split == "line":
+            if line.strip():
+                yield chunk(line_no, [line])
+        elif split == "paragraph" and not line.strip():
+            if lines:
+                yield chunk(start, lines)
+            start, lines = line_no + 1, []
+        else:
+            if not lines:
+                start = line_no
+            lines.append(line)
+    if lines and "".join(lines).strip():
+        yield chunk(start, lines)
 
 
-def read_file(path: Path, text_split: str = "paragraph") -> Iterator[tuple[str, Any, str | None]]:
+def read_file(
+    path: Path, text_split: str = "paragraph", span: Span | None = None
+) -> Iterator[tuple[str, Any, str | None]]:
     fmt = FORMATS.get(path.suffix.lower())
     if fmt == "jsonl":
-        return _jsonl(path)
-    if fmt == "json":
-        return _json(path)
-    if fmt == "csv":
-        return _csv(path)
+        return _jsonl(path, span)
     if fmt == "parquet":
-        return _parquet(path)
-    return _plain_text(path, text_split)
+        return _parquet(path, span)
+    if fmt in ("json", "csv"):
+        assert span is None, "JSON and CSV files are read whole"
+        return _json(path) if fmt == "json" else _csv(path)
+    return _plain_text(path, text_split, span)
 
 
 def check_inputs(paths: list[str | Path]) -> list[Path]:
@@ -412,24 +480,39 @@ def ingest(
     `fields` maps r1kit names to the input's names ({"question": "prompt_text"}); with `strict`, the first
     bad input raises a UserError instead of becoming a rejected row.
     """
-    renames = {theirs: ours for ours, theirs in (fields or {}).items()}
     for path in paths:
-        for count, (source, obj, raw) in enumerate(read_file(path, text_split)):
-            if max_records is not None and count >= max_records:
-                break
-            try:
-                if isinstance(obj, Malformed):
-                    raise obj
-                if renames and isinstance(obj, dict):
-                    obj = {renames.get(k, k): v for k, v in obj.items()}
-                record = convert(obj, source)
-                extra = {k: v for k, v in obj.items() if k not in SHAPE_FIELDS}
-                if extra:
-                    record["meta"] = json.dumps(extra, ensure_ascii=False, default=str)
-                yield record
-            except Malformed as exc:
-                if strict:
-                    raise UserError(f"{source}: {exc} (data.strict is on)") from None
-                if raw is None and not isinstance(obj, Malformed):
-                    raw = json.dumps(obj, ensure_ascii=False, default=str)
-                yield rejected_record(source, "ingest", exc.reason, str(exc), raw)
+        yield from ingest_file(
+            path, fields=fields, text_split=text_split, strict=strict, max_records=max_records
+        )
+
+
+def ingest_file(
+    path: Path,
+    *,
+    fields: dict[str, str] | None = None,
+    text_split: str = "paragraph",
+    strict: bool = False,
+    max_records: int | None = None,
+    span: Span | None = None,
+) -> Iterator[dict]:
+    """`ingest` of one file, or of one block of it (see `spans`)."""
+    renames = {theirs: ours for ours, theirs in (fields or {}).items()}
+    for count, (source, obj, raw) in enumerate(read_file(path, text_split, span)):
+        if max_records is not None and count >= max_records:
+            break
+        try:
+            if isinstance(obj, Malformed):
+                raise obj
+            if renames and isinstance(obj, dict):
+                obj = {renames.get(k, k): v for k, v in obj.items()}
+            record = convert(obj, source)
+            extra = {k: v for k, v in obj.items() if k not in SHAPE_FIELDS}
+            if extra:
+                record["meta"] = json.dumps(extra, ensure_ascii=False, default=str)
+            yield record
+        except Malformed as exc:
+            if strict:
+                raise UserError(f"{source}: {exc} (data.strict is on)") from None
+            if raw is None and not isinstance(obj, Malformed):
+                raw = json.dumps(obj, ensure_ascii=False, default=str)
+            yield rejected_record(source, "ingest", exc.reason, str(exc), raw)
