@@ -84,6 +84,17 @@ class NearDedupConfig(Section):
     """Words per shingle (characters per shingle for text without spaces, e.g. Chinese)."""
 
 
+class RayConfig(Section):
+    address: str | None = None
+    """The Ray cluster to run on (`ray://head:10001`, or `auto` for the one this machine belongs to); unset uses
+    RAY_ADDRESS when set, else starts a Ray instance on this machine for the run."""
+    num_cpus: int | None = Field(None, ge=1)
+    """CPUs of the Ray instance started on this machine; unset uses data.num_proc, else every core."""
+    block_mb: float = Field(16.0, gt=0.0)
+    """JSONL inputs larger than this are read in blocks of about this many MiB, in parallel; other formats are
+    read one file per task."""
+
+
 class QualityConfig(Section):
     enabled: bool = True
     """Score each record with quality rules (level 1 worst to 5 best) and reject those below `min_level`."""
@@ -194,6 +205,11 @@ class DataConfig(Section):
     """Domain relevance."""
     decontam: DecontamConfig = DecontamConfig()
     """Evaluation-set decontamination."""
+    executor: Literal["local", "ray"] = "local"
+    """Where the stages run: worker processes on this machine, or Ray Data (a local Ray instance, or the cluster
+    `ray.address` names) for corpora that outgrow one machine. Both give the same output and report."""
+    ray: RayConfig = RayConfig()
+    """The Ray executor's cluster and read blocks."""
 
     @model_validator(mode="after")
     def _bounds(self) -> DataConfig:

@@ -24,12 +24,19 @@ def data_clean(
         Path | None, typer.Option(help="Recipe whose `data` section configures the stages.")
     ] = None,
     strict: Annotated[bool, typer.Option("--strict", help="Stop at the first malformed input.")] = False,
+    executor: Annotated[
+        str | None,
+        typer.Option(help="local (this machine's cores) or ray (Ray Data; RAY_ADDRESS names a cluster)."),
+    ] = None,
     overrides: SetOption = None,
 ) -> None:
     """Clean data files into sharded Parquet with an auditable report (every input record accounted for)."""
     from r1kit.data.clean import clean
 
-    config = load_recipe_for(recipe, overrides, ["data.strict=true"] if strict else [])
+    extra = ["data.strict=true"] if strict else []
+    if executor is not None:
+        extra.append(f"data.executor={executor}")
+    config = load_recipe_for(recipe, overrides, extra)
     files = [str(p) for p in (inputs or []) + (more_inputs or [])] or config.data.inputs
     result = clean(files, out_dir, config.data, seed=config.seed)
     config.save(out_dir)

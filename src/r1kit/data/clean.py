@@ -9,6 +9,9 @@ written as sharded Parquet and rejected ones to `rejected.jsonl`. Stage order:
   decontam → train/validation split
 
 so `report.json` satisfies `input_records == kept + sum(rejected.values())` by construction.
+
+That is the local executor. `data.executor: ray` runs the same stage functions on Ray Data (`on_ray.py`) and
+hands its rows, in the same order, to the same writer: the output and the report are the same files.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import shutil
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -243,15 +247,55 @@ def clean(inputs: list[str | Path], out_dir: str | Path, cfg: DataConfig, *, see
 
 
 def _clean(files: list[Path], out_dir: Path, cfg: DataConfig, seed: int) -> CleanResult:
+    from r1kit.data.report import write_report
+
+    start = time.perf_counter()
+    warnings: list[str] = []
+    hashing = None
+    if cfg.exact_dedup or cfg.near_dedup.enabled:
+        bands, rows_per_band = dedup.lsh_params(cfg.near_dedup.threshold, cfg.near_dedup.num_perm)
+        hashing = dict(
+            near=cfg.near_dedup.enabled,
+            num_perm=cfg.near_dedup.num_perm,
+            shingle_size=cfg.near_dedup.shingle_size,
+            bands=bands,
+            rows_per_band=rows_per_band,
+        )
+    model_dir = semantic_model(cfg, warnings)
+    if cfg.executor == "ray":
+        from r1kit.data import on_ray
+
+        with on_ray.ray_session(cfg) as ray:
+            run = on_ray.run(ray, files, cfg, hashing, model_dir)
+            t = time.perf_counter()
+            counts, per_file = _write_outputs(run.rows, out_dir, cfg, seed, run.duplicates, run.source_of)
+            timings = run.timings | {"write": round(time.perf_counter() - t, 3)}
+    else:
+        counts, per_file, timings = _clean_locally(files, out_dir, cfg, seed, hashing, model_dir)
+    for path in files:
+        if per_file[str(path)] == 0:
+            warnings.append(f"{path} holds no records (empty file)")
+    report = write_report(
+        out_dir,
+        counts,
+        files=[str(f) for f in files],
+        cfg=cfg,
+        warnings=warnings,
+        timings=timings,
+        seconds=time.perf_counter() - start,
+    )
+    return CleanResult(out_dir, report, warnings)
+
+
+def _clean_locally(
+    files: list[Path], out_dir: Path, cfg: DataConfig, seed: int, hashing: dict | None, model_dir: Path | None
+) -> tuple[dict, Counter, dict[str, float]]:
+    """The stages in this machine's worker processes, over an Arrow table on disk (`datasets`)."""
     from datasets import Dataset
     from datasets.exceptions import DatasetGenerationError
 
-    from r1kit.data.report import write_report
-
     quiet_datasets()
-    start = time.perf_counter()
     num_proc = cfg.num_proc or os.cpu_count() or 1
-    warnings: list[str] = []
     timings: dict[str, float] = {}
 
     def timed(name: str, t0: float) -> float:
@@ -261,18 +305,15 @@ def _clean(files: list[Path], out_dir: Path, cfg: DataConfig, seed: int) -> Clea
 
     with tempfile.TemporaryDirectory(prefix="r1kit-clean-", dir=out_dir) as tmp:
         t = time.perf_counter()
-        rows_per_file: Counter = Counter()
 
         def generate(paths):
-            for row in ingest(
+            yield from ingest(
                 [Path(p) for p in paths],
                 fields=cfg.fields,
                 text_split=cfg.text_split,
                 strict=cfg.strict,
                 max_records=cfg.max_records,
-            ):
-                rows_per_file[row["source"].rsplit(":", 1)[0]] += 1
-                yield row
+            )
 
         try:
             ds = Dataset.from_generator(
@@ -287,16 +328,6 @@ def _clean(files: list[Path], out_dir: Path, cfg: DataConfig, seed: int) -> Clea
                 raise exc.__cause__ from None
             raise
         t = timed("ingest", t)
-        hashing = None
-        if cfg.exact_dedup or cfg.near_dedup.enabled:
-            bands, rows_per_band = dedup.lsh_params(cfg.near_dedup.threshold, cfg.near_dedup.num_perm)
-            hashing = dict(
-                near=cfg.near_dedup.enabled,
-                num_perm=cfg.near_dedup.num_perm,
-                shingle_size=cfg.near_dedup.shingle_size,
-                bands=bands,
-                rows_per_band=rows_per_band,
-            )
         ds = _map(ds, prepare_batch, num_proc=num_proc, desc="prepare", cfg=cfg, hashing=hashing)
         t = timed("normalise_html_length_hash", t)
         duplicates = NO_DUPLICATES
@@ -306,7 +337,6 @@ def _clean(files: list[Path], out_dir: Path, cfg: DataConfig, seed: int) -> Clea
                 [c for c in ds.column_names if c in ("exact_hash", "signature") or c.startswith("band_")]
             )
             t = timed("dedup", t)
-        eval_ngrams = _eval_ngrams(cfg) if cfg.decontam.enabled else None
         ds = _map(
             ds,
             filter_batch,
@@ -315,35 +345,23 @@ def _clean(files: list[Path], out_dir: Path, cfg: DataConfig, seed: int) -> Clea
             with_indices=True,
             cfg=cfg,
             duplicates=duplicates,
-            eval_ngrams=eval_ngrams,
+            eval_ngrams=eval_ngrams(cfg) if cfg.decontam.enabled else None,
         )
         t = timed("quality_toxicity_decontam", t)
-
-        if cfg.semantic.enabled:
-            ds, skipped = _semantic(ds, cfg)
-            if skipped:
-                warnings.append(skipped)
+        if model_dir is not None:
+            ds = _semantic(ds, cfg, model_dir)
             t = timed("semantic", t)
         if cfg.domain.enabled:
             ds = _domain(ds, cfg)
             t = timed("domain", t)
-        counts = _write_outputs(ds, out_dir, cfg, seed, duplicates)
+        originals = np.unique(duplicates.originals).tolist()
+        source_of = (
+            dict(zip(originals, _take(ds.data.column("source"), originals).to_pylist())) if originals else {}
+        )
+        rows = enumerate(row for batch in ds.iter(batch_size=1000) for row in rows_of(batch))
+        counts, per_file = _write_outputs(rows, out_dir, cfg, seed, duplicates, source_of)
         timings["write"] = round(time.perf_counter() - t, 3)
-        empty_files = [str(f) for f in files if rows_per_file[str(f)] == 0]
-
-    for path in empty_files:
-        warnings.append(f"{path} holds no records (empty file)")
-    seconds = time.perf_counter() - start
-    report = write_report(
-        out_dir,
-        counts,
-        files=[str(f) for f in files],
-        cfg=cfg,
-        warnings=warnings,
-        timings=timings,
-        seconds=seconds,
-    )
-    return CleanResult(out_dir, report, warnings)
+    return counts, per_file, timings
 
 
 OUTPUTS = frozenset(["train", "validation", "rejected.jsonl", "report.json", "report.md", "config.yaml"])
@@ -371,9 +389,12 @@ def _check_replaceable(out_dir: Path) -> None:
         )
 
 
-def _semantic(ds, cfg: DataConfig):
-    from r1kit.data.semantic import Embedder, check_consistency, find_model_dir
+def semantic_model(cfg: DataConfig, warnings: list[str]) -> Path | None:
+    """The semantic stage's embedding model folder; None (and a warning) when the stage is off or has none."""
+    from r1kit.data.semantic import find_model_dir
 
+    if not cfg.semantic.enabled:
+        return None
     model_dir = find_model_dir(cfg.semantic.model_dir)
     if model_dir is None:
         message = (
@@ -381,7 +402,13 @@ def _semantic(ds, cfg: DataConfig):
             "(pip install 'r1kit[embed]' or set data.semantic.model_dir)"
         )
         print0(f"[yellow]warning:[/yellow] {message}")
-        return ds, message
+        warnings.append(message)
+    return model_dir
+
+
+def _semantic(ds, cfg: DataConfig, model_dir: Path):
+    from r1kit.data.semantic import Embedder, check_consistency
+
     embedder = Embedder(model_dir)
 
     def batch_fn(batch):
@@ -389,7 +416,7 @@ def _semantic(ds, cfg: DataConfig):
         check_consistency(rows, embedder, cfg)
         return batch_of(rows, batch.keys())
 
-    return ds.map(batch_fn, batched=True, batch_size=256, desc="semantic"), None
+    return ds.map(batch_fn, batched=True, batch_size=256, desc="semantic")
 
 
 def _domain(ds, cfg: DataConfig):
@@ -405,7 +432,7 @@ def _domain(ds, cfg: DataConfig):
     return ds.map(batch_fn, batched=True, batch_size=1000, desc="domain")
 
 
-def _eval_ngrams(cfg: DataConfig) -> set[str]:
+def eval_ngrams(cfg: DataConfig) -> set[str]:
     from r1kit.data.decontam import load_eval_ngrams
     from r1kit.paths import reference_file
 
@@ -416,12 +443,17 @@ def _eval_ngrams(cfg: DataConfig) -> set[str]:
     return load_eval_ngrams(paths, cfg.decontam.ngram)
 
 
-def _write_outputs(ds, out_dir: Path, cfg: DataConfig, seed: int, duplicates: Duplicates) -> dict:
-    """Kept rows → train/ and validation/ Parquet shards; rejected rows → rejected.jsonl. Returns counts."""
-    originals = np.unique(duplicates.originals).tolist()
-    source_of = (
-        dict(zip(originals, _take(ds.data.column("source"), originals).to_pylist())) if originals else {}
-    )
+def _write_outputs(
+    rows: Iterable[tuple[int, dict]],
+    out_dir: Path,
+    cfg: DataConfig,
+    seed: int,
+    duplicates: Duplicates,
+    source_of: dict[int, str],
+) -> tuple[dict, Counter]:
+    """Kept rows → train/ and validation/ Parquet shards; rejected rows → rejected.jsonl, in the order given,
+    each row with its index (the key of `duplicates`). Returns the report's counts and the rows per file."""
+    per_file: Counter = Counter()
     schema = _output_schema()
     writers = {
         split: _ShardWriter(out_dir / split, cfg.shard_size, schema) for split in ("train", "validation")
@@ -436,40 +468,39 @@ def _write_outputs(ds, out_dir: Path, cfg: DataConfig, seed: int, duplicates: Du
     modified_examples: dict[str, list[dict]] = {}
     input_records = 0
     with (out_dir / "rejected.jsonl").open("w", encoding="utf-8") as rejected_file:
-        for batch in ds.iter(batch_size=1000):
-            for row in rows_of(batch):
-                index = input_records
-                input_records += 1
-                for stage, detail in json.loads(row["modified"] or "{}").items():
-                    modified[stage] += 1
-                    bucket = modified_examples.setdefault(stage, [])
-                    if len(bucket) < 3:
-                        bucket.append({"source": row["source"], "detail": detail})
-                if row["reject_reason"] is None:
-                    writers[_split(row, cfg.validation_fraction, seed)].add(row)
-                    kinds[row["kind"]] += 1
-                    if row["quality"] is not None:
-                        levels[int(row["quality"])] += 1
-                    toxicity_scored += bool(row["toxicity"])
-                    continue
-                if row["reject_stage"] in ("exact_dedup", "near_dedup"):
-                    row["reject_detail"] = duplicates.detail(index, source_of)
-                rejected[row["reject_reason"]] += 1
-                by_stage[row["reject_stage"]] += 1
-                entry = {
-                    "source": row["source"],
-                    "stage": row["reject_stage"],
-                    "reason": row["reject_reason"],
-                    "detail": row["reject_detail"],
-                }
-                if row["raw"] is not None:
-                    entry["raw"] = row["raw"]
-                else:
-                    entry["record"] = {k: row[k] for k in ("kind", "messages", "answer", "text", "meta")}
-                rejected_file.write(json.dumps(entry, ensure_ascii=False) + "\n")
-                bucket = examples.setdefault(row["reject_reason"], [])
+        for index, row in rows:
+            input_records += 1
+            per_file[row["source"].rsplit(":", 1)[0]] += 1
+            for stage, detail in json.loads(row["modified"] or "{}").items():
+                modified[stage] += 1
+                bucket = modified_examples.setdefault(stage, [])
                 if len(bucket) < 3:
-                    bucket.append({"source": row["source"], "detail": row["reject_detail"]})
+                    bucket.append({"source": row["source"], "detail": detail})
+            if row["reject_reason"] is None:
+                writers[_split(row, cfg.validation_fraction, seed)].add(row)
+                kinds[row["kind"]] += 1
+                if row["quality"] is not None:
+                    levels[int(row["quality"])] += 1
+                toxicity_scored += bool(row["toxicity"])
+                continue
+            if row["reject_stage"] in ("exact_dedup", "near_dedup"):
+                row["reject_detail"] = duplicates.detail(index, source_of)
+            rejected[row["reject_reason"]] += 1
+            by_stage[row["reject_stage"]] += 1
+            entry = {
+                "source": row["source"],
+                "stage": row["reject_stage"],
+                "reason": row["reject_reason"],
+                "detail": row["reject_detail"],
+            }
+            if row["raw"] is not None:
+                entry["raw"] = row["raw"]
+            else:
+                entry["record"] = {k: row[k] for k in ("kind", "messages", "answer", "text", "meta")}
+            rejected_file.write(json.dumps(entry, ensure_ascii=False) + "\n")
+            bucket = examples.setdefault(row["reject_reason"], [])
+            if len(bucket) < 3:
+                bucket.append({"source": row["source"], "detail": row["reject_detail"]})
     for writer in writers.values():
         writer.flush()
     return {
@@ -485,4 +516,4 @@ def _write_outputs(ds, out_dir: Path, cfg: DataConfig, seed: int, duplicates: Du
         "examples": examples,
         "modified": dict(modified.most_common()),
         "modified_examples": modified_examples,
-    }
+    }, per_file
