@@ -32,6 +32,10 @@ def manifests() -> dict[tuple[str, str], dict]:
 def pod_specs(doc: dict) -> list[dict]:
     if doc["kind"] == "PyTorchJob":
         return [r["template"]["spec"] for r in doc["spec"]["pytorchReplicaSpecs"].values()]
+    if doc["kind"] == "RayJob":
+        cluster = doc["spec"]["rayClusterSpec"]
+        groups = [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]
+        return [g["template"]["spec"] for g in groups]
     return [doc["spec"]["template"]["spec"]]
 
 
@@ -100,6 +104,36 @@ def test_pods_request_gpus_shared_memory_and_the_shared_volume(key):
             assert mounts <= volumes.keys()
         if "recipe" in volumes:
             assert volumes["recipe"]["configMap"]["name"] == "r1kit-recipe"
+
+
+def test_data_rayjob_runs_the_ray_executor_on_a_cluster_kuberay_makes_for_it():
+    job = manifests()[("RayJob", "r1kit-data-clean")]
+    assert job["apiVersion"] == "ray.io/v1" and job["spec"]["shutdownAfterJobFinishes"] is True
+    command = job["spec"]["entrypoint"].split()
+    assert command[:3] == ["r1kit", "data", "clean"] and "--executor" in command
+    assert command[command.index("--executor") + 1] == "ray"
+    cluster = job["spec"]["rayClusterSpec"]
+    pinned = re.search(r"^ARG RAY_VERSION=(\S+)", (DEPLOY / "Dockerfile.cpu").read_text(), re.M).group(1)
+    assert cluster["rayVersion"] == pinned  # KubeRay's cluster and the image's Ray are one version
+    claims = {d["metadata"]["name"] for d in documents(K8S / "storage.yaml")}
+    paths = {command[command.index(flag) + 1] for flag in ("--input", "--out")}
+    for spec in pod_specs(job):  # the head writes the output, the workers read the inputs: all mount /data
+        volumes = {v["name"]: v for v in spec["volumes"]}
+        assert volumes["data"]["persistentVolumeClaim"]["claimName"] in claims
+        assert volumes["shm"]["emptyDir"]["medium"] == "Memory"  # Ray's object store lives in /dev/shm
+        [container] = spec["containers"]
+        assert container["image"] == "r1kit-cpu"
+        mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+        assert mounts["/dev/shm"] == "shm" and all(p.startswith("/data/") for p in paths)
+        assert mounts["/data"] == "data" and set(mounts.values()) <= volumes.keys()
+    head = cluster["headGroupSpec"]["template"]["spec"]
+    assert {"mountPath": "/etc/r1kit", "name": "recipe"} in head["containers"][0]["volumeMounts"]
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    assert "r1kit-cpu" in {i["name"] for i in kustomization["images"]}
+    from r1kit.config import load_recipe
+
+    overrides = [arg for i, arg in enumerate(command) if i and command[i - 1] == "--set"]
+    assert load_recipe(K8S / "recipe.yaml", [*overrides, "data.executor=ray"]).data.ray.block_mb == 256
 
 
 def test_serving_deployment_service_and_autoscaler_fit_together():
@@ -208,6 +242,7 @@ def test_images_run_as_a_user_with_a_healthcheck_and_the_pinned_torch(name):
     text = (DEPLOY / name).read_text()
     pinned = re.search(r"TORCH_CPU \?= torch==([\d.]+)", (ROOT / "Makefile").read_text()).group(1)
     assert f"ARG TORCH_VERSION={pinned}" in text
+    assert '"ray[data]==${RAY_VERSION}"' in text
     users = re.findall(r"^USER (\S+)", text, re.M)
     assert users and users[-1] not in ("root", "0")
     assert re.search(r"^HEALTHCHECK .*\n.*CMD curl -fsS http://127.0.0.1:8000/health", text, re.M)
