@@ -136,6 +136,16 @@ def test_workers_killed_mid_run_lose_nothing(tmp_path, ray_instance):
     assert report["rejected"]["exact_duplicate"] > 400 and report["rejected"]["near_duplicate"] > 100
 
 
+@pytest.mark.parametrize("executor", ["local", "ray"])
+def test_inputs_without_a_record_are_an_error_that_names_them(tmp_path, ray_instance, executor):
+    (tmp_path / "empty.jsonl").write_bytes(b"")
+    (tmp_path / "blank.txt").write_text("\n\n")
+    inputs = [tmp_path / "empty.jsonl", tmp_path / "blank.txt"]
+    with pytest.raises(UserError, match=r"no records in the inputs \(.*empty\.jsonl, .*blank\.txt\)"):
+        clean(inputs, tmp_path / "out", no_model(executor=executor))
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_strict_run_on_ray_stops_at_the_bad_line(tmp_path, ray_instance):
     path = write_jsonl(tmp_path / "in.jsonl", [{"text": "fine text here"}] * 3)
     path.write_text(path.read_text() + '{"broken": \n')

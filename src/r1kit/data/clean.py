@@ -327,6 +327,10 @@ def _clean_locally(
             if isinstance(exc.__cause__, UserError):
                 raise exc.__cause__ from None
             raise
+        except ValueError as exc:  # datasets cannot make a table of nothing
+            if "corresponds to no data" in str(exc):
+                raise no_records(files) from None
+            raise
         t = timed("ingest", t)
         ds = _map(ds, prepare_batch, num_proc=num_proc, desc="prepare", cfg=cfg, hashing=hashing)
         t = timed("normalise_html_length_hash", t)
@@ -362,6 +366,11 @@ def _clean_locally(
         counts, per_file = _write_outputs(rows, out_dir, cfg, seed, duplicates, source_of)
         timings["write"] = round(time.perf_counter() - t, 3)
     return counts, per_file, timings
+
+
+def no_records(files: list[Path]) -> UserError:
+    shown = ", ".join(map(str, files[:5])) + (", ..." if len(files) > 5 else "")
+    return UserError(f"no records in the inputs ({shown}): every file is empty or blank")
 
 
 OUTPUTS = frozenset(["train", "validation", "rejected.jsonl", "report.json", "report.md", "config.yaml"])

@@ -35,7 +35,7 @@ import pyarrow as pa
 
 from r1kit.config import DataConfig
 from r1kit.data import dedup
-from r1kit.data.clean import NO_DUPLICATES, Duplicates, filter_batch, prepare_batch
+from r1kit.data.clean import NO_DUPLICATES, Duplicates, filter_batch, no_records, prepare_batch
 from r1kit.data.ingest import Span, ingest_file, spans
 from r1kit.data.records import batch_of, features, rows_of
 from r1kit.errors import UserError
@@ -379,6 +379,8 @@ def run(ray, files: list[Path], cfg: DataConfig, hashing: dict | None, semantic_
             .materialize()
         )
         timings["read_prepare"] = round(time.perf_counter() - t, 3)
+        if prepared.count() == 0:
+            raise no_records(files)
         t = time.perf_counter()
         cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
         duplicates, source_of = NO_DUPLICATES, {}
