@@ -20,6 +20,12 @@ API_KEY = "test-key"
 MAX_TOKENS_LIMIT = 512
 
 
+def eval_gsm8k(server, out, *options: str) -> list[str]:
+    """The `r1kit eval` command scoring the server's answers to GSM8K (with the tests' key) into `out`."""
+    return ["eval", "--endpoint", server.url + "/v1", "--api-key", API_KEY, "--suite", "gsm8k", *options,
+            "--out", str(out)]  # fmt: skip
+
+
 def make_scripted_model(tokenizer_dir, out_dir):
     import torch
 

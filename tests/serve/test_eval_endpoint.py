@@ -2,18 +2,11 @@
 
 import json
 
-from scripted import API_KEY, REASONING
+from scripted import REASONING, eval_gsm8k
 
 
 def test_eval_an_endpoint(server, tmp_path, cli):
-    done = cli(
-        "eval",
-        "--endpoint",
-        server.url + "/v1",
-        "--api-key",
-        API_KEY,
-        "--suite",
-        "gsm8k",
+    options = [
         "--limit",
         "2",
         "--num-samples",
@@ -22,10 +15,8 @@ def test_eval_an_endpoint(server, tmp_path, cli):
         "eval.pass_k=[1,2]",
         "--set",
         "eval.max_new_tokens=40",
-        "--out",
-        str(tmp_path / "eval"),
-        check=True,
-    )
+    ]
+    done = cli(*eval_gsm8k(server, tmp_path / "eval", *options), check=True)
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
     gsm8k = report["suites"]["gsm8k"]
     # The scripted model answers \boxed{18} to everything: right for GSM8K's first problem only.
