@@ -1,5 +1,9 @@
 """r1kit prints its own progress: these silence the libraries' progress bars and the warnings that are not the user's."""
 
+QUIET_ENV = "R1KIT_QUIET"
+"""Set to 1 by `r1kit --quiet`: training shows no per-step progress (train/progress.py). An environment
+variable, so that the ranks a launch starts inherit it."""
+
 
 def quiet_imports() -> None:
     """Called by the command before anything is imported. transformers imports torchao whenever it is installed

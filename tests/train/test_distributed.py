@@ -25,9 +25,10 @@ def losses(run_dir) -> dict[int, float]:
     return {r["step"]: r["loss"] for r in rows if r["split"] == "train" and "loss" in r}
 
 
-def train(recipe_path, out_dir, *sets, processes=1, resume=False):
+def train(recipe_path, out_dir, *sets, processes=1, resume=False, quiet=False):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     launcher = ["launch", "--nproc-per-node", str(processes), "--", "r1kit"] if processes > 1 else []
+    launcher = ["--quiet", *launcher] if quiet else launcher
     args = [arg for s in sets for arg in ("--set", s)] + (["--resume", "auto"] if resume else [])
     command = [
         sys.executable,
@@ -62,14 +63,25 @@ def runs(recipe_for, tmp_path_factory):
     )
     recipe_path = root / "recipe.yaml"
     recipe_path.write_text(recipe.to_yaml())
-    train(recipe_path, root / "one", "train.per_device_batch_size=2")
+    one = train(recipe_path, root / "one", "train.per_device_batch_size=2")
+    (root / "one.stderr").write_text(one.stderr)
     for name, sets in {
         "ddp": ["train.strategy=ddp"],
         "zero2": ["train.strategy=zero2"],
         "zero3": ["train.strategy=zero3", "train.offload_optimizer=true"],
     }.items():
-        train(recipe_path, root / name, *sets, processes=2)
+        done = train(recipe_path, root / name, *sets, processes=2, quiet=name == "ddp")
+        (root / f"{name}.stderr").write_text(done.stderr)
     return root, recipe_path
+
+
+@pytest.mark.slow
+def test_the_console_shows_one_stage_display_and_quiet_reaches_the_ranks(runs):
+    root, _ = runs
+    one, ddp = (root / "one.stderr").read_text(), (root / "ddp.stderr").read_text()
+    assert f"sft  step {STEPS}/{STEPS}" in one and "{'loss'" not in one  # plain lines, no raw dictionaries
+    # `r1kit --quiet launch ...`: neither rank prints a step, rank 0 alone says it is done
+    assert "sft  step" not in ddp and ddp.count("sft  done: ") == 1 and "{'loss'" not in ddp
 
 
 @pytest.mark.slow

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import threading
 import time
@@ -17,13 +18,20 @@ GRPO = (
 )
 
 
-def test_sft_then_grpo_then_a_rerun_skips_both(recipe_for, tmp_path):
+def test_sft_then_grpo_then_a_rerun_skips_both(recipe_for, tmp_path, capfd):
     from transformers import AutoModelForCausalLM
 
     recipe = recipe_for(
         "train.max_steps=4", "train.save_steps=2", "train.eval_steps=2", f"pipeline.stages=[sft, {GRPO}]"
     )
     records = run_pipeline(recipe, tmp_path / "run")
+    # Each stage's console, not a terminal here: plain lines with its figures, never the logs' raw dictionaries
+    console = capfd.readouterr().err
+    assert re.search(r"^sft  step \d/4  loss [\d.]+  tokens/s [\d,]+", console, re.M), console[-2000:]
+    assert re.search(r"^sft  validation at step 2: loss [\d.]+, perplexity", console, re.M)
+    assert re.search(r"^grpo  step \d/2  loss \S+  reward [\d.]+  accuracy [\d.]+%", console, re.M)
+    assert re.search(r"^sft  done: 4 steps in \dm\d\ds", console, re.M) and "grpo  done: 2 steps" in console
+    assert "{'loss'" not in console and "'grad_norm'" not in console
     assert [r.stage for r in records] == ["sft", "grpo"] and not any(r.skipped for r in records)
     assert records[0].summary == {"steps": 4, "run_dir": str(tmp_path / "run" / "01-sft")}
     assert records[0].seconds > 0

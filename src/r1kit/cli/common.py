@@ -15,6 +15,28 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+@app.callback()
+def _options(
+    quiet: Annotated[
+        bool,
+        typer.Option(
+            "--quiet",
+            "-q",
+            help="Training shows validations and its closing line only, no per-step progress.",
+        ),
+    ] = False,
+) -> None:
+    """r1kit: from raw data to a served DeepSeek-R1-style reasoning model, driven by one YAML recipe."""
+    if quiet:
+        import os
+
+        from r1kit.quiet import QUIET_ENV
+
+        os.environ[QUIET_ENV] = "1"
+
+
 model_app = typer.Typer(help="Create and inspect models.", no_args_is_help=True)
 tokenizer_app = typer.Typer(help="Train tokenizers.", no_args_is_help=True)
 recipe_app = typer.Typer(help="Check recipes and read what their fields mean.", no_args_is_help=True)

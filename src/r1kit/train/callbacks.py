@@ -1,7 +1,7 @@
 """What r1kit adds around TRL's trainer: metrics in the run folder, atomic checkpoints with best-k retention,
 a clean stop on SIGTERM/SIGINT, and a guard against non-finite losses.
 
-Transformers' own pieces are used where they do the job (the progress bar, TensorBoard, early stopping); these
+Transformers' own pieces are used where they do the job (TensorBoard, early stopping); these
 callbacks fill what they lack: `save_total_limit` keeps the best one checkpoint and writes in place, the logged
 loss hides NaNs (`logging_nan_inf_filter`), and nothing reacts to a pre-emption signal.
 """
@@ -14,7 +14,7 @@ import signal
 import time
 from pathlib import Path
 
-from transformers import ProgressCallback, TrainerCallback
+from transformers import TrainerCallback
 
 from r1kit.config import logged_metric
 from r1kit.dist import barrier, is_main_process, max_over_ranks, print0, world_size
@@ -204,45 +204,6 @@ class TrainClock(TrainerCallback):
                 "at_step": self.at_step,
             }
             self.path.write_text(json.dumps(record) + "\n")
-
-
-class BudgetProgress(ProgressCallback):
-    """The trainer's progress bar for a run with a seconds budget (`train.max_train_seconds`): training seconds
-    against the budget, with the step, where the trainer's own would count steps against the billions that
-    the budget's endless epochs make."""
-
-    def __init__(self, clock: TrainClock):
-        super().__init__()
-        self.clock, self.shown = clock, 0.0
-
-    @classmethod
-    def replace_in(cls, trainer) -> None:
-        """Put it in place of the trainer's bar when the trainer has a budgeted clock (and a bar)."""
-        clock = next(
-            (c for c in trainer.callback_handler.callbacks if isinstance(c, TrainClock) and c.limit), None
-        )
-        if clock is not None and trainer.pop_callback(ProgressCallback) is not None:
-            trainer.add_callback(cls(clock))
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        from tqdm.auto import tqdm
-
-        if state.is_world_process_zero:
-            self.training_bar = tqdm(
-                total=self.clock.limit,
-                desc="training seconds",
-                unit="s",
-                dynamic_ncols=True,
-                bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s [{elapsed}{postfix}]",
-            )
-        self.current_step, self.shown = 0, 0.0
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.is_world_process_zero:
-            seconds = min(self.clock.seconds, self.clock.limit)
-            self.training_bar.update(seconds - self.shown)
-            self.training_bar.set_postfix(step=state.global_step, refresh=True)
-            self.shown, self.current_step = seconds, state.global_step
 
 
 class NothingLeftToTrain(Exception):

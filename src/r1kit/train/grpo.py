@@ -34,12 +34,12 @@ from r1kit.errors import UserError
 from r1kit.hardware import require_cuda, require_module
 from r1kit.models.load import weights_only_loads
 from r1kit.train.callbacks import (
-    BudgetProgress,
     MetricsLogger,
     NonFiniteGuard,
     NothingLeftToTrain,
     StopBeforeTraining,
 )
+from r1kit.train.progress import StageProgress
 from r1kit.train.rewards import resolve
 from r1kit.train.rl_health import RLHealth
 from r1kit.train.rollouts import EngineRollouts, check_supported
@@ -276,7 +276,7 @@ def train_grpo(
         health.time_rollouts(trainer)
         guard = NonFiniteGuard(trainer, recipe.train.max_nonfinite_steps)
         report_failed_saves(trainer, run_dir)
-        BudgetProgress.replace_in(trainer)
+        StageProgress.replace_in(trainer, "grpo")
         if validation is not None:
             from r1kit.eval.during_training import AccuracyAtValidation
 

@@ -31,13 +31,13 @@ from r1kit.errors import UserError
 from r1kit.models.load import weights_only_loads
 from r1kit.train import checkpoint
 from r1kit.train.callbacks import (
-    BudgetProgress,
     MetricsLogger,
     NonFiniteGuard,
     NothingLeftToTrain,
     StopAtStep,
     StopBeforeTraining,
 )
+from r1kit.train.progress import StageProgress
 from r1kit.train.run import (
     OOM_ADVICE,
     TrainResult,
@@ -222,7 +222,7 @@ def train_sft(
             trainer.callback_handler.callbacks.insert(0, metrics_logger)
             guard = NonFiniteGuard(trainer, recipe.train.max_nonfinite_steps)
             report_failed_saves(trainer, run_dir)
-            BudgetProgress.replace_in(trainer)
+            StageProgress.replace_in(trainer, "sft")
             if recipe.eval.during_training and eval_ds is not None:
                 from r1kit.eval.during_training import AccuracyAtValidation
                 from r1kit.eval.suites import heldout
