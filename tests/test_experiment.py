@@ -139,7 +139,8 @@ def test_a_seconds_budget_stops_each_arm_at_the_first_step_past_it(recipe_for, s
     for seed in (42, 43):
         clock = json.loads((tmp_path / "x" / "sft-more" / f"seed-{seed}" / "train_clock.json").read_text())
         seconds = sorted(clock["at_step"].values())
-        assert seconds[-1] >= 1.5 and (len(seconds) == 1 or seconds[-2] < 1.5)
+        # train_clock.json rounds to the millisecond: a step that ended at 1.4996 s reads 1.5
+        assert seconds[-1] >= 1.5 and (len(seconds) == 1 or seconds[-2] <= 1.5)
         assert 1 < clock["steps"] < 1000
     assert report["seeds"] == [42, 43] and len(report["arms"]["sft-more"]["train_seconds"]) == 2
     # the progress counts seconds against the budget, not steps against the endless epochs' ~1e9 x data
