@@ -253,7 +253,9 @@ def blocks_file(tmp_path, fmt: str):
 @pytest.mark.parametrize(
     "fmt,split", [("jsonl", None), ("text", "line"), ("text", "paragraph"), ("parquet", None)]
 )
-@pytest.mark.parametrize("block_bytes", [1, 40, 97])
+@pytest.mark.parametrize(
+    "block_bytes", [0, 1, 40, 97]
+)  # 0: data.ray.block_mb small enough to round to nothing
 def test_a_file_read_in_blocks_gives_what_one_read_gives(tmp_path, fmt, split, block_bytes):
     path = blocks_file(tmp_path, fmt)
     split = split or "paragraph"

@@ -280,7 +280,10 @@ def spans(path: Path, block_bytes: int, text_split: str = "paragraph") -> list[S
     JSONL and text split by line are cut at line ends, text split by paragraph after a blank line, Parquet
     between row groups."""
     fmt = FORMATS.get(path.suffix.lower(), "text")
-    size = path.stat().st_size
+    size, block_bytes = (
+        path.stat().st_size,
+        max(block_bytes, 1),
+    )  # a block of 0 bytes would seek before its start
     if size <= block_bytes or fmt in ("json", "csv") or (fmt == "text" and text_split == "file"):
         return None
     if fmt == "parquet":
