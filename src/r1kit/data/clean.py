@@ -306,14 +306,19 @@ def _clean_locally(
     with tempfile.TemporaryDirectory(prefix="r1kit-clean-", dir=out_dir) as tmp:
         t = time.perf_counter()
 
+        records = 0
+
         def generate(paths):
-            yield from ingest(
+            nonlocal records
+            for row in ingest(
                 [Path(p) for p in paths],
                 fields=cfg.fields,
                 text_split=cfg.text_split,
                 strict=cfg.strict,
                 max_records=cfg.max_records,
-            )
+            ):
+                records += 1
+                yield row
 
         try:
             ds = Dataset.from_generator(
@@ -327,8 +332,8 @@ def _clean_locally(
             if isinstance(exc.__cause__, UserError):
                 raise exc.__cause__ from None
             raise
-        except ValueError as exc:  # datasets cannot make a table of nothing
-            if "corresponds to no data" in str(exc):
+        except ValueError:
+            if records == 0:  # datasets cannot make a table of nothing
                 raise no_records(files) from None
             raise
         t = timed("ingest", t)

@@ -379,14 +379,15 @@ def run(ray, files: list[Path], cfg: DataConfig, hashing: dict | None, semantic_
             .materialize()
         )
         timings["read_prepare"] = round(time.perf_counter() - t, 3)
-        if prepared.count() == 0:
+        records = prepared.count()
+        if records == 0:
             raise no_records(files)
         t = time.perf_counter()
         cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
         duplicates, source_of = NO_DUPLICATES, {}
         if hashing is not None:
             columns = 1 + (hashing["bands"] if hashing["near"] else 0)
-            parts = max(cpus, -(-prepared.count() * columns // 2_000_000))
+            parts = max(cpus, -(-records * columns // 2_000_000))
             duplicates, source_of = find_duplicates(prepared, cfg, parts)
             timings["dedup"] = round(time.perf_counter() - t, 3)
             t = time.perf_counter()

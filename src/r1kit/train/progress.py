@@ -88,12 +88,13 @@ class StageProgress(TrainerCallback):
             return f"step {state.global_step}, {done:.0f}/{total:.0f} training s"
         return f"step {done}/{total}"
 
-    def _line(self, state) -> str:
+    def _figures(self, state) -> str:
+        """The last logged figures and the time left."""
         left = self._left(state)
-        parts = [self.stage, self._where(state), *self.figures.values()]
-        if left is not None:
-            parts.append(f"{_duration(left)} left")
-        return "  ".join(parts)
+        return "  ".join([*self.figures.values(), *([f"{_duration(left)} left"] if left is not None else [])])
+
+    def _line(self, state) -> str:
+        return "  ".join([self.stage, self._where(state), self._figures(state)])
 
     # -- the trainer's events
     def on_train_begin(self, args, state, control, **kwargs):
@@ -116,12 +117,10 @@ class StageProgress(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.live is not None:
-            left = self._left(state)
             done, _ = self._done_and_total(state)
-            figures = "  ".join(self.figures.values()) + (
-                f"  {_duration(left)} left" if left is not None else ""
+            self.live.update(
+                self.task, completed=done, where=self._where(state), figures=self._figures(state)
             )
-            self.live.update(self.task, completed=done, where=self._where(state), figures=figures)
             self.live.refresh()
 
     def on_log(self, args, state, control, logs=None, **kwargs):
