@@ -128,6 +128,21 @@ def test_unigram_round_trip_and_template(tmp_path, reference_data):
     assert tokenizer.decode(ids) == rendered
 
 
+def test_a_model_folder_keeps_its_tokenizer_kind(tmp_path):
+    """A model made with a unigram tokenizer loads that tokenizer back, not its architecture's (transformers
+    picks Qwen2's byte-level BPE class for a folder whose config.json says qwen2, which splits text otherwise)."""
+    from r1kit.models.create import init_model
+    from r1kit.models.load import load_tokenizer
+
+    texts = tmp_path / "texts.txt"
+    texts.write_text("\n".join(f"line {i} of some words to learn" for i in range(200)))
+    train_tokenizer([texts], tmp_path / "uni", vocab_size=300, type="unigram")
+    init_model("tiny-qwen2", tmp_path / "uni", tmp_path / "model", seed=0)
+    trained, reloaded = load_tokenizer(tmp_path / "uni"), load_tokenizer(tmp_path / "model")
+    for text in ["line 5 of words", *TEXTS]:
+        assert reloaded.encode(text) == trained.encode(text), text
+
+
 @pytest.mark.parametrize(
     "content, message",
     [

@@ -36,7 +36,21 @@ def load_tokenizer(path: str | Path, *, trust_remote_code: bool = False):
     tokenizer_dir = resolve_model_dir(path, "tokenizer")
     if not any((tokenizer_dir / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json")):
         raise UserError(f"{tokenizer_dir} holds no tokenizer (tokenizer.json or tokenizer_config.json)")
+    if _saved_class(tokenizer_dir) == "TokenizersBackend":
+        # What r1kit's trained tokenizers save. Beside a config.json, AutoTokenizer would build the class of the
+        # config's model type instead (Qwen2's byte-level BPE for a qwen2 model), which splits a unigram
+        # tokenizer's text differently from how it was trained.
+        from transformers import TokenizersBackend
+
+        return TokenizersBackend.from_pretrained(tokenizer_dir)
     return AutoTokenizer.from_pretrained(tokenizer_dir, trust_remote_code=trust_remote_code)
+
+
+def _saved_class(tokenizer_dir: Path) -> str | None:
+    try:
+        return json.loads((tokenizer_dir / "tokenizer_config.json").read_text()).get("tokenizer_class")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def check_attn_implementation(name: str) -> None:
