@@ -11,10 +11,15 @@ TORCH_CPU ?= torch==2.13.0
 # pip's; INSTALLER=pip installs with pip alone, and pip takes over whenever uv cannot be installed or fails.
 INSTALLER ?= uv
 UV ?= uv>=0.4,<1
-# `make demo` installs what the demo runs (serving, int8 export, the OpenAI client it asks the server with);
-# `make setup` and `make test` install everything the tests use as well.
-DEMO_EXTRAS ?= serve,export,demo
-EXTRAS ?= serve,export,demo,embed,deepspeed,test
+# `make demo` installs what the demo runs (serving, int8 and GGUF export, the OpenAI client it asks the server
+# with); `make setup` and `make test` install everything the tests use as well.
+DEMO_EXTRAS ?= serve,export,llamacpp,demo
+EXTRAS ?= serve,export,llamacpp,demo,embed,deepspeed,test
+# llama-cpp-python is built from source (PyPI has no wheel): for this machine's CPU, without the multimodal
+# library r1kit does not use (3m33s instead of 4m09s on 2 cores), and with ggml's own thread pool rather than
+# OpenMP, whose threads r1kit sets to passive waiting for torch (OMP_WAIT_POLICY).
+export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF \
+	-DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF -DGGML_OPENMP=OFF
 DEMO_OUT ?= runs/demo
 # Two pytest workers, one test file each at a time: most of the suite's time is single-threaded (the Python
 # imports of the r1kit processes its tests start, ~10 s each here), so on 2 cores two workers finish in about

@@ -2,8 +2,9 @@
 
 Input: a Hugging Face model folder (a run's `final/`, a `checkpoint-N/`, sharded safetensors included) or a
 LoRA adapter folder (`adapter_config.json`, whose base folder is named inside it). Output: a Hugging Face
-folder that plain transformers loads, safetensors only, plus `export.json` (sizes, generation speed before
-and after, which weight tensors were left unquantised, with why, and how to serve the folder with vLLM).
+folder that plain transformers loads, safetensors only (or a GGUF file, below), plus `export.json` (sizes,
+generation speed before and after, which weight tensors were left unquantised, with why, and how to serve the
+folder with vLLM).
 
 vLLM cannot run on a CPU, so what it needs is checked on the written files (`vllm_declaration`): its DeepSeek-R1
 reasoning parser (`--reasoning-parser deepseek_r1`) finds `<think>` and `</think>` by text in the tokenizer's
@@ -18,6 +19,9 @@ Quantisation methods (`--quantize`), each from the library that owns it:
 - `int8`, `int4`: torchao weight-only (int4 on CUDA GPUs: its CPU kernels need a layout this export does not
   choose);
 - `nf4`: bitsandbytes 4-bit NormalFloat with double quantisation (the QLoRA format), for CUDA GPUs.
+- `--format gguf --quant f16|q8_0|q4_k_m`: one GGUF file for llama.cpp, Ollama and LM Studio, with the tokenizer
+  beside it for `r1kit serve` and `r1kit eval` (gguf_export.py); its speed is measured by llama.cpp. `auto`
+  measures these files too (`gguf-<quant>`) where llama.cpp is installed and no CUDA GPU is (vLLM serves GPUs).
 torchao and bitsandbytes quantise `nn.Linear` layers only: embeddings, the LM head and MoE experts stored as
 fused 3-D tensors (DeepSeek-V3 in transformers) stay in their original precision, and the report lists them.
 """
@@ -34,6 +38,9 @@ from r1kit.hardware import require_cuda, require_module
 from r1kit.models.load import load_full_model, load_tokenizer
 
 METHODS = ("none", "auto", "int8-dynamic", "int8", "int4", "nf4")
+FORMATS = ("hf", "gguf")
+GGUF_QUANTS = ("f16", "q8_0", "q4_k_m")
+"""GGUF's quantisations (gguf_export.py); `auto` tries them as `gguf-f16`, `gguf-q8_0`, `gguf-q4_k_m`."""
 SPEED_REPEATS = 3
 """Speed checks per model; the median is reported (one greedy run is at the mercy of a busy machine)."""
 SPEED_PROMPT = "Janet's ducks lay 16 eggs per day. How many does she sell?"
@@ -57,7 +64,9 @@ class ExportResult:
     measured: dict[str, Measurement] = field(default_factory=dict)
     """With `auto`: every method tried (`none` included) and its size and speed here."""
     vllm: dict = field(default_factory=dict)
-    """`vllm_declaration` of the written folder."""
+    """`vllm_declaration` of the written folder (a Hugging Face folder)."""
+    gguf: dict = field(default_factory=dict)
+    """A GGUF export: its file and how to serve it with r1kit and with llama.cpp's own server."""
 
     @property
     def slower(self) -> bool:
@@ -72,11 +81,21 @@ def export(
     *,
     merge_lora: bool = True,
     quantize: str = "none",
+    format: str = "hf",
     trust_remote_code: bool = False,
     speed_tokens: int = 32,
 ) -> ExportResult:
+    """`format` "hf" (a Hugging Face folder, `quantize` one of METHODS) or "gguf" (a folder with one GGUF file
+    and the tokenizer, `quantize` one of gguf_export.QUANTS). `auto` measures both kinds where llama.cpp is
+    installed (`gguf-<quant>` candidates) and keeps the fastest."""
     model_dir, out_dir = Path(model_dir), Path(out_dir)
-    if quantize not in METHODS:
+    if format not in FORMATS:
+        raise UserError(f"--format {format!r}: choose one of {', '.join(FORMATS)}")
+    if format == "gguf":
+        if quantize not in GGUF_QUANTS:
+            raise UserError(f"--format gguf takes --quant {' | '.join(GGUF_QUANTS)}, not {quantize!r}")
+        quantize = f"gguf-{quantize}"
+    elif quantize not in METHODS:
         raise UserError(f"--quantize {quantize!r}: choose one of {', '.join(METHODS)}")
     if quantize != "auto":
         check_quantizer(quantize)
@@ -90,21 +109,39 @@ def export(
         )
     tokenizer = load_tokenizer(model_dir, trust_remote_code=trust_remote_code)
     model, source_dir = load_full_model(model_dir, is_adapter, trust_remote_code)
+    if quantize.startswith("gguf-"):
+        from r1kit.gguf_export import check_exportable
+
+        check_exportable(model.config)
     before = Measurement(weights_mib(source_dir), generation_speed(model, tokenizer, speed_tokens))
 
     staging = out_dir.with_name(out_dir.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
-    model.save_pretrained(staging)  # the merged full-precision weights, quantised on reload by transformers
+    if quantize.startswith("gguf-"):
+        staging.mkdir(parents=True)
+    else:  # the merged full-precision weights, quantised on reload by transformers
+        model.save_pretrained(staging)
     measured: dict[str, Measurement] = {}
     if quantize == "auto":
         measured["none"] = Measurement(weights_mib(staging), before.tokens_per_second)
-        for method in auto_candidates()[1:]:
-            candidate = load_quantized(staging, method, trust_remote_code)
-            measured[method] = Measurement(
-                quantized_mib(candidate), generation_speed(candidate, tokenizer, speed_tokens)
+        for method in auto_candidates(model.config, tokenizer)[1:]:
+            measured[method] = measure_candidate(
+                staging, model, tokenizer, method, speed_tokens, trust_remote_code
             )
-            del candidate
         quantize = max(measured, key=lambda method: measured[method].tokens_per_second)
+    if quantize.startswith("gguf-"):
+        return _finish_gguf(
+            model,
+            tokenizer,
+            staging,
+            out_dir,
+            quantize,
+            is_adapter,
+            before,
+            measured,
+            model_dir,
+            speed_tokens,
+        )
     not_quantized: dict[str, str] = {}
     if quantize != "none":
         del model
@@ -123,6 +160,53 @@ def export(
     if measured:
         measured[quantize] = after  # its size as written
     result = ExportResult(out_dir, quantize, is_adapter, before, after, not_quantized, measured, vllm)
+    return _land(result, staging, model_dir)
+
+
+def _finish_gguf(
+    model,
+    tokenizer,
+    staging: Path,
+    out_dir: Path,
+    quantize: str,
+    is_adapter: bool,
+    before: Measurement,
+    measured: dict[str, Measurement],
+    model_dir: Path,
+    speed_tokens: int,
+) -> ExportResult:
+    """The GGUF file and the tokenizer (which `r1kit serve` and `r1kit eval` render prompts with) in place of the
+    safetensors folder."""
+    from r1kit.gguf_export import write_gguf
+
+    quant = quantize.removeprefix("gguf-")
+    for path in staging.iterdir():
+        path.unlink()
+    written = write_gguf(model, tokenizer, staging / f"{out_dir.name}-{quant}.gguf", quant)
+    tokenizer.save_pretrained(staging)
+    speed = (
+        measured[quantize].tokens_per_second
+        if quantize in measured
+        else gguf_speed(written.path, tokenizer, speed_tokens)
+    )
+    after = Measurement(written.size_mib, speed)
+    if measured:
+        measured[quantize] = after
+    not_quantized = dict.fromkeys(written.kept_f16, "rows do not split into q8_0 blocks of 32: kept in f16")
+    gguf_file = out_dir / written.path.name
+    serving = {
+        "file": str(gguf_file),
+        "r1kit": f"r1kit serve --model {out_dir} --engine llama.cpp",
+        "llama.cpp": f"llama-server -m {gguf_file} --jinja --reasoning-format deepseek",
+    }
+    result = ExportResult(out_dir, quantize, is_adapter, before, after, not_quantized, measured, gguf=serving)
+    return _land(result, staging, model_dir)
+
+
+def _land(result: ExportResult, staging: Path, model_dir: Path) -> ExportResult:
+    """Write export.json and move the finished folder into place: all or nothing, a half-written export is never
+    found under out_dir."""
+    out_dir = result.out_dir
     (staging / "export.json").write_text(
         json.dumps(
             {**asdict(result), "slower": result.slower, "out_dir": str(out_dir), "source": str(model_dir)},
@@ -132,8 +216,29 @@ def export(
     )
     if out_dir.exists():
         out_dir.rmdir()
-    staging.rename(out_dir)  # all or nothing: a half-written export is never found under out_dir
+    staging.rename(out_dir)
     return result
+
+
+def measure_candidate(
+    staging: Path, model, tokenizer, method: str, speed_tokens: int, trust_remote_code: bool = False
+) -> Measurement:
+    """Size and speed of one `--quantize auto` candidate, made from the merged weights in `staging`."""
+    if method.startswith("gguf-"):
+        import tempfile
+
+        from r1kit.gguf_export import write_gguf
+
+        with tempfile.TemporaryDirectory(dir=staging.parent) as scratch:
+            written = write_gguf(
+                model, tokenizer, Path(scratch) / "candidate.gguf", method.removeprefix("gguf-")
+            )
+            return Measurement(written.size_mib, gguf_speed(written.path, tokenizer, speed_tokens))
+    candidate = load_quantized(staging, method, trust_remote_code)
+    try:
+        return Measurement(quantized_mib(candidate), generation_speed(candidate, tokenizer, speed_tokens))
+    finally:
+        del candidate
 
 
 def vllm_declaration(folder: Path, served_from: Path, trust_remote_code: bool = False) -> dict:
@@ -173,8 +278,10 @@ def vllm_declaration(folder: Path, served_from: Path, trust_remote_code: bool = 
     return {"command": command, "reasoning_parser": parser, "think_token_ids": ids, "problems": problems}
 
 
-def auto_candidates() -> list[str]:
-    """What `--quantize auto` measures on this machine: the original first, then each method that runs here."""
+def auto_candidates(config=None, tokenizer=None) -> list[str]:
+    """What `--quantize auto` measures on this machine: the original first, then each method that runs here
+    (GGUF files through llama.cpp on CPUs, when it is installed and the model and its tokenizer can be written
+    as GGUF)."""
     from r1kit.hardware import cuda_available, package_version
 
     found = ["none"]
@@ -182,6 +289,16 @@ def auto_candidates() -> list[str]:
         found += ["int8-dynamic", "int8"] + (["int4"] if cuda_available() else [])
     if cuda_available() and package_version("bitsandbytes"):
         found.append("nf4")
+    if not cuda_available() and package_version("llama-cpp-python") and package_version("gguf"):
+        from r1kit.gguf_export import check_exportable, pre_tokenizer_of
+
+        try:
+            check_exportable(config)
+            if tokenizer is not None:
+                pre_tokenizer_of(tokenizer)
+        except UserError:
+            return found
+        found += [f"gguf-{quant}" for quant in GGUF_QUANTS]
     return found
 
 
@@ -203,6 +320,11 @@ def _leaf_tensors(model):
 
 def check_quantizer(method: str) -> None:
     """Refuse a method this machine cannot run, before any work."""
+    if method.startswith("gguf-"):
+        require_module("gguf", "llamacpp", "--format gguf")
+        require_module(
+            "llama_cpp", "llamacpp", "--format gguf (llama.cpp measures the file and quantises it)"
+        )
     if method in ("int8-dynamic", "int8", "int4"):
         require_module("torchao", "export", f"--quantize {method}")
     if method == "int4":
@@ -282,13 +404,26 @@ def weights_mib(model_dir: Path) -> float:
 def generation_speed(model, tokenizer, num_tokens: int) -> float:
     """Greedy tokens/s for one fixed chat prompt, decoded by r1kit's engine after a short warm-up: the median
     of SPEED_REPEATS runs."""
+    from r1kit.engine.batching import TransformersEngine
+
+    return engine_speed(TransformersEngine(model, tokenizer, max_batch_size=1), tokenizer, num_tokens)
+
+
+def gguf_speed(gguf_path: Path, tokenizer, num_tokens: int) -> float:
+    """`generation_speed` of a GGUF file, decoded by llama.cpp (same prompt, same count, same sampling code)."""
+    from r1kit.engine.llamacpp_engine import LlamaCppEngine
+
+    return engine_speed(LlamaCppEngine(gguf_path, tokenizer), tokenizer, num_tokens)
+
+
+def engine_speed(engine, tokenizer, num_tokens: int) -> float:
+    """The median greedy tokens/s of SPEED_REPEATS runs of the speed prompt, after a warm-up; shuts `engine`
+    down."""
     import statistics
 
-    from r1kit.engine.batching import TransformersEngine
     from r1kit.engine.chats import Settings, complete_chats
 
     chat = [[{"role": "user", "content": SPEED_PROMPT}]]
-    engine = TransformersEngine(model, tokenizer, max_batch_size=1)
     speeds = []
     try:
         complete_chats(engine, tokenizer, chat, Settings(0.0, 1.0, 2, 0), [0], ignore_eos=True)

@@ -19,16 +19,36 @@ def export_cmd(
     quantize: Annotated[
         str,
         typer.Option(
-            help="none, auto (the fastest measured here), int8-dynamic (CPU), int8 or int4 (torchao), nf4 (GPU)."
+            help="none, auto (the fastest measured here, GGUF included where llama.cpp is installed), "
+            "int8-dynamic (CPU), int8 or int4 (torchao), nf4 (GPU)."
         ),
     ] = "none",
+    format: Annotated[
+        str,
+        typer.Option("--format", help="hf (a Hugging Face folder) or gguf (llama.cpp, Ollama, LM Studio)."),
+    ] = "hf",
+    quant: Annotated[
+        str | None, typer.Option(help="With --format gguf: f16, q8_0 (default) or q4_k_m.")
+    ] = None,
     trust_remote_code: Annotated[bool, typer.Option(help="Run code shipped in the model folder.")] = False,
 ) -> None:
     """Merge, quantise and write a model folder to serve, with its size and speed before and after."""
+    from r1kit.errors import UserError
     from r1kit.export import export
 
+    if format == "gguf":
+        if quantize != "none":
+            raise UserError("--quantize is for --format hf; GGUF takes --quant f16 | q8_0 | q4_k_m")
+        quantize = quant or "q8_0"
+    elif quant is not None:
+        raise UserError("--quant is for --format gguf; a Hugging Face folder takes --quantize")
     result = export(
-        model, out_dir, merge_lora=merge_lora, quantize=quantize, trust_remote_code=trust_remote_code
+        model,
+        out_dir,
+        merge_lora=merge_lora,
+        quantize=quantize,
+        format=format,
+        trust_remote_code=trust_remote_code,
     )
     b, a = result.before, result.after
     out.print(f"size   {b.size_mib:8.1f} MiB -> {a.size_mib:8.1f} MiB ({a.size_mib / b.size_mib:.2f}x)")
@@ -46,7 +66,11 @@ def export_cmd(
         )
     for pattern, why in result.not_quantized.items():
         out.print(f"[yellow]not quantised[/yellow] {escape(pattern)}: {why}", soft_wrap=True)
-    for problem in result.vllm["problems"]:
-        out.print(f"[yellow]for vLLM:[/yellow] {escape(problem)}", soft_wrap=True)
-    out.print(f"serve on GPUs with vLLM: {escape(result.vllm['command'])}", soft_wrap=True)
+    if result.gguf:
+        out.print(f"serve with r1kit: {escape(result.gguf['r1kit'])}", soft_wrap=True)
+        out.print(f"or with llama.cpp: {escape(result.gguf['llama.cpp'])}", soft_wrap=True)
+    else:
+        for problem in result.vllm["problems"]:
+            out.print(f"[yellow]for vLLM:[/yellow] {escape(problem)}", soft_wrap=True)
+        out.print(f"serve on GPUs with vLLM: {escape(result.vllm['command'])}", soft_wrap=True)
     out.print(f"wrote {escape(str(result.out_dir))} ({result.quantize}; report: export.json)")

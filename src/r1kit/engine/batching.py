@@ -271,7 +271,95 @@ then): each shed copies the whole cache, and shedding in multiples of 8 decoded 
 rows) 1.1x faster than shedding each row as it ended, in bf16 and in fp32; the batch also takes fewer shapes."""
 
 
-class TransformersEngine:
+class WorkerEngine:
+    """The server's side of an engine whose worker thread decodes (`_loop`): a bounded queue of requests, their
+    cancellation, the figures /metrics reads, and a shutdown that finishes what was taken. A subclass calls
+    `_start_worker` and says how many rows it is decoding (`_live_rows`)."""
+
+    def _start_worker(self, max_queue_size: int, name: str, start: bool) -> None:
+        self.max_queue_size = max_queue_size
+        self._waiting: collections.deque[GenerationRequest] = collections.deque()
+        self._lock = threading.Condition()
+        self._accepting, self._running = True, True
+        self._recent: collections.deque[tuple[float, int]] = collections.deque()
+        self.num_generated_tokens = 0
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        if start:
+            self._thread.start()
+
+    def _loop(self) -> None:
+        raise NotImplementedError
+
+    def _live_rows(self) -> int:
+        """Rows being decoded now (called with the lock held)."""
+        raise NotImplementedError
+
+    def _has_rows(self) -> bool:
+        """Rows taken and not yet let go, live or not (called with the lock held)."""
+        raise NotImplementedError
+
+    def _count(self, num_tokens: int) -> None:
+        with self._lock:
+            self.num_generated_tokens += num_tokens
+            self._recent.append((time.perf_counter(), num_tokens))
+
+    def submit(self, request: GenerationRequest) -> None:
+        with self._lock:
+            if not self._accepting:
+                raise EngineOverloaded("the server is shutting down")
+            if len(self._waiting) >= self.max_queue_size:
+                raise EngineOverloaded(
+                    f"{len(self._waiting)} requests are already waiting; try again shortly"
+                )
+            self._waiting.append(request)
+            self._lock.notify()
+
+    def cancel(self, request: GenerationRequest) -> None:
+        """The client went away: free its place in the queue now, and its row at the next step (the row stops
+        being decoded for it)."""
+        with self._lock:
+            request.cancelled = True
+            for i, waiting in enumerate(self._waiting):
+                if waiting is request:
+                    del self._waiting[i]
+                    break
+
+    def alive(self) -> bool:
+        """The worker thread runs (False once it has died or been shut down)."""
+        return self._thread.is_alive()
+
+    def stats(self) -> dict[str, float]:
+        now = time.perf_counter()
+        with self._lock:
+            while self._recent and now - self._recent[0][0] > 10.0:
+                self._recent.popleft()
+            recent = sum(n for _, n in self._recent)
+            span = now - self._recent[0][0] if self._recent else 0.0
+            return {
+                "queue_depth": len(self._waiting),
+                "batch_size": self._live_rows(),
+                "tokens_per_second": recent / span if span > 0.5 else 0.0,
+                "generated_tokens": self.num_generated_tokens,
+            }
+
+    def shutdown(self, timeout: float = 300.0) -> None:
+        """Stop taking requests, finish the ones already taken (waiting or running), then stop the thread."""
+        with self._lock:
+            self._accepting = False
+            self._lock.notify()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if not self._waiting and not self._has_rows():
+                    break
+            time.sleep(0.05)
+        with self._lock:
+            self._running = False
+            self._lock.notify()
+        self._thread.join(timeout=10)
+
+
+class TransformersEngine(WorkerEngine):
     """Continuous batching over a transformers causal LM on one device (see the module docstring)."""
 
     name = "transformers"
@@ -294,7 +382,7 @@ class TransformersEngine:
 
         self.model, self.tokenizer = model.eval(), tokenizer
         self.device = next(model.parameters()).device
-        self.max_batch_size, self.max_queue_size = max_batch_size, max_queue_size
+        self.max_batch_size = max_batch_size
         eos = model.generation_config.eos_token_id
         self.eos_ids = (
             set(eos_ids)
@@ -319,74 +407,18 @@ class TransformersEngine:
                 "waves (a new batch starts when the current one ends), not joined mid-generation"
             )
         self._torch = torch
-        self._waiting: collections.deque[GenerationRequest] = collections.deque()
         self._rows: list[_Row] = []
         self._cache = None
         self._mask = None  # (B, T) 1 for real tokens, 0 for left padding
         self._next_ids: list[int] = []
-        self._lock = threading.Condition()
-        self._accepting, self._running = True, True
-        self._recent: collections.deque[tuple[float, int]] = collections.deque()
-        self.num_generated_tokens = 0
-        self._thread = threading.Thread(target=self._loop, name="r1kit-engine", daemon=True)
-        if start:
-            self._thread.start()
+        self._start_worker(max_queue_size, "r1kit-engine", start)
 
-    # ---- the server's side
-    def submit(self, request: GenerationRequest) -> None:
-        with self._lock:
-            if not self._accepting:
-                raise EngineOverloaded("the server is shutting down")
-            if len(self._waiting) >= self.max_queue_size:
-                raise EngineOverloaded(
-                    f"{len(self._waiting)} requests are already waiting; try again shortly"
-                )
-            self._waiting.append(request)
-            self._lock.notify()
+    # ---- the server's side (WorkerEngine): what it reads of the batch
+    def _live_rows(self) -> int:
+        return sum(row.live for row in self._rows)
 
-    def cancel(self, request: GenerationRequest) -> None:
-        """The client went away: free its place in the queue now, and its place in the batch at the next step
-        (the row stops being decoded for it; its memory goes with the next shed, ROW_BUCKET)."""
-        with self._lock:
-            request.cancelled = True
-            for i, waiting in enumerate(self._waiting):
-                if waiting is request:
-                    del self._waiting[i]
-                    break
-
-    def alive(self) -> bool:
-        """The worker thread runs (False once it has died or been shut down)."""
-        return self._thread.is_alive()
-
-    def stats(self) -> dict[str, float]:
-        now = time.perf_counter()
-        with self._lock:
-            while self._recent and now - self._recent[0][0] > 10.0:
-                self._recent.popleft()
-            recent = sum(n for _, n in self._recent)
-            span = now - self._recent[0][0] if self._recent else 0.0
-            return {
-                "queue_depth": len(self._waiting),
-                "batch_size": sum(row.live for row in self._rows),
-                "tokens_per_second": recent / span if span > 0.5 else 0.0,
-                "generated_tokens": self.num_generated_tokens,
-            }
-
-    def shutdown(self, timeout: float = 300.0) -> None:
-        """Stop taking requests, finish the ones already taken (waiting or running), then stop the thread."""
-        with self._lock:
-            self._accepting = False
-            self._lock.notify()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self._lock:
-                if not self._waiting and not self._rows:
-                    break
-            time.sleep(0.05)
-        with self._lock:
-            self._running = False
-            self._lock.notify()
-        self._thread.join(timeout=10)
+    def _has_rows(self) -> bool:
+        return bool(self._rows)
 
     def run(self, requests: list[GenerationRequest]) -> None:
         """Decode `requests` to their end in the calling thread, `max_batch_size` rows at a time (an engine made
@@ -542,9 +574,7 @@ class TransformersEngine:
                     log.exception("decoding a row failed")
                     row.fail(f"decoding failed: {error}")
             self._next_ids[offset + i] = token
-        with self._lock:
-            self.num_generated_tokens += count
-            self._recent.append((time.perf_counter(), count))
+        self._count(count)
         live = [i for i, row in enumerate(self._rows) if row.live]
         size = -(-len(live) // ROW_BUCKET) * ROW_BUCKET
         if size < len(self._rows):
