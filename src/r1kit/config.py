@@ -609,8 +609,14 @@ class ServeConfig(Section):
     request_timeout: float = Field(600.0, gt=0)
     """Seconds from a request's arrival to its last token; a request still running then ends with a 504 (or
     an error event in a stream) and its batch place is freed."""
-    engine: Literal["transformers", "vllm"] = "transformers"
-    """Generation backend. `vllm` needs a CUDA GPU and the `gpu` extra."""
+    engine: Literal["transformers", "vllm", "llama.cpp"] = "transformers"
+    """Generation backend. `vllm` needs a CUDA GPU and the `gpu` extra; `llama.cpp` serves a GGUF export (`r1kit
+    export --format gguf`) on CPUs, one request after another, and needs the `llamacpp` extra."""
+    context_length: int | None = Field(None, ge=16)
+    """Tokens of context llama.cpp allocates (default: the model's, at most 8192)."""
+    threads: int | None = Field(None, ge=1)
+    """llama.cpp's compute threads (default: the CPUs this process may use, less one for the server's own work:
+    llama.cpp's threads spin while they wait, so one that shares a core stalls them all)."""
     max_batch_size: int = Field(8, ge=1)
     """Most requests decoded together by the transformers engine."""
     max_tokens_limit: int = Field(4096, ge=1)

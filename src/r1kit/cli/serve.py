@@ -12,7 +12,9 @@ from r1kit.cli.common import SetOption, app, load_recipe_for
 
 @app.command("serve")
 def serve_cmd(
-    model: Annotated[Path, typer.Option(help="Local Hugging Face model folder.")],
+    model: Annotated[
+        Path, typer.Option(help="Local Hugging Face model folder, or a GGUF export (folder or .gguf file).")
+    ],
     recipe: Annotated[Path | None, typer.Option(help="Recipe whose `serve` section to use.")] = None,
     host: Annotated[
         str | None, typer.Option(help="Address to bind (default 127.0.0.1: this machine only).")
@@ -33,7 +35,12 @@ def serve_cmd(
     insecure_no_key: Annotated[
         bool, typer.Option(help="Allow a non-loopback --host without an API key (a trusted network only).")
     ] = False,
-    engine: Annotated[str | None, typer.Option(help="transformers (default) or vllm (CUDA GPUs).")] = None,
+    engine: Annotated[
+        str | None,
+        typer.Option(
+            help="transformers (default), vllm (CUDA GPUs) or llama.cpp (GGUF; the default for one)."
+        ),
+    ] = None,
     max_batch_size: Annotated[int | None, typer.Option(help="Most requests decoded together.")] = None,
     model_name: Annotated[
         str | None, typer.Option(help="Name clients ask for (default: the folder's).")
@@ -44,6 +51,8 @@ def serve_cmd(
     """Serve a model: OpenAI-compatible API with reasoning_content, /generate, WebSocket, /metrics, chat page."""
     from r1kit.serve.server import serve
 
+    if engine is None and is_gguf_export(model):
+        engine = "llama.cpp"
     flags = {"host": host, "port": port, "engine": engine, "max_batch_size": max_batch_size}
     config = load_recipe_for(
         recipe, overrides, [f"serve.{k}={v}" for k, v in flags.items() if v is not None]
@@ -55,6 +64,13 @@ def serve_cmd(
     if insecure_no_key:
         config = config.model_copy(update={"insecure_no_key": True})
     serve(model, config, model_name=model_name, trust_remote_code=trust_remote_code)
+
+
+def is_gguf_export(path: Path) -> bool:
+    """A .gguf file, or a folder with one and no Hugging Face weights (what `r1kit export --format gguf` writes)."""
+    from r1kit.models.load import find_gguf
+
+    return not (path / "config.json").is_file() and find_gguf(path) is not None
 
 
 def read_key_file(path: Path) -> str:

@@ -17,16 +17,26 @@ __all__ = ["EndpointBackend", "LocalBackend", "Sample", "Settings"]
 
 class LocalBackend:
     """A model folder, or a LoRA adapter folder (merged into its base in memory), decoded by
-    r1kit's engine (all requests batched together)."""
+    r1kit's engine (all requests batched together); a GGUF export, decoded by llama.cpp."""
 
     def __init__(self, model_dir, *, max_batch_size: int = 16, trust_remote_code: bool = False):
         from pathlib import Path
 
         from r1kit.engine.batching import TransformersEngine
         from r1kit.hardware import cuda_available
-        from r1kit.models.load import load_full_model, load_tokenizer
+        from r1kit.models.load import find_gguf, load_full_model, load_tokenizer
 
         model_dir = Path(model_dir)
+        self.name = str(model_dir)
+        gguf_path = None if (model_dir / "config.json").is_file() else find_gguf(model_dir)
+        if gguf_path is not None:  # a GGUF export: llama.cpp decodes, the tokenizer beside the file renders
+            from r1kit.engine.llamacpp_engine import LlamaCppEngine
+            from r1kit.hardware import require_module
+
+            require_module("llama_cpp", "llamacpp", f"evaluating the GGUF file {gguf_path}")
+            self.model, self.tokenizer = None, load_tokenizer(gguf_path.parent)
+            self.engine = LlamaCppEngine(gguf_path, self.tokenizer, max_queue_size=1_000_000)
+            return
         is_adapter = (model_dir / "adapter_config.json").is_file()
         self.model, base_dir = load_full_model(model_dir, is_adapter, trust_remote_code)
         self.model.eval()
@@ -41,7 +51,6 @@ class LocalBackend:
         self.engine = TransformersEngine(
             self.model, self.tokenizer, max_batch_size=max_batch_size, max_queue_size=1_000_000
         )
-        self.name = str(model_dir)
 
     def complete(self, chats: list[list[dict]], settings: Settings, seeds: list[int]) -> list[Sample]:
         """One sample per chat, in order."""

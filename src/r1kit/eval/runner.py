@@ -164,6 +164,8 @@ def run_eval(
         for name in cfg.suites:
             start = time.perf_counter()
             if name == "perplexity":
+                if getattr(backend, "model", None) is None:
+                    raise UserError("the perplexity suite needs a Hugging Face model folder, not a GGUF file")
                 texts, source = suites.perplexity_texts(data_dir, backend.tokenizer, cfg.limit)
                 result = {
                     "perplexity": metrics.perplexity(backend.model, backend.tokenizer, texts),

@@ -29,6 +29,22 @@ def resolve_model_dir(path: str | Path, what: str = "model") -> Path:
     return model_dir
 
 
+def find_gguf(path: str | Path) -> Path | None:
+    """The GGUF file `path` names: the file itself, or the one `.gguf` file in a folder (a GGUF export); None
+    for a folder without one. Two or more in one folder are refused: which to serve is the user's choice."""
+    path = Path(path)
+    if path.is_file() and path.suffix == ".gguf":
+        return path
+    if not path.is_dir():
+        return None
+    found = sorted(path.glob("*.gguf"))
+    if len(found) > 1:
+        raise UserError(
+            f"{path} holds {len(found)} GGUF files ({', '.join(p.name for p in found)}): name one"
+        )
+    return found[0] if found else None
+
+
 def load_tokenizer(path: str | Path, *, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 

@@ -21,6 +21,8 @@ from r1kit.models.load import load_model, load_tokenizer, resolve_model_dir
 
 def build_engine(model_dir: Path, config: ServeConfig, *, trust_remote_code: bool = False):
     """(engine, tokenizer, context length) for `config.engine`; vLLM is refused where it cannot run."""
+    if config.engine == "llama.cpp":
+        return _llama_cpp_engine(model_dir, config)
     tokenizer = load_tokenizer(model_dir, trust_remote_code=trust_remote_code)
     if config.engine == "vllm":
         require_cuda("serve.engine: vllm")
@@ -41,6 +43,35 @@ def build_engine(model_dir: Path, config: ServeConfig, *, trust_remote_code: boo
         model = model.to("cuda")
     engine = TransformersEngine(
         model, tokenizer, max_batch_size=config.max_batch_size, max_queue_size=config.max_queue_size
+    )
+    return engine, tokenizer, engine.context_length
+
+
+def _llama_cpp_engine(path: Path, config: ServeConfig):
+    """llama.cpp on the GGUF file `path` names, with the Hugging Face tokenizer beside it (a GGUF export's folder
+    holds both): the server renders and tokenizes prompts, llama.cpp runs the model."""
+    require_module("llama_cpp", "llamacpp", "serve.engine: llama.cpp")
+    from r1kit.engine.llamacpp_engine import LlamaCppEngine
+    from r1kit.models.load import find_gguf
+
+    gguf_path = find_gguf(path)
+    if gguf_path is None:
+        raise UserError(
+            f"serve.engine llama.cpp serves GGUF files and {path} is not one nor holds one: make one with "
+            f"r1kit export --model {path} --out DIR --format gguf"
+        )
+    if not (gguf_path.parent / "tokenizer.json").is_file():
+        raise UserError(
+            f"{gguf_path.parent} has no tokenizer.json beside {gguf_path.name}: r1kit renders prompts with the "
+            "Hugging Face tokenizer an export writes next to the file (r1kit export --format gguf)"
+        )
+    tokenizer = load_tokenizer(gguf_path.parent)
+    engine = LlamaCppEngine(
+        gguf_path,
+        tokenizer,
+        max_queue_size=config.max_queue_size,
+        context_length=config.context_length,
+        threads=config.threads,
     )
     return engine, tokenizer, engine.context_length
 
@@ -95,9 +126,9 @@ def serve(
             f"{model_dir} is a LoRA adapter: merge it into its base first "
             f"(r1kit export --model {model_dir} --out DIR), then serve DIR"
         )
-    model_dir = resolve_model_dir(model_dir)
+    model_dir = Path(model_dir) if config.engine == "llama.cpp" else resolve_model_dir(model_dir)
     engine, tokenizer, context_length = build_engine(model_dir, config, trust_remote_code=trust_remote_code)
-    name = model_name or model_dir.resolve().name
+    name = model_name or model_dir.resolve().name.removesuffix(".gguf")
     app = create_app(
         engine,
         tokenizer,
