@@ -198,7 +198,15 @@ def test_demo_runs_end_to_end(cli, tmp_path):
     speeds = {method: m["tokens_per_second"] for method, m in exported["measured"].items()}
     assert set(speeds) == {"none", "int8-dynamic", "int8", "gguf-f16", "gguf-q8_0", "gguf-q4_k_m"}
     assert exported["quantize"] == max(speeds, key=speeds.get)
-    assert re.search(rf"export {exported['quantize']}: [\d.]+ -> [\d.]+ MiB", done.stdout)
+    assert re.search(
+        rf"export {exported['quantize']}: [\d.]+ -> [\d.]+ MiB, \d+ -> \d+ tokens/s", done.stdout
+    )
+    # a quantised export is evaluated again on the held-out problems the eval stage scored its source on
+    stage = json.loads((out_dir / "07-export" / "stage.json").read_text())["summary"]
+    if exported["quantize"] != "none":
+        kept = stage["accuracy"]["heldout"]
+        assert kept["before"] == after["suites"]["heldout"]["accuracy"] and 0 <= kept["after"] <= 1
+        assert f"heldout accuracy {100 * kept['before']:.1f}% -> {100 * kept['after']:.1f}%" in done.stdout
     assert "served at http://127.0.0.1:" in done.stdout and "content" in done.stdout
     # the report: the figures of this run, the served answer, and the plots it links to exist
     report = (out_dir / "report.md").read_text()

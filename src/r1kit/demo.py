@@ -389,6 +389,10 @@ def write_demo_report(result: DemoResult, out_dir: Path) -> Path:
         f"- **export** ({exported['quantize']}): {b['size_mib']:.1f} → {a['size_mib']:.1f} MiB, "
         f"{b['tokens_per_second']:.0f} → {a['tokens_per_second']:.0f} tokens/s"
         + export_choice(exported.get("measured") or {})
+        + "".join(
+            f"; {name} accuracy {pct(kept['before'])} → {pct(kept['after'])} on its {kept['problems']} problems"
+            for name, kept in (exported.get("accuracy") or {}).items()
+        )
         + ".",
         f"- **serve**: `r1kit serve` at {served['url']} (started after GRPO, loading during the evaluation and "
         "the export), asked through the OpenAI client:",

@@ -188,7 +188,34 @@ def run_stage(stage: str, recipe: Recipe, stage_dir: Path, current: Current) -> 
         "after": asdict(result.after),
         "measured": {method: asdict(m) for method, m in result.measured.items()},
     }
+    if result.quantize != "none":
+        summary["accuracy"] = accuracy_kept(recipe, stage_dir, current.model, result.out_dir)
     return replace(current, model=str(result.out_dir)), summary
+
+
+def accuracy_kept(recipe: Recipe, stage_dir: Path, source, exported: Path) -> dict:
+    """{suite: {"before", "after", "problems"}}: the quantised export's accuracy on each generation suite an eval
+    stage of this run measured on the model it came from, with the same settings; empty when none did."""
+    from r1kit.eval.runner import run_eval
+
+    before = None
+    for path in sorted(stage_dir.parent.glob("*-eval/eval/report.json")):
+        report = json.loads(path.read_text(encoding="utf-8"))
+        if report["model"] == str(Path(source)):
+            before = report["suites"]
+    suites = [name for name, suite in (before or {}).items() if "accuracy" in suite]
+    if not suites:
+        return {}
+    settings = recipe.eval.model_copy(update={"suites": suites})
+    after = run_eval(recipe.model_copy(update={"eval": settings}), stage_dir / "eval", model_dir=exported)
+    return {
+        name: {
+            "before": before[name]["accuracy"],
+            "after": after["suites"][name]["accuracy"],
+            "problems": after["suites"][name]["problems"],
+        }
+        for name in suites
+    }
 
 
 BeforeStage = Callable[[Path, Recipe, Current], None]

@@ -47,7 +47,14 @@ def demo(
     out.print(escape(result.experiment["verdict"]))
     exported = result.stages["export"].summary
     b, a = exported["before"], exported["after"]
-    out.print(f"export {exported['quantize']}: {b['size_mib']:.1f} -> {a['size_mib']:.1f} MiB")
+    out.print(
+        f"export {exported['quantize']}: {b['size_mib']:.1f} -> {a['size_mib']:.1f} MiB, "
+        f"{b['tokens_per_second']:.0f} -> {a['tokens_per_second']:.0f} tokens/s"
+        + "".join(
+            f", {name} accuracy {100 * kept['before']:.1f}% -> {100 * kept['after']:.1f}%"
+            for name, kept in (exported.get("accuracy") or {}).items()
+        )
+    )
     served = result.served
     out.print(f"served at {served['url']}: asked {escape(served['question'])!r}", highlight=False)
     out.print(f"[dim]reasoning_content[/dim] {escape(str(served['reasoning']))}", highlight=False)
