@@ -245,3 +245,20 @@ def test_what_gguf_cannot_hold_is_refused(tokenizer_dir, tmp_path, cli):
     ]:
         done = cli("export", "--model", str(base), "--out", str(tmp_path / "o"), *args)
         assert done.returncode != 0 and message in done.stdout + done.stderr, (args, done.stderr)
+
+
+def test_a_recipe_exports_gguf_and_refuses_two_quantisations(tokenizer_dir, tmp_path):
+    from r1kit.config import load_recipe
+    from r1kit.models.create import init_model
+    from r1kit.pipeline import run_pipeline
+
+    init_model("tiny-qwen2", tokenizer_dir, tmp_path / "base", seed=3)
+    settings = [f"model.path={tmp_path / 'base'}", "pipeline.stages=[export]", "export.speed_tokens=4"]
+    (record,) = run_pipeline(
+        load_recipe(None, [*settings, "export.format=gguf", "export.gguf_quant=f16"]), tmp_path / "run"
+    )
+    assert record.summary["quantize"] == "gguf-f16" and list(
+        (tmp_path / "run" / "01-export" / "model").glob("*.gguf")
+    )
+    with pytest.raises(UserError, match="export.gguf_quant"):
+        load_recipe(None, [*settings, "export.format=gguf", "export.quantize=int8"])

@@ -549,8 +549,21 @@ class ExportConfig(Section):
     quantize: Literal["none", "auto", "int8-dynamic", "int8", "int4", "nf4"] = "none"
     """`int8-dynamic` for CPU inference, `int8`/`int4` weight-only (torchao), `nf4` (bitsandbytes, GPU); `auto`
     measures the original and each method that runs on this machine, and keeps the fastest."""
+    format: Literal["hf", "gguf"] = "hf"
+    """`hf`: a Hugging Face folder (quantised per `quantize`); `gguf`: a GGUF file for llama.cpp, Ollama and LM
+    Studio (quantised per `gguf_quant`; the `llamacpp` extra). `quantize: auto` may also pick a GGUF file."""
+    gguf_quant: Literal["f16", "q8_0", "q4_k_m"] = "q8_0"
+    """The GGUF file's quantisation with `format: gguf`."""
     speed_tokens: int = Field(32, ge=1)
     """Tokens generated for the speed check before and after."""
+
+    @model_validator(mode="after")
+    def _one_quantisation(self) -> ExportConfig:
+        if self.format == "gguf" and self.quantize != "none":
+            raise ValueError(
+                "export.format gguf is quantised by export.gguf_quant; leave export.quantize none"
+            )
+        return self
 
 
 class PlanConfig(Section):

@@ -179,7 +179,8 @@ def run_stage(stage: str, recipe: Recipe, stage_dir: Path, current: Current) -> 
         current.model,
         stage_dir / "model",
         merge_lora=recipe.export.merge_lora,
-        quantize=recipe.export.quantize,
+        quantize=recipe.export.gguf_quant if recipe.export.format == "gguf" else recipe.export.quantize,
+        format=recipe.export.format,
         speed_tokens=recipe.export.speed_tokens,
     )
     summary = {
