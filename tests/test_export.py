@@ -133,10 +133,33 @@ def test_a_slower_export_is_said_plainly(base_dir, tmp_path, cli):
     done = cli(
         "export", "--model", str(base_dir), "--out", str(tmp_path / "q"), "--quantize", "int8", check=True
     )
-    slower = json.loads((tmp_path / "q" / "export.json").read_text())["slower"]
+    report = json.loads((tmp_path / "q" / "export.json").read_text())
     assert (
         "generates more slowly than the original on this machine" in " ".join(done.stdout.split())
-    ) is slower
+    ) is report["slower"]
+    offer = report["faster"]
+    if offer:  # a slower export offers a scheme measured faster here, with its command
+        assert report["slower"] and offer["tokens_per_second"] > report["after"]["tokens_per_second"]
+        assert offer["command"] in " ".join(done.stdout.split())
+
+
+def test_a_slower_export_offers_llama_cpp_when_it_measures_faster(base_dir, tmp_path):
+    """The offer compares llama.cpp's q8_0 file, measured here, with what was written: made when it is faster
+    (against a written export of 0.001 tokens/s it always is), not when it is slower (against 10^9)."""
+    pytest.importorskip("llama_cpp")
+    from r1kit.export import Measurement, faster_offer
+    from r1kit.models.load import load_model, load_tokenizer
+
+    config, tokenizer = load_model(base_dir).config, load_tokenizer(base_dir)
+
+    def offer(tokens_per_second):
+        after = Measurement(1.0, tokens_per_second)
+        return faster_offer(base_dir, tmp_path / "q", config, tokenizer, False, after, 4, False)
+
+    made = offer(0.001)
+    assert made["method"] == "gguf-q8_0" and made["tokens_per_second"] > 0.001
+    assert made["command"] == f"r1kit export --model {base_dir} --out q-gguf --format gguf --quant q8_0"
+    assert offer(1e9) == {}
 
 
 def test_the_folder_declares_what_vllm_needs_for_the_r1_reasoning_parser(base_dir, tmp_path):

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -67,6 +68,8 @@ class ExportResult:
     """`vllm_declaration` of the written folder (a Hugging Face folder)."""
     gguf: dict = field(default_factory=dict)
     """A GGUF export: its file and how to serve it with r1kit and with llama.cpp's own server."""
+    faster: dict = field(default_factory=dict)
+    """When the quantised export is slower than the original: a scheme measured faster here, and its command."""
 
     @property
     def slower(self) -> bool:
@@ -160,7 +163,41 @@ def export(
     if measured:
         measured[quantize] = after  # its size as written
     result = ExportResult(out_dir, quantize, is_adapter, before, after, not_quantized, measured, vllm)
+    if result.slower and not measured:
+        config = model.config
+        del model
+        result.faster = faster_offer(
+            model_dir, out_dir, config, tokenizer, is_adapter, after, speed_tokens, trust_remote_code
+        )
     return _land(result, staging, model_dir)
+
+
+def faster_offer(
+    model_dir: Path,
+    out_dir: Path,
+    config,
+    tokenizer,
+    is_adapter: bool,
+    after: Measurement,
+    speed_tokens: int,
+    trust_remote_code: bool,
+) -> dict:
+    """After a quantisation that came out slower than the original: llama.cpp's q8_0 GGUF file of the same model,
+    measured here, with the command that writes it, when it is faster than what was written ({} otherwise, or
+    where llama.cpp is not installed)."""
+    if "gguf-q8_0" not in auto_candidates(config, tokenizer):
+        return {}
+    original, _ = load_full_model(model_dir, is_adapter, trust_remote_code)
+    with tempfile.TemporaryDirectory(dir=out_dir.parent) as scratch:
+        measured = measure_candidate(Path(scratch), original, tokenizer, "gguf-q8_0", speed_tokens)
+    if measured.tokens_per_second <= after.tokens_per_second:
+        return {}
+    return {
+        "method": "gguf-q8_0",
+        "tokens_per_second": measured.tokens_per_second,
+        "size_mib": measured.size_mib,
+        "command": f"r1kit export --model {model_dir} --out {out_dir.name}-gguf --format gguf --quant q8_0",
+    }
 
 
 def _finish_gguf(
@@ -225,8 +262,6 @@ def measure_candidate(
 ) -> Measurement:
     """Size and speed of one `--quantize auto` candidate, made from the merged weights in `staging`."""
     if method.startswith("gguf-"):
-        import tempfile
-
         from r1kit.gguf_export import write_gguf
 
         with tempfile.TemporaryDirectory(dir=staging.parent) as scratch:

@@ -64,6 +64,12 @@ def export_cmd(
             f"({a.tokens_per_second:.0f} against {b.tokens_per_second:.0f} tok/s): it saves memory, not time. "
             "--quantize auto keeps whichever measures fastest here.[/yellow]"
         )
+    if result.faster:
+        out.print(
+            f"faster here: llama.cpp's q8_0 GGUF file, {result.faster['tokens_per_second']:.0f} tok/s "
+            f"({result.faster['size_mib']:.1f} MiB): {escape(result.faster['command'])}",
+            soft_wrap=True,
+        )
     for pattern, why in result.not_quantized.items():
         out.print(f"[yellow]not quantised[/yellow] {escape(pattern)}: {why}", soft_wrap=True)
     if result.gguf:
