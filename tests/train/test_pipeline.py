@@ -18,7 +18,7 @@ GRPO = (
 )
 
 
-def test_sft_then_grpo_then_a_rerun_skips_both(recipe_for, tmp_path, capfd):
+def test_sft_then_grpo_then_a_rerun_skips_both(recipe_for, tmp_path, capfd, recwarn):
     from transformers import AutoModelForCausalLM
 
     recipe = recipe_for(
@@ -32,6 +32,7 @@ def test_sft_then_grpo_then_a_rerun_skips_both(recipe_for, tmp_path, capfd):
     assert re.search(r"^grpo  step \d/2  loss \S+  reward [\d.]+  accuracy [\d.]+%", console, re.M)
     assert re.search(r"^sft  done: 4 steps in \dm\d\ds", console, re.M) and "grpo  done: 2 steps" in console
     assert "{'loss'" not in console and "'grad_norm'" not in console
+    assert not [w for w in recwarn if "is_gradient_checkpointing" in str(w.message)]  # TRL's, at each rollout
     assert [r.stage for r in records] == ["sft", "grpo"] and not any(r.skipped for r in records)
     assert records[0].summary == {"steps": 4, "run_dir": str(tmp_path / "run" / "01-sft")}
     assert records[0].seconds > 0
