@@ -49,9 +49,10 @@ def serve_cmd(
     overrides: SetOption = None,
 ) -> None:
     """Serve a model: OpenAI-compatible API with reasoning_content, /generate, WebSocket, /metrics, chat page."""
+    from r1kit.models.load import gguf_export_file
     from r1kit.serve.server import serve
 
-    if engine is None and is_gguf_export(model):
+    if engine is None and gguf_export_file(model) is not None:
         engine = "llama.cpp"
     flags = {"host": host, "port": port, "engine": engine, "max_batch_size": max_batch_size}
     config = load_recipe_for(
@@ -64,13 +65,6 @@ def serve_cmd(
     if insecure_no_key:
         config = config.model_copy(update={"insecure_no_key": True})
     serve(model, config, model_name=model_name, trust_remote_code=trust_remote_code)
-
-
-def is_gguf_export(path: Path) -> bool:
-    """A .gguf file, or a folder with one and no Hugging Face weights (what `r1kit export --format gguf` writes)."""
-    from r1kit.models.load import find_gguf
-
-    return not (path / "config.json").is_file() and find_gguf(path) is not None
 
 
 def read_key_file(path: Path) -> str:

@@ -24,11 +24,11 @@ class LocalBackend:
 
         from r1kit.engine.batching import TransformersEngine
         from r1kit.hardware import cuda_available
-        from r1kit.models.load import find_gguf, load_full_model, load_tokenizer
+        from r1kit.models.load import gguf_export_file, load_full_model, load_tokenizer
 
         model_dir = Path(model_dir)
         self.name = str(model_dir)
-        gguf_path = None if (model_dir / "config.json").is_file() else find_gguf(model_dir)
+        gguf_path = gguf_export_file(model_dir)
         if gguf_path is not None:  # a GGUF export: llama.cpp decodes, the tokenizer beside the file renders
             from r1kit.engine.llamacpp_engine import LlamaCppEngine
             from r1kit.hardware import require_module

@@ -45,6 +45,13 @@ def find_gguf(path: str | Path) -> Path | None:
     return found[0] if found else None
 
 
+def gguf_export_file(path: str | Path) -> Path | None:
+    """The GGUF file to run when `path` is a GGUF export (a `.gguf` file, or a folder with one and no config.json,
+    as `r1kit export --format gguf` writes); None for a Hugging Face folder."""
+    path = Path(path)
+    return None if (path / "config.json").is_file() else find_gguf(path)
+
+
 def load_tokenizer(path: str | Path, *, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
