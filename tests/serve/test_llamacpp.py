@@ -143,3 +143,13 @@ def test_llama_cpp_leaves_a_core_to_the_server(gguf_dir):
         engine, _, context = build_engine(gguf_dir, ServeConfig(engine="llama.cpp", threads=asked))
         assert engine.llama.n_threads == expected and context == engine.context_length == 2048
         engine.shutdown()
+
+
+def test_a_context_longer_than_the_models_is_refused(gguf_dir):
+    """Before llama.cpp allocates a KV cache for it (ten million tokens here)."""
+    from r1kit.config import ServeConfig
+    from r1kit.errors import UserError
+    from r1kit.serve.server import build_engine
+
+    with pytest.raises(UserError, match="context_length 10000000 is longer than the 2048 tokens"):
+        build_engine(gguf_dir, ServeConfig(engine="llama.cpp", context_length=10_000_000))

@@ -44,6 +44,13 @@ class LlamaCppEngine(WorkerEngine):
 
         self._llama_cpp, self._torch = llama_cpp, torch
         trained = _trained_context(gguf_path)
+        if context_length and trained and context_length > trained:
+            from r1kit.errors import UserError
+
+            raise UserError(
+                f"serve.context_length {context_length} is longer than the {trained} tokens of context "
+                f"{gguf_path.name} declares (llama.cpp would allocate its KV cache for all of them)"
+            )
         n_ctx = context_length or min(trained or DEFAULT_CONTEXT, DEFAULT_CONTEXT)
         self.llama = load_llama(gguf_path, n_ctx, threads or default_threads())
         self.context_length = self.llama.n_ctx()
